@@ -1,0 +1,35 @@
+# The README's two commands: `make run` and `make test`. Both create/refresh .venv first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ENV ?= local
+PYTEST_ARGS ?=
+export TF_USE_LEGACY_KERAS := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONHASHSEED := 0
+
+.PHONY: venv run test lint bench clean-lakehouse
+
+venv:
+	@bash scripts/bootstrap.sh
+
+## run: the main job on the embedded default (simulator -> lakehouse), end to end
+run: venv
+	$(PY) jobs/run_pipeline.py --env $(ENV)
+
+## test: the whole test suite (slow tests included)
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check lib jobs tests
+	$(VENV)/bin/mypy lib
+
+## bench: benchmarks (not tests); results land in docs/BENCHMARKS.md's raw folder
+bench: venv
+	$(PY) -m shopper_profiles.bench --env $(ENV)
+
+clean-lakehouse:
+	rm -rf lakehouse

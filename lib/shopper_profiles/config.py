@@ -1,0 +1,204 @@
+"""Typed configuration: conf/base.yaml plus one override file per environment.
+
+Every job takes ``--env`` (local, dev, prod) and any number of
+``--conf-override dotted.key=value``; unknown keys or wrong types fail at start-up
+with the key named, before any Spark or Delta work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+logger = logging.getLogger(__name__)
+
+ENVIRONMENTS = ("local", "dev", "prod")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+"""Repository root (the folder holding conf/); relative paths in config resolve against it."""
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used; the message names the key and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LakehouseConfig(_Strict):
+    root: str = Field(description="Lakehouse root folder or URI; every table lives below it.")
+    engine: Literal["auto", "delta-rs", "spark-delta"] = Field(
+        description="Delta engine: delta-rs (embedded: Spark computes, deltalake commits), "
+        "spark-delta (native format('delta'), needs the Delta jars), or auto (spark-delta when "
+        "the Delta classes are on the classpath, else delta-rs)."
+    )
+    vacuum_retention_hours: int = Field(ge=0)
+
+
+class TablesConfig(_Strict):
+    """Logical table name -> path relative to the lakehouse root."""
+
+    smoke: str
+    events: str
+    users: str
+    items: str
+    social_edges: str
+    quarantine: str
+    ingest_loads: str
+    user_id_map: str
+    planted_truth: str
+
+
+class DataConfig(_Strict):
+    dir: str = Field(description="Folder with the real data sets (../shared/data).")
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str | None = Field(
+        default=None, description="None: sqlite:///<lakehouse root>/mlflow.db"
+    )
+    experiment: str
+    registered_model: str
+
+
+class SparkConfig(_Strict):
+    master: str | None = Field(
+        description="Only for local runs; None on a cluster, where the session factory only "
+        "calls getOrCreate()."
+    )
+    app_name: str
+    shuffle_partitions: int = Field(ge=1)
+    driver_memory: str
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class Config(_Strict):
+    env: Literal["local", "dev", "prod"]
+    lakehouse: LakehouseConfig
+    tables: TablesConfig
+    data: DataConfig
+    mlflow: MlflowConfig
+    spark: SparkConfig
+
+    @property
+    def lakehouse_root(self) -> str:
+        return resolve_path(self.lakehouse.root)
+
+    @property
+    def data_dir(self) -> str:
+        return resolve_path(self.data.dir)
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        root = self.lakehouse_root
+        if "://" in root:
+            raise ConfigError(
+                "mlflow.tracking_uri must be set when lakehouse.root is a URI "
+                f"({root}); sqlite needs a local file"
+            )
+        return f"sqlite:///{root}/mlflow.db"
+
+
+def resolve_path(value: str) -> str:
+    """Absolute path for a local path (relative ones against the repo root); URIs unchanged."""
+    if "://" in value or value.startswith("dbfs:"):
+        return value.rstrip("/")
+    path = Path(os.path.expandvars(os.path.expanduser(value)))
+    if not path.is_absolute():
+        path = PROJECT_ROOT / path
+    return str(path.resolve())
+
+
+def conf_dir() -> Path:
+    return Path(os.environ.get("SHOPPER_CONF_DIR", PROJECT_ROOT / "conf"))
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return loaded
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``a.b.c=value`` -> {"a": {"b": {"c": value}}}, the value parsed as YAML (so 4 is an int)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--conf-override {text!r}: expected dotted.key=value")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    node: dict[str, Any] = {}
+    parts = key.strip().split(".")
+    cursor = node
+    for part in parts[:-1]:
+        cursor[part] = {}
+        cursor = cursor[part]
+    cursor[parts[-1]] = value
+    return node
+
+
+def load_config(env: str = "local", overrides: list[str] | None = None) -> Config:
+    """Merge base.yaml, <env>.yaml and the overrides, then validate strictly."""
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"--env {env!r} is unknown; use one of {', '.join(ENVIRONMENTS)}")
+    folder = conf_dir()
+    base_file = folder / "base.yaml"
+    if not base_file.exists():
+        raise ConfigError(f"{base_file} not found; set SHOPPER_CONF_DIR to the folder holding base.yaml")
+    raw = _read_yaml(base_file)
+    env_file = folder / f"{env}.yaml"
+    if env_file.exists():
+        raw = _deep_merge(raw, _read_yaml(env_file))
+    for text in overrides or []:
+        raw = _deep_merge(raw, parse_override(text))
+    raw["env"] = env
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
+            problems.append(f"  {key}: {err['msg']}{got}")
+        raise ConfigError(
+            f"invalid configuration for env {env!r} (conf/base.yaml, conf/{env}.yaml, --conf-override):\n"
+            + "\n".join(problems)
+        ) from e
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The two options every job takes."""
+    parser.add_argument("--env", default="local", choices=ENVIRONMENTS, help="configuration environment")
+    parser.add_argument(
+        "--conf-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. spark.shuffle_partitions=8 (repeatable)",
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return load_config(args.env, args.conf_override)

@@ -1,0 +1,82 @@
+"""The one place that builds a SparkSession; everything else receives ``spark`` as an argument."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from shopper_profiles.config import Config
+
+logger = logging.getLogger(__name__)
+
+# Settings every environment needs for the lakehouse contract: UTC everywhere, and Parquet
+# timestamps as INT64 micros (Delta's timestamp type; INT96 is not readable by delta-rs stats).
+_CONTRACT_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.sources.partitionOverwriteMode": "static",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+
+
+def build_spark(config: Config) -> SparkSession:
+    """Local session when config names a master; on a cluster only ``getOrCreate()``."""
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        _apply_contract(active)
+        return active
+    builder = SparkSession.builder.appName(config.spark.app_name)
+    if config.spark.master:
+        builder = _local_builder(builder, config)
+    for key, value in config.spark.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    _apply_contract(spark)
+    return spark
+
+
+def _apply_contract(spark: SparkSession) -> None:
+    for key, value in _CONTRACT_CONF.items():
+        spark.conf.set(key, value)
+
+
+def _local_builder(builder: SparkSession.Builder, config: Config) -> SparkSession.Builder:
+    root = Path(config.lakehouse_root)
+    tmp = root / "_tmp"
+    (tmp / "spark").mkdir(parents=True, exist_ok=True)
+    # Executors are Python workers of this interpreter (the venv), not whatever is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    java_opts = f"-Dderby.system.home={tmp / 'derby'} -Djava.io.tmpdir={tmp / 'spark'}"
+    local_conf = {
+        "spark.master": config.spark.master or "local[*]",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": str(config.spark.shuffle_partitions),
+        "spark.default.parallelism": str(max(2, config.spark.shuffle_partitions)),
+        "spark.driver.memory": config.spark.driver_memory,
+        "spark.local.dir": str(tmp / "spark"),
+        "spark.sql.warehouse.dir": str(tmp / "warehouse"),
+        "spark.driver.extraJavaOptions": java_opts,
+        "spark.sql.adaptive.enabled": "true",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+    }
+    for key, value in local_conf.items():
+        builder = builder.config(key, value)
+    logger.info("local Spark session %s, temp dirs under %s", config.spark.master, tmp)
+    return builder
+
+
+def delta_classes_available(spark: SparkSession) -> bool:
+    """True when the native Delta Lake classes are on the JVM classpath (Databricks, --packages)."""
+    try:
+        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+        jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")
+        return True
+    except Exception:  # noqa: BLE001 - py4j raises its own error types for a missing class
+        return False

@@ -1,0 +1,91 @@
+"""One session-scoped local Spark and a fresh lakehouse per test module."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+from pyspark.sql import DataFrame, SparkSession  # noqa: E402
+
+from shopper_profiles.config import Config, load_config  # noqa: E402
+from shopper_profiles.storage import DeltaStore, open_store  # noqa: E402
+
+DELTA_PACKAGE = "io.delta:delta-spark_2.12:3.3.2"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--storage-engine",
+        default="delta-rs",
+        choices=["delta-rs", "spark-delta"],
+        help="engine for the storage contract tests; spark-delta needs the Delta jars "
+        f"(Maven access for {DELTA_PACKAGE}, or SHOPPER_DELTA_JARS=comma-separated jar paths)",
+    )
+
+
+@pytest.fixture(scope="session")
+def storage_engine(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--storage-engine"))
+
+
+@pytest.fixture(scope="session")
+def session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lakehouse-session")
+
+
+@pytest.fixture(scope="session")
+def spark(session_root: Path, storage_engine: str) -> Iterator[SparkSession]:
+    from shopper_profiles.spark import build_spark
+
+    conf = [f"lakehouse.root={session_root}", "spark.master=local[2]", "spark.shuffle_partitions=2",
+            "spark.driver_memory=3g"]
+    if storage_engine == "spark-delta":
+        jars = os.environ.get("SHOPPER_DELTA_JARS")
+        extra = {
+            "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+            "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        }
+        extra["spark.jars" if jars else "spark.jars.packages"] = jars or DELTA_PACKAGE
+        config = load_config("local", conf)
+        config = config.model_copy(update={"spark": config.spark.model_copy(update={"conf": extra})})
+    else:
+        config = load_config("local", conf)
+    session = build_spark(config)
+    yield session
+    session.stop()
+
+
+@pytest.fixture()
+def config(tmp_path: Path, storage_engine: str) -> Config:
+    """A config whose lakehouse is this test's own temp folder."""
+    return load_config(
+        "local",
+        [f"lakehouse.root={tmp_path / 'lakehouse'}", f"lakehouse.engine={storage_engine}",
+         "spark.shuffle_partitions=2"],
+    )
+
+
+@pytest.fixture()
+def store(spark: SparkSession, config: Config) -> DeltaStore:
+    return open_store(spark, config)
+
+
+def assert_rows_equal(actual: DataFrame | list, expected: list[tuple], columns: list[str] | None = None) -> None:
+    """Compare rows ignoring order; show both sides on failure."""
+    if isinstance(actual, DataFrame):
+        frame = actual.select(*columns) if columns else actual
+        rows = [tuple(r) for r in frame.collect()]
+    else:
+        rows = [tuple(r) for r in actual]
+    key = lambda r: tuple((v is None, str(v)) for v in r)  # noqa: E731 - sort with None safely
+    got, want = sorted(rows, key=key), sorted(expected, key=key)
+    assert got == want, "rows differ\n  actual:   " + "\n            ".join(map(str, got)) + \
+        "\n  expected: " + "\n            ".join(map(str, want))
