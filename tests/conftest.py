@@ -89,3 +89,15 @@ def assert_rows_equal(actual: DataFrame | list, expected: list[tuple], columns: 
     got, want = sorted(rows, key=key), sorted(expected, key=key)
     assert got == want, "rows differ\n  actual:   " + "\n            ".join(map(str, got)) + \
         "\n  expected: " + "\n            ".join(map(str, want))
+
+
+def run_job(name: str, argv: list[str]):
+    """Run ``jobs/<name>.py``'s ``main(argv)`` in this process, as Airflow or a test would."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "jobs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"jobs_{name}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)

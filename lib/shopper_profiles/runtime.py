@@ -1,0 +1,49 @@
+"""What every job entry point shares: argument parsing, logging, config, session, store."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+
+from shopper_profiles.config import Config, add_config_arguments, config_from_args
+from shopper_profiles.spark import build_spark
+from shopper_profiles.storage import DeltaStore, open_store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class JobContext:
+    args: argparse.Namespace
+    config: Config
+    spark: SparkSession
+    store: DeltaStore
+
+
+def job_parser(description: str) -> argparse.ArgumentParser:
+    return add_config_arguments(argparse.ArgumentParser(description=description))
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("SHOPPER_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("py4j", "pyspark"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def start_job(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> JobContext:
+    """Parse, validate config (fails before any Spark work), then start Spark and the store."""
+    args = parser.parse_args(argv)
+    configure_logging()
+    config = config_from_args(args)
+    spark = build_spark(config)
+    store = open_store(spark, config)
+    logger.info("env=%s lakehouse=%s engine=%s", config.env, config.lakehouse_root, store.engine)
+    return JobContext(args=args, config=config, spark=spark, store=store)

@@ -1,0 +1,77 @@
+"""Typed config: merges, overrides, and start-up errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shopper_profiles.config import PROJECT_ROOT, ConfigError, load_config, parse_override
+from shopper_profiles.runtime import job_parser
+
+
+def test_local_defaults_resolve_paths_against_the_repo() -> None:
+    config = load_config("local")
+    assert config.env == "local"
+    assert config.lakehouse.engine == "delta-rs"
+    assert config.lakehouse_root == str(PROJECT_ROOT / "lakehouse")
+    assert config.data_dir == str((PROJECT_ROOT / "../shared/data").resolve())
+    assert config.spark.master == "local[*]"
+    assert config.spark.shuffle_partitions == 4  # local.yaml overrides base.yaml's 200
+    assert config.mlflow_tracking_uri == f"sqlite:///{PROJECT_ROOT / 'lakehouse'}/mlflow.db"
+
+
+def test_prod_is_cluster_only() -> None:
+    config = load_config("prod")
+    assert config.spark.master is None  # the factory then only calls getOrCreate()
+    assert config.lakehouse.engine == "spark-delta"
+    assert config.lakehouse_root.startswith("dbfs:/")
+    assert config.mlflow_tracking_uri == "databricks"
+
+
+def test_overrides_are_typed_and_nested(tmp_path: Path) -> None:
+    config = load_config("local", [f"lakehouse.root={tmp_path}", "spark.shuffle_partitions=8",
+                                   "mlflow.tracking_uri=http://127.0.0.1:5000"])
+    assert config.lakehouse_root == str(tmp_path)
+    assert config.spark.shuffle_partitions == 8
+    assert config.mlflow_tracking_uri == "http://127.0.0.1:5000"
+
+
+def test_unknown_key_fails_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"spark\.shuffle_partitons: Extra inputs are not permitted"):
+        load_config("local", ["spark.shuffle_partitons=8"])
+
+
+def test_wrong_type_fails_naming_key_and_value() -> None:
+    with pytest.raises(ConfigError, match=r"spark\.shuffle_partitions: .*integer.*\(got 'many'\)"):
+        load_config("local", ["spark.shuffle_partitions=many"])
+
+
+def test_bad_engine_and_range_fail() -> None:
+    with pytest.raises(ConfigError, match=r"lakehouse\.engine"):
+        load_config("local", ["lakehouse.engine=parquet"])
+    with pytest.raises(ConfigError, match=r"spark\.shuffle_partitions: .*greater than or equal to 1"):
+        load_config("local", ["spark.shuffle_partitions=0"])
+
+
+def test_bad_override_syntax_and_env() -> None:
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        parse_override("spark.master")
+    with pytest.raises(ConfigError, match="--env 'staging' is unknown"):
+        load_config("staging")
+
+
+def test_every_job_parser_takes_env_and_overrides() -> None:
+    args = job_parser("x").parse_args(["--env", "dev", "--conf-override", "a.b=1", "--conf-override", "c=2"])
+    assert args.env == "dev"
+    assert args.conf_override == ["a.b=1", "c=2"]
+
+
+def test_conf_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "base.yaml").write_text((PROJECT_ROOT / "conf" / "base.yaml").read_text().replace(
+        "shuffle_partitions: 200", "shuffle_partitions: 3"))
+    monkeypatch.setenv("SHOPPER_CONF_DIR", str(tmp_path))
+    assert load_config("local").spark.shuffle_partitions == 3  # no local.yaml there
+    (tmp_path / "local.yaml").write_text("spark: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config("local")
