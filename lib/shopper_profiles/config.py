@@ -11,6 +11,7 @@ import argparse
 import copy
 import logging
 import os
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +80,39 @@ class SparkConfig(_Strict):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
+class SimulatorConfig(_Strict):
+    """The embedded default source: a seeded shopper world with planted truth."""
+
+    seed: int
+    users: int = Field(ge=1, description="~50 events per user over 90 days; 20k users ~ 1 M events")
+    items_per_leaf: int = Field(ge=2)
+    start_date: date
+    days: int = Field(ge=1)
+    mean_active_day_rate: float = Field(gt=0, le=1)
+    churn_share: float = Field(ge=0, le=1)
+    friends_per_user: int = Field(ge=0)
+    dirty_rate: float = Field(ge=0, lt=0.5, description="share of events corrupted with one bad-input kind")
+    duplicate_rate: float = Field(ge=0, lt=0.5)
+    truth_horizon_days: int = Field(ge=1, description="next-window length for will_purchase truth")
+
+
+class IngestConfig(_Strict):
+    near_duplicate_seconds: int = Field(ge=0)
+    future_tolerance_minutes: int = Field(ge=0)
+    earliest_plausible: date
+    max_price: float = Field(gt=0)
+    max_quantity: int = Field(gt=0)
+    max_text_length: int = Field(gt=0)
+    max_id_length: int = Field(gt=0)
+    non_product_codes: list[str]
+
+
+class PrivacyConfig(_Strict):
+    pseudonym_key_env: str = Field(description="environment variable holding the HMAC key")
+    secret_scope: str | None = Field(default=None, description="Databricks secret scope with the key")
+    secret_key: str | None = None
+
+
 class Config(_Strict):
     env: Literal["local", "dev", "prod"]
     lakehouse: LakehouseConfig
@@ -86,6 +120,9 @@ class Config(_Strict):
     data: DataConfig
     mlflow: MlflowConfig
     spark: SparkConfig
+    simulator: SimulatorConfig
+    ingest: IngestConfig
+    privacy: PrivacyConfig
 
     @property
     def lakehouse_root(self) -> str:

@@ -347,6 +347,8 @@ class DeltaRsStore(DeltaStore):
         moved: list[str] = []
         try:
             ordered = df.select(*[F.col(f"`{f.name}`") for f in write_schema.fields])
+            if partition_by:  # one file per partition value per task, not one per (task, value)
+                ordered = ordered.repartition(*[F.col(f"`{c}`") for c in partition_by])
             ordered.write.mode("error").partitionBy(*partition_by).parquet(staging)
             actions, moved = _adopt_staged_files(staging, table_path)
             if window is not None:

@@ -1,0 +1,247 @@
+"""Validated bronze ingestion: landed rows -> quarantine | duplicates | bronze, reconciled.
+
+For every entity of a load: input = accepted + quarantined + duplicates dropped, or the load
+fails loudly. A load is identified by (source, window), so loading the same window again
+finds every event already present and changes nothing; the next window appends only its own
+events. Raw user ids are replaced by pseudonyms before any bronze write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from shopper_profiles import validation
+from shopper_profiles.bronze import (
+    EVENTS,
+    INGEST_LOADS,
+    ITEMS,
+    PLANTED_TRUTH,
+    QUARANTINE,
+    SOCIAL_EDGES,
+    USER_ID_MAP,
+    USERS,
+)
+from shopper_profiles.config import Config
+from shopper_profiles.pseudonym import id_map, load_key
+from shopper_profiles.simulator import RawBatch
+from shopper_profiles.storage import DeltaStore, TableSpec
+
+logger = logging.getLogger(__name__)
+
+
+class ReconciliationError(RuntimeError):
+    """Counts of a load do not balance: some rows would have been lost."""
+
+
+@dataclass(frozen=True)
+class EntityLoad:
+    entity: str
+    input_rows: int
+    accepted_rows: int
+    quarantined_rows: int
+    duplicate_rows: int
+    already_loaded_rows: int
+    new_rows: int
+
+    def balances(self) -> bool:
+        return self.input_rows == self.accepted_rows + self.quarantined_rows + self.duplicate_rows
+
+
+def make_load_id(source: str, window: tuple[date, date] | None, fingerprint: str = "") -> str:
+    """Deterministic per (source, window[, input fingerprint]): reruns overwrite their own quarantine."""
+    if window is not None:
+        return f"{source}-{window[0]:%Y%m%d}-{window[1]:%Y%m%d}"
+    return f"{source}-full-{hashlib.sha256(fingerprint.encode()).hexdigest()[:12]}"
+
+
+def ensure_bronze(store: DeltaStore) -> None:
+    for spec in (EVENTS, USERS, ITEMS, SOCIAL_EDGES, QUARANTINE, INGEST_LOADS, USER_ID_MAP, PLANTED_TRUTH):
+        store.create(spec)
+
+
+def _quarantine_rows(flagged: DataFrame, entity: str, load_id: str, source: str, load_time: datetime) -> DataFrame:
+    return flagged.where(F.col("_rule").isNotNull()).select(
+        F.lit(load_id).alias("load_id"), F.lit(entity).alias("entity"), F.col("_rule").alias("rule"),
+        F.col("_detail").alias("detail"), F.col("raw_row"), F.lit(source).alias("source"),
+        F.lit(load_time).cast("timestamp").alias("quarantined_at"),
+    )
+
+
+def _conform(frame: DataFrame, spec: TableSpec) -> DataFrame:
+    return frame.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in spec.schema.fields])
+
+
+class Ingestion:
+    """One load of one source batch into bronze."""
+
+    def __init__(self, spark: SparkSession, store: DeltaStore, config: Config, batch: RawBatch,
+                 window: tuple[date, date] | None, load_id: str, load_time: datetime | None = None):
+        self.spark, self.store, self.config, self.batch = spark, store, config, batch
+        self.window, self.load_id = window, load_id
+        self.load_time = load_time or datetime.now(timezone.utc).replace(tzinfo=None)
+        self.source = batch.source
+        self.cfg = config.ingest
+        self._persisted: list[DataFrame] = []
+
+    def _persist(self, frame: DataFrame) -> DataFrame:
+        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+        self._persisted.append(frame)
+        return frame
+
+    def run(self) -> list[EntityLoad]:
+        # Schema drift of any entity stops the load before anything is written.
+        for entity, frame in self.batch.entities().items():
+            validation.check_columns(frame, entity)
+        ensure_bronze(self.store)
+        try:
+            return self._run()
+        finally:
+            for frame in self._persisted:
+                frame.unpersist()
+
+    def _run(self) -> list[EntityLoad]:
+        lt = self.load_time
+        flagged: dict[str, DataFrame] = {
+            "events": validation.validate_events(self.batch.events, self.cfg, lt, self.window)
+        }
+        if self.batch.users is not None:
+            flagged["users"] = validation.validate_users(self.batch.users, self.cfg, lt)
+        if self.batch.items is not None:
+            flagged["items"] = validation.validate_items(self.batch.items, self.cfg)
+        if self.batch.social_edges is not None:
+            flagged["social_edges"] = validation.validate_social_edges(self.batch.social_edges, self.cfg, lt)
+        flagged = {k: self._persist(v) for k, v in flagged.items()}
+
+        events = self._persist(validation.mark_duplicates(
+            flagged["events"].where(F.col("_rule").isNull()), self.cfg.near_duplicate_seconds))
+        survivors = {"events": events.where(~F.col("_duplicate") & F.col("_rule").isNull())}
+        rejected = {"events": flagged["events"].where(F.col("_rule").isNotNull()).unionByName(
+            events.where(~F.col("_duplicate") & F.col("_rule").isNotNull()).drop("_duplicate"))}
+        duplicates = {"events": events.where(F.col("_duplicate"))}
+        for entity, keys in (("users", ["raw_user_id"]), ("items", ["item_id"]),
+                             ("social_edges", ["raw_src_user_id", "raw_dst_user_id", "edge_type"])):
+            if entity not in flagged:
+                continue
+            valid = flagged[entity].where(F.col("_rule").isNull())
+            # Several rows for one key in a load: keep one deterministically, count the rest.
+            ranked = valid.withColumn("_n", F.row_number().over(Window.partitionBy(*keys).orderBy(F.col("raw_row").desc())))
+            survivors[entity] = ranked.where("_n = 1").drop("_n")
+            duplicates[entity] = ranked.where("_n > 1")
+            rejected[entity] = flagged[entity].where(F.col("_rule").isNotNull())
+
+        # Pseudonymise: one HMAC per distinct raw id, then joins.
+        key = load_key(self.spark, self.config)
+        raw_ids = survivors["events"].select("raw_user_id")
+        if "users" in survivors:
+            raw_ids = raw_ids.unionByName(survivors["users"].select("raw_user_id"))
+        if "social_edges" in survivors:
+            edges = survivors["social_edges"]
+            raw_ids = raw_ids.unionByName(edges.select(F.col("raw_src_user_id").alias("raw_user_id"))).unionByName(
+                edges.select(F.col("raw_dst_user_id").alias("raw_user_id")))
+        if self.batch.truth is not None:
+            raw_ids = raw_ids.unionByName(self.batch.truth.select("raw_user_id"))
+        ids = self._persist(id_map(raw_ids, self.source, key))
+        to_pseudonym = F.broadcast(ids.select("raw_user_id", "user_id"))
+
+        loads: list[EntityLoad] = []
+        quarantine = None
+        for entity in flagged:
+            rows = _quarantine_rows(rejected[entity], entity, self.load_id, self.source, lt)
+            quarantine = rows if quarantine is None else quarantine.unionByName(rows)
+        assert quarantine is not None
+        self.store.overwrite(quarantine, QUARANTINE, window={"load_id": self.load_id})
+        quarantined = dict(self.store.read(QUARANTINE).where(F.col("load_id") == self.load_id)
+                           .groupBy("entity").count().collect())
+
+        loads.append(self._load_events(survivors["events"], to_pseudonym, flagged["events"], duplicates["events"],
+                                       int(quarantined.get("events", 0))))
+        if "users" in survivors:
+            users = survivors["users"].join(to_pseudonym, "raw_user_id").withColumn("source", F.lit(self.source))
+            loads.append(self._merge_entity("users", USERS, users, flagged, duplicates, quarantined))
+        if "items" in survivors:
+            items = survivors["items"].withColumn("source", F.lit(self.source))
+            loads.append(self._merge_entity("items", ITEMS, items, flagged, duplicates, quarantined))
+        if "social_edges" in survivors:
+            src = ids.select(F.col("raw_user_id").alias("raw_src_user_id"), F.col("user_id").alias("src_user_id"))
+            dst = ids.select(F.col("raw_user_id").alias("raw_dst_user_id"), F.col("user_id").alias("dst_user_id"))
+            edges = (survivors["social_edges"].join(F.broadcast(src), "raw_src_user_id")
+                     .join(F.broadcast(dst), "raw_dst_user_id").withColumn("source", F.lit(self.source)))
+            loads.append(self._merge_entity("social_edges", SOCIAL_EDGES, edges, flagged, duplicates, quarantined))
+        if self.batch.truth is not None:
+            truth = self.batch.truth.join(to_pseudonym, "raw_user_id")
+            self.store.overwrite(_conform(truth, PLANTED_TRUTH), PLANTED_TRUTH)
+
+        self._record_id_map(ids)
+        self._record(loads)
+        bad = [load for load in loads if not load.balances()]
+        if bad:
+            raise ReconciliationError(
+                "load %s does not reconcile (input != accepted + quarantined + duplicates): %s"
+                % (self.load_id, [asdict(b) for b in bad])
+            )
+        return loads
+
+    def _load_events(self, survivors: DataFrame, to_pseudonym: DataFrame, flagged: DataFrame,
+                     duplicates: DataFrame, quarantined: int) -> EntityLoad:
+        events = survivors.join(to_pseudonym, "raw_user_id").withColumn("source", F.lit(self.source)).withColumn(
+            "load_id", F.lit(self.load_id))
+        events = self._persist(_conform(events, EVENTS))
+        accepted = events.count()
+        existing = self._existing_event_ids(events)
+        new_events = events.join(existing, "event_id", "left_anti") if existing is not None else events
+        new_events = self._persist(new_events)
+        new_rows = new_events.count()
+        if new_rows:
+            self.store.append(new_events, EVENTS)
+        return EntityLoad("events", flagged.count(), accepted, quarantined, duplicates.count(),
+                          accepted - new_rows, new_rows)
+
+    def _existing_event_ids(self, events: DataFrame) -> DataFrame | None:
+        """Event ids already in bronze for the dates this load touches (partition-pruned)."""
+        if self.store.version(EVENTS) == 0:
+            return None
+        bronze = self.store.read(EVENTS)
+        if self.window is not None:
+            bronze = bronze.where((F.col("event_date") >= F.lit(self.window[0])) & (F.col("event_date") < F.lit(self.window[1])))
+        else:
+            dates = [r[0] for r in events.select("event_date").distinct().collect()]
+            bronze = bronze.where(F.col("event_date").isin(dates))
+        return bronze.select("event_id")
+
+    def _merge_entity(self, entity: str, spec: TableSpec, frame: DataFrame, flagged: dict[str, DataFrame],
+                      duplicates: dict[str, DataFrame], quarantined: dict[str, int]) -> EntityLoad:
+        rows = self._persist(_conform(frame.withColumn("load_id", F.lit(self.load_id)), spec))
+        accepted = rows.count()
+        result = self.store.merge(rows, spec)
+        return EntityLoad(entity, flagged[entity].count(), accepted, int(quarantined.get(entity, 0)),
+                          duplicates[entity].count(), accepted - result.inserted, result.inserted)
+
+    def _record_id_map(self, ids: DataFrame) -> None:
+        rows = ids.withColumn("first_load_id", F.lit(self.load_id))
+        existing = self.store.read(USER_ID_MAP).select("user_id", "source")
+        new = _conform(rows.join(existing, ["user_id", "source"], "left_anti"), USER_ID_MAP)
+        self.store.append(new, USER_ID_MAP)
+
+    def _record(self, loads: list[EntityLoad]) -> None:
+        start, end = self.window if self.window else (None, None)
+        rows = [(self.load_id, self.source, x.entity, start, end, x.input_rows, x.accepted_rows, x.quarantined_rows,
+                 x.duplicate_rows, x.already_loaded_rows, x.new_rows, self.load_time) for x in loads]
+        frame = self.spark.createDataFrame(rows, INGEST_LOADS.schema)
+        self.store.merge(frame, INGEST_LOADS)
+
+
+def reconciliation_report(loads: list[EntityLoad], load_id: str) -> dict[str, Any]:
+    return {
+        "load_id": load_id,
+        "entities": {x.entity: {k: v for k, v in asdict(x).items() if k != "entity"} for x in loads},
+        "balanced": all(x.balances() for x in loads),
+    }

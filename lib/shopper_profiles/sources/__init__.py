@@ -1,0 +1,44 @@
+"""Source adapters: each lands one data set as a :class:`RawBatch` in the canonical raw schema."""
+
+from __future__ import annotations
+
+import os
+from datetime import date, timedelta
+
+from pyspark.sql import SparkSession
+
+from shopper_profiles.config import Config
+from shopper_profiles.ingestion import make_load_id
+from shopper_profiles.simulator import RawBatch, simulate
+from shopper_profiles.sources import amazon_beauty, online_retail
+
+SOURCES = ("simulator", "online_retail", "amazon_beauty")
+DEFAULT_FILES = {"online_retail": "online_retail.csv.gz", "amazon_beauty": "amazon_beauty.txt"}
+
+
+def _fingerprint(path: str) -> str:
+    stat = os.stat(path)
+    return f"{os.path.basename(path)}:{stat.st_size}"
+
+
+def land_source(
+    spark: SparkSession, config: Config, source: str, start: date | None = None, end: date | None = None,
+    path: str | None = None,
+) -> tuple[RawBatch, tuple[date, date] | None, str]:
+    """The landed batch, its load window and its deterministic load id."""
+    if source == "simulator":
+        sim = config.simulator
+        window = (start or sim.start_date, end or sim.start_date + timedelta(days=sim.days))
+        return simulate(spark, sim, *window), window, make_load_id(source, window)
+    if source not in DEFAULT_FILES:
+        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    if start or end:
+        raise ValueError(f"--from/--to apply to the simulator only; {source} is loaded whole (reruns are idempotent)")
+    path = path or os.path.join(config.data_dir, DEFAULT_FILES[source])
+    if not os.path.exists(path):
+        raise ValueError(f"{source}: input file {path} not found; set data.dir or pass --path")
+    if source == "online_retail":
+        batch = online_retail.land(spark, path)
+    else:
+        batch = amazon_beauty.land(spark, path)
+    return batch, None, make_load_id(source, None, _fingerprint(path))
