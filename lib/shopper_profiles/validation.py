@@ -55,6 +55,25 @@ def check_columns(frame: DataFrame, entity: str) -> None:
         )
 
 
+def as_landed_strings(frame: DataFrame, entity: str) -> DataFrame:
+    """A source that typed a column (wrongly or not) is read as text like any other: scalars
+    cast to string, nested values as JSON; the rules then judge the text."""
+    check_columns(frame, entity)
+    types = dict(frame.dtypes)
+    columns = []
+    for name in frame.columns:
+        kind = types[name]
+        if name not in RAW_COLUMNS[entity] or kind == "string":
+            columns.append(F.col(name))
+        elif kind.startswith(("array", "struct", "map")):
+            columns.append(F.to_json(F.col(name)).alias(name))
+        else:
+            columns.append(F.col(name).cast("string").alias(name))
+    if "raw_row" not in frame.columns:
+        columns.append(F.to_json(F.struct(*[F.col(c) for c in RAW_COLUMNS[entity]])).alias("raw_row"))
+    return frame.select(*columns)
+
+
 def parse_timestamp(column: Column) -> Column:
     text = F.trim(column)
     parsed = [F.to_timestamp(text, fmt) for fmt in TIMESTAMP_FORMATS]
@@ -149,7 +168,7 @@ def validate_events(
     Missing values are cleaned by stated rules rather than rejected: a blank device becomes
     ``unknown``, a missing quantity on a priced action becomes 1.
     """
-    check_columns(raw, "events")
+    raw = as_landed_strings(raw, "events")
     flagged = _first_broken(raw, event_rules(cfg, load_time, window))
     ts = parse_timestamp(F.col("ts"))
     etype = F.lower(F.trim(F.col("event_type")))
@@ -222,7 +241,7 @@ def user_rules(cfg: IngestConfig, load_time: datetime) -> list[Rule]:
 
 
 def validate_users(raw: DataFrame, cfg: IngestConfig, load_time: datetime) -> DataFrame:
-    check_columns(raw, "users")
+    raw = as_landed_strings(raw, "users")
     flagged = _first_broken(raw, user_rules(cfg, load_time))
 
     def clean(c: str) -> Column:
@@ -241,7 +260,7 @@ def validate_users(raw: DataFrame, cfg: IngestConfig, load_time: datetime) -> Da
 
 
 def validate_items(raw: DataFrame, cfg: IngestConfig) -> DataFrame:
-    check_columns(raw, "items")
+    raw = as_landed_strings(raw, "items")
     price = _try_double(F.col("price"))
     codes = [c.upper() for c in cfg.non_product_codes]
     rules = [
@@ -268,7 +287,7 @@ def validate_items(raw: DataFrame, cfg: IngestConfig) -> DataFrame:
 
 
 def validate_social_edges(raw: DataFrame, cfg: IngestConfig, load_time: datetime) -> DataFrame:
-    check_columns(raw, "social_edges")
+    raw = as_landed_strings(raw, "social_edges")
     ts = parse_timestamp(F.col("ts"))
     future_limit = F.lit(load_time).cast("timestamp") + F.make_interval(mins=F.lit(cfg.future_tolerance_minutes))
     rules = [
