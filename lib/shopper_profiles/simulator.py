@@ -111,9 +111,14 @@ def item_id(leaf: Column, idx: Column) -> Column:
     return F.format_string("I%02d%05d", leaf, idx)
 
 
+def leaf_base_price(seed: int, leaf: Column) -> Column:
+    """The typical price of a leaf category (8..320)."""
+    return F.exp(F.lit(2.08) + uniform(seed, "leaf_base", leaf) * F.lit(3.69))
+
+
 def item_price(seed: int, leaf: Column, idx: Column) -> Column:
-    """List price: a per-leaf base (8..320) times a log-normal-ish item factor, in 2 decimals."""
-    base = F.exp(F.lit(2.08) + uniform(seed, "leaf_base", leaf) * F.lit(3.69))
+    """List price: the leaf's base times a log-normal-ish item factor, in 2 decimals."""
+    base = leaf_base_price(seed, leaf)
     noise = uniform(seed, "p1", leaf, idx) + uniform(seed, "p2", leaf, idx) + uniform(seed, "p3", leaf, idx) - 1.5
     return F.round(base * F.exp(noise * 0.9), 2)
 
@@ -216,7 +221,9 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
         "uid", "raw_user_id", "interest_cats", "interest_weights", "price_sensitivity", "purchase_propensity",
         "active_rate", "churn_ts", "device",
     )
-    days = spark.range(first, last).select(F.col("id").cast("int").alias("day"))
+    # Sessions late on the day before the window can spill past midnight into it: generate
+    # from that day and keep events by timestamp, so adjacent windows compose exactly.
+    days = spark.range(first - 1, last).select(F.col("id").cast("int").alias("day"))
     day_ts = F.lit(cfg.start_date).cast("timestamp") + F.make_interval(days=F.col("day"))
     user_days = users.crossJoin(F.broadcast(days)).withColumn("day_ts", day_ts)
     # Activity fades over the two weeks before churn: the signal churn models must pick up.
@@ -250,7 +257,7 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
     k = (F.col("uid"), F.col("day"), F.col("session"), F.col("slot"))
     n = cfg.items_per_leaf
     idx_a = (F.pow(uniform(seed, "ia", *k), 2.5) * n).cast("int")
-    idx_b = (F.pow(uniform(seed, "ib", *k), 2.5) * n).cast("int")
+    idx_b = (uniform(seed, "ib", *k) * n).cast("int")
     price_a, price_b = item_price(seed, F.col("leaf"), idx_a), item_price(seed, F.col("leaf"), idx_b)
     # Price-sensitive shoppers pick the cheaper of two candidates (planted price sensitivity).
     cheaper = uniform(seed, "cheap", *k) < F.col("price_sensitivity")
@@ -258,7 +265,10 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
     slots = slots.withColumn("idx", idx)
     prop = F.col("purchase_propensity")
     carted = uniform(seed, "cart", *k) < 0.08 + 0.3 * prop
-    bought = carted & (uniform(seed, "buy", *k) < 0.3 + 0.6 * prop)
+    # Sensitive shoppers abandon carts of items priced above their category's norm.
+    relative_price = item_price(seed, F.col("leaf"), F.col("idx")) / leaf_base_price(seed, F.col("leaf"))
+    price_effect = F.greatest(F.lit(0.1), F.least(F.lit(1.5), 1 - F.col("price_sensitivity") * (relative_price - 1)))
+    bought = carted & (uniform(seed, "buy", *k) < (0.3 + 0.6 * prop) * price_effect)
     removed = carted & ~bought & (uniform(seed, "remove", *k) < 0.5)
     qty = 1 + (uniform(seed, "q1", *k) < 0.2).cast("int") + (uniform(seed, "q2", *k) < 0.05).cast("int")
 
@@ -300,6 +310,9 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
     )
     events = item_events.unionByName(searches)
     events = events.where(F.col("churn_ts").isNull() | (F.col("ts_s") < F.unix_timestamp("churn_ts")))
+    window_start = int((start - date(1970, 1, 1)).total_seconds())
+    window_end = int((end - date(1970, 1, 1)).total_seconds())
+    events = events.where((F.col("ts_s") >= window_start) & (F.col("ts_s") < window_end))
     return events.select(
         F.substring(F.sha2(F.concat_ws("|", F.lit(seed), F.col("uid"), F.col("day"), F.col("session"), F.col("slot"),
                                        F.col("event_type")), 256), 1, 32).alias("event_id"),

@@ -20,6 +20,8 @@ _CONTRACT_CONF = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.sources.partitionOverwriteMode": "static",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Generated and feature plans are wide; unbounded plan strings have exhausted the driver heap.
+    "spark.sql.maxPlanStringLength": "100000",
 }
 
 

@@ -21,6 +21,21 @@ def _fingerprint(path: str) -> str:
     return f"{os.path.basename(path)}:{stat.st_size}"
 
 
+def land_batch(spark: SparkSession, batch: RawBatch, landing: str) -> RawBatch:
+    """Write a generated batch to the landing zone as Parquet and read it back: what ingestion
+    validates is then a plain file scan (as with any real feed), not the generator's plan.
+    Holds raw ids: the landing zone is covered by erasure like bronze."""
+    frames = {name: getattr(batch, name) for name in ("events", "users", "items", "social_edges", "truth", "injected")}
+    landed = {}
+    for name, frame in frames.items():
+        if frame is None:
+            landed[name] = None
+            continue
+        frame.write.mode("overwrite").parquet(f"{landing}/{name}")
+        landed[name] = spark.read.parquet(f"{landing}/{name}")
+    return RawBatch(source=batch.source, **landed)
+
+
 def land_source(
     spark: SparkSession, config: Config, source: str, start: date | None = None, end: date | None = None,
     path: str | None = None,
@@ -29,7 +44,9 @@ def land_source(
     if source == "simulator":
         sim = config.simulator
         window = (start or sim.start_date, end or sim.start_date + timedelta(days=sim.days))
-        return simulate(spark, sim, *window), window, make_load_id(source, window)
+        load_id = make_load_id(source, window)
+        landing = f"{config.lakehouse_root}/landing/{source}/{load_id}"
+        return land_batch(spark, simulate(spark, sim, *window), landing), window, load_id
     if source not in DEFAULT_FILES:
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     if start or end:
