@@ -14,7 +14,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
-
 from shopper_profiles.config import Config, load_config  # noqa: E402
 from shopper_profiles.storage import DeltaStore, open_store  # noqa: E402
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-
 from shopper_profiles.bronze import EVENTS, ITEMS, QUARANTINE, USERS
 from shopper_profiles.config import load_config
 from shopper_profiles.ingestion import Ingestion

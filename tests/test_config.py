@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from shopper_profiles.config import PROJECT_ROOT, ConfigError, load_config, parse_override
 from shopper_profiles.runtime import job_parser
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-
 from shopper_profiles.bronze import EVENTS, INGEST_LOADS, QUARANTINE, RAW_COLUMNS, USER_ID_MAP, USERS
 from shopper_profiles.config import Config, load_config
 from shopper_profiles.ingestion import Ingestion, make_load_id

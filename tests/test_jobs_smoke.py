@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pyspark.sql import SparkSession
-
 from conftest import run_job
+from pyspark.sql import SparkSession
 
 
 def test_smoke_job_creates_the_lakehouse_and_reconciles(spark: SparkSession, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
-
 from shopper_profiles.bronze import EVENTS, PLANTED_TRUTH, QUARANTINE, USER_ID_MAP
 from shopper_profiles.config import SimulatorConfig, load_config
 from shopper_profiles.ingestion import Ingestion

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from pyspark.sql import SparkSession
-
 from shopper_profiles.config import load_config
 from shopper_profiles.spark import build_spark, delta_classes_available
 from shopper_profiles.storage import DeltaRsStore, open_store

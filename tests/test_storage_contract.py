@@ -9,11 +9,10 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from conftest import assert_rows_equal
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-
-from conftest import assert_rows_equal
 from shopper_profiles.storage import DeltaStore, SchemaMismatchError, TableNotFoundError, TableSpec
 
 SCHEMA = T.StructType(

@@ -84,7 +84,7 @@ class SimulatorConfig(_Strict):
     """The embedded default source: a seeded shopper world with planted truth."""
 
     seed: int
-    users: int = Field(ge=1, description="~50 events per user over 90 days; 20k users ~ 1 M events")
+    users: int = Field(ge=1, description="~122 events per user over the default 120 days: 8,200 users ~ 1 M events")
     items_per_leaf: int = Field(ge=2)
     start_date: date
     days: int = Field(ge=1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pyspark import StorageLevel
@@ -87,7 +87,7 @@ class Ingestion:
                  window: tuple[date, date] | None, load_id: str, load_time: datetime | None = None):
         self.spark, self.store, self.config, self.batch = spark, store, config, batch
         self.window, self.load_id = window, load_id
-        self.load_time = load_time or datetime.now(timezone.utc).replace(tzinfo=None)
+        self.load_time = load_time or datetime.now(UTC).replace(tzinfo=None)
         self.source = batch.source
         self.cfg = config.ingest
         self._persisted: list[DataFrame] = []
