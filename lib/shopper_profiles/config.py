@@ -55,6 +55,12 @@ class TablesConfig(_Strict):
     ingest_loads: str
     user_id_map: str
     planted_truth: str
+    features_basic: str
+    features_behaviour: str
+    features_need: str
+    features_social: str
+    behaviour_sequences: str
+    feature_stats: str
 
 
 class DataConfig(_Strict):
@@ -107,6 +113,15 @@ class IngestConfig(_Strict):
     non_product_codes: list[str]
 
 
+class FeaturesConfig(_Strict):
+    windows_days: list[int] = Field(min_length=1, description="behaviour count windows, e.g. [1, 7, 30, 90]")
+    sequence_length: int = Field(ge=1, description="events kept per user in behaviour_sequences")
+    affinity_half_life_days: float = Field(gt=0)
+    inactive_days: int = Field(ge=1)
+    top_terms: int = Field(ge=1)
+    top_brands: int = Field(ge=1)
+
+
 class PrivacyConfig(_Strict):
     pseudonym_key_env: str = Field(description="environment variable holding the HMAC key")
     secret_scope: str | None = Field(default=None, description="Databricks secret scope with the key")
@@ -122,6 +137,7 @@ class Config(_Strict):
     spark: SparkConfig
     simulator: SimulatorConfig
     ingest: IngestConfig
+    features: FeaturesConfig
     privacy: PrivacyConfig
 
     @property

@@ -252,6 +252,14 @@ class DeltaStore(ABC):
     def schema(self, spec: TableSpec) -> T.StructType:
         return self.read(spec).schema
 
+    def arrow_dataset(self, spec: TableSpec, version: int | None = None) -> pads.Dataset:
+        """The live files as a pyarrow dataset with hive partitions (DuckDB, Petastorm-style readers)."""
+        files = self.file_uris(spec, version)
+        schema = to_arrow_schema(nullable(self.read(spec, version).schema))
+        return pads.dataset([f.removeprefix("file://") for f in files], format="parquet", schema=schema,
+                            partitioning=pads.partitioning(flavor="hive") if spec.partition_by else None,
+                            partition_base_dir=self.path(spec))
+
     def _check_merge_source(self, df: DataFrame, spec: TableSpec, keys: Sequence[str]) -> None:
         if not keys:
             raise ValueError(f"table {spec.name}: merge needs keys; declare TableSpec.keys or pass keys=")
@@ -407,6 +415,9 @@ class DeltaRsStore(DeltaStore):
 
     def file_uris(self, spec: TableSpec, version: int | None = None) -> list[str]:
         return [str(u) for u in self._table(spec, version).file_uris()]
+
+    def arrow_dataset(self, spec: TableSpec, version: int | None = None) -> pads.Dataset:
+        return self._table(spec, version).to_pyarrow_dataset()
 
     def read(self, spec: TableSpec, version: int | None = None) -> DataFrame:
         dt = self._table(spec, version)

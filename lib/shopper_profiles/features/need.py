@@ -1,0 +1,99 @@
+"""Need family: purchase intent signals, price sensitivity, RFM, category affinity, churn.
+
+The ``*_rule`` scores are transparent rules (the traditional profile the model is measured
+against), not learned: intent = 0.4 [open cart] + 0.3 min(1, repeat views / 3) + 0.3 [active
+in the last 3 days]; churn risk = 0.5 [inactive] + 0.3 [declining frequency] + 0.2 min(1,
+days since last event / 60).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from shopper_profiles.features import days_ago, population, ratio, share_map, top_category, within_days
+
+ACTION_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0, "like": 2.0, "share": 2.0, "review": 3.0,
+                  "remove_from_cart": 0.5}
+
+
+def need_features(events_cut: DataFrame, items: DataFrame, as_of: date, half_life_days: float,
+                  inactive_days: int) -> DataFrame:
+    etype = F.col("event_type")
+    last7 = events_cut.where(within_days(as_of, 7))
+    intent = last7.groupBy("user_id").agg(
+        F.size(F.array_except(F.collect_set(F.when(etype == "add_to_cart", F.col("item_id"))),
+                              F.collect_set(F.when(etype == "purchase", F.col("item_id"))))).alias("carts_without_purchase_7d"),
+        F.sum(F.when(etype == "view", 1).otherwise(0)).alias("_views"),
+        F.sum(F.when(etype == "search", 1).otherwise(0)).alias("_searches"),
+    )
+    repeats = (last7.where(etype == "view").groupBy("user_id", "item_id").count().where("count >= 2")
+               .groupBy("user_id").agg(F.count("*").alias("repeat_views_7d")))
+
+    purchases = events_cut.where(etype == "purchase")
+    medians = purchases.groupBy("category").agg(F.median("price").alias("_median"))
+    last90_purchases = purchases.where(within_days(as_of, 90))
+    with_reference = last90_purchases.join(F.broadcast(medians), "category", "left").join(
+        items.select("item_id", F.col("price").alias("_list_price")), "item_id", "left")
+    price = with_reference.groupBy("user_id").agg(
+        F.avg(ratio(F.col("price"), F.col("_median"))).alias("paid_vs_category_median_90d"),
+        F.avg(F.when(F.col("_list_price").isNotNull(),
+                     (F.col("price") < 0.95 * F.col("_list_price")).cast("double"))).alias("discount_share_90d"),
+        F.countDistinct("session_id").alias("frequency_90d"),
+        F.round(F.sum(F.col("price") * F.col("quantity")), 2).alias("monetary_90d"),
+    )
+    recency = purchases.groupBy("user_id").agg(F.min(days_ago(F.col("ts"), as_of)).alias("recency_days"))
+
+    weights = F.create_map(*[x for k, v in ACTION_WEIGHTS.items() for x in (F.lit(k), F.lit(v))])
+    decay = F.pow(F.lit(0.5), days_ago(F.col("ts"), as_of) / half_life_days)
+    scored = (events_cut.where(within_days(as_of, 90) & F.col("item_id").isNotNull())
+              .withColumn("top", top_category(F.col("category")))
+              .withColumn("w", F.coalesce(weights[etype], F.lit(0.0)) * decay)
+              .groupBy("user_id", "top").agg(F.sum("w").alias("w")))
+    affinity = share_map(scored, "top", "w").withColumnRenamed("shares", "category_affinity_90d")
+
+    activity = events_cut.groupBy("user_id").agg(
+        F.min(days_ago(F.col("ts"), as_of)).alias("days_since_last_event"),
+        F.sum(F.when(within_days(as_of, 30), 1).otherwise(0)).cast("long").alias("events_30d"),
+        F.sum(F.when(within_days(as_of, 60) & ~within_days(as_of, 30), 1).otherwise(0)).cast("long").alias("events_prev_30d"),
+    )
+    frame = (population(events_cut, as_of).join(intent, "user_id", "left").join(repeats, "user_id", "left")
+             .join(price, "user_id", "left").join(recency, "user_id", "left").join(affinity, "user_id", "left")
+             .join(activity, "user_id", "left"))
+    frame = frame.select(
+        "user_id", "snapshot_date",
+        F.coalesce("carts_without_purchase_7d", F.lit(0)).alias("carts_without_purchase_7d"),
+        F.coalesce("repeat_views_7d", F.lit(0)).cast("long").alias("repeat_views_7d"),
+        ratio(F.col("_searches"), F.col("_views")).alias("search_to_view_ratio_7d"),
+        "paid_vs_category_median_90d", "discount_share_90d", "recency_days",
+        F.coalesce("frequency_90d", F.lit(0)).cast("long").alias("frequency_90d"),
+        F.coalesce("monetary_90d", F.lit(0.0)).alias("monetary_90d"),
+        "category_affinity_90d", "days_since_last_event", "events_30d", "events_prev_30d",
+    )
+    frame = frame.withColumn("activity_trend", (F.col("events_30d") + 1.0) / (F.col("events_prev_30d") + 1.0))
+    frame = frame.withColumn("inactive", F.col("days_since_last_event") >= inactive_days)
+    frame = frame.withColumn("declining_frequency", F.col("activity_trend") < 0.5)
+    frame = frame.withColumn("purchase_intent_rule", F.round(
+        0.4 * (F.col("carts_without_purchase_7d") > 0).cast("double")
+        + 0.3 * F.least(F.lit(1.0), F.col("repeat_views_7d") / 3.0)
+        + 0.3 * (F.col("days_since_last_event") <= 3).cast("double"), 6))
+    frame = frame.withColumn("churn_risk_rule", F.round(
+        0.5 * F.col("inactive").cast("double") + 0.3 * F.col("declining_frequency").cast("double")
+        + 0.2 * F.least(F.lit(1.0), F.col("days_since_last_event") / 60.0), 6))
+    return _rfm_scores(frame)
+
+
+def _rfm_scores(frame: DataFrame) -> DataFrame:
+    """Quintile scores 1-5 among buyers (5 = most recent / frequent / valuable); 0 for non-buyers."""
+    buyers = frame.where(F.col("recency_days").isNotNull())
+    order = {"r_score": F.desc("recency_days"), "f_score": F.asc("frequency_90d"), "m_score": F.asc("monetary_90d")}
+    for name, key in order.items():
+        buyers = buyers.withColumn(name, F.ntile(5).over(Window.orderBy(key, "user_id")))
+    scores = buyers.select("user_id", "r_score", "f_score", "m_score")
+    frame = frame.join(scores, "user_id", "left")
+    for name in order:
+        frame = frame.withColumn(name, F.coalesce(F.col(name), F.lit(0)).cast("int"))
+    return frame.withColumn("rfm_segment", F.concat(*[F.col(n).cast("string") for n in order]))
