@@ -1,6 +1,6 @@
 """Benchmarks (not tests): `make bench` runs them and rewrites their section of docs/BENCHMARKS.md.
 
-    python -m shopper_profiles.bench --suite ingest --events 1000000,10000000
+    python -m shopper_profiles.bench --suite pipeline --events 1000000,10000000
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -52,9 +53,13 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def bench_ingest(args: argparse.Namespace, sizes: Sequence[int]) -> dict[str, Any]:
-    """Simulator (generate + land) and ingestion (validate, dedupe, pseudonymise, commit)
-    throughput at each size, each on a fresh lakehouse, in one Spark session."""
+def bench_pipeline(args: argparse.Namespace, sizes: Sequence[int]) -> dict[str, Any]:
+    """Per size, on a fresh lakehouse in one Spark session: simulator (generate + land),
+    ingestion, an idempotent rerun, the feature build for the last day, and the behaviour
+    aggregates timed in Spark SQL and in DuckDB over the same Delta table."""
+    from shopper_profiles.bronze import EVENTS
+    from shopper_profiles.features.build import build_snapshot
+    from shopper_profiles.features.duckdb_check import behaviour_aggregates, behaviour_aggregates_sql
     from shopper_profiles.ingestion import Ingestion
     from shopper_profiles.sources import land_source
     from shopper_profiles.spark import build_spark
@@ -62,65 +67,97 @@ def bench_ingest(args: argparse.Namespace, sizes: Sequence[int]) -> dict[str, An
 
     os.environ.setdefault("SHOPPER_PSEUDONYM_KEY", "benchmark-key")
     runs = []
-    spark = None
+    # The session's temp dirs live outside the per-size lakehouses, which are deleted after each size.
+    args.conf_override = [*args.base_overrides, f"lakehouse.root={RESULTS / 'session'}"]
+    spark = build_spark(config_from_args(args))
     for target in sizes:
         users = max(10, round(target / EVENTS_PER_USER))
-        root = RESULTS / f"lakehouse-ingest-{target}"
+        root = RESULTS / f"lakehouse-{target}"
         shutil.rmtree(root, ignore_errors=True)
         args.conf_override = [*args.base_overrides, f"lakehouse.root={root}", f"simulator.users={users}"]
         config = config_from_args(args)
-        spark = spark or build_spark(config)
         store = open_store(spark, config)
         (batch, window, load_id), simulate_s = timed(lambda config=config: land_source(spark, config, "simulator"))
         landed = batch.events.count()
         loads, ingest_s = timed(lambda: Ingestion(spark, store, config, batch, window, load_id).run())
         (events,) = [x for x in loads if x.entity == "events"]
         _, rerun_s = timed(lambda: Ingestion(spark, store, config, batch, window, load_id).run())
+        as_of = window[1]
+        report, features_s = timed(lambda: build_snapshot(spark, store, config, as_of))
+        windows = config.features.windows_days
+        store.read(EVENTS).createOrReplaceTempView("events")
+        query = behaviour_aggregates_sql(as_of, windows, dialect="spark")
+        _, spark_agg_s = timed(lambda: spark.sql(query).write.format("noop").mode("overwrite").save())
+        duck, duckdb_s = timed(lambda: behaviour_aggregates(store.arrow_dataset(EVENTS), as_of, windows, threads=2))
+        bronze = events.accepted_rows
         run = {
-            "target_events": target, "users": users, "landed_events": landed,
-            "accepted": events.accepted_rows, "quarantined": events.quarantined_rows,
-            "duplicates": events.duplicate_rows,
+            "target_events": target, "users": users, "landed_events": landed, "accepted": bronze,
+            "quarantined": events.quarantined_rows, "duplicates": events.duplicate_rows,
             "simulate_s": round(simulate_s, 1), "ingest_s": round(ingest_s, 1), "rerun_s": round(rerun_s, 1),
             "simulate_events_per_s": round(landed / simulate_s), "ingest_events_per_s": round(landed / ingest_s),
             "end_to_end_events_per_s": round(landed / (simulate_s + ingest_s)),
+            "features_s": round(features_s, 1), "snapshot_users": report["active_users"],
+            "spark_aggregates_s": round(spark_agg_s, 2), "duckdb_aggregates_s": round(duckdb_s, 2),
+            "duckdb_rows": duck.num_rows, "spark_over_duckdb": round(spark_agg_s / duckdb_s, 2),
         }
-        logger.info("ingest benchmark %s", run)
+        logger.info("pipeline benchmark %s", run)
         runs.append(run)
         shutil.rmtree(root, ignore_errors=True)
     result: dict[str, Any] = {"runs": runs}
     if len(runs) >= 2:
         small, large = runs[0], runs[-1]
-        per_event = lambda r: (r["simulate_s"] + r["ingest_s"]) / r["landed_events"]  # noqa: E731
-        result["per_event_cost_ratio_large_vs_small"] = round(per_event(large) / per_event(small), 3)
+        for name, seconds in (("ingest", lambda r: r["simulate_s"] + r["ingest_s"]), ("features", lambda r: r["features_s"]),
+                              ("duckdb", lambda r: r["duckdb_aggregates_s"]), ("spark_aggregates", lambda r: r["spark_aggregates_s"])):
+            per_small = seconds(small) / small["accepted"]
+            per_large = seconds(large) / large["accepted"]
+            result[f"{name}_per_event_cost_ratio"] = round(per_large / per_small, 3)
     return result
 
 
+def _meta_lines(meta: dict[str, Any]) -> list[str]:
+    m = meta["machine"]
+    return [f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}; "
+            f"Spark `{meta['master']}`; commit `{meta['commit']}`; {meta['date']}.",
+            f"- Command: `{meta['command']}`"]
+
+
 def render_ingest(result: dict[str, Any], meta: dict[str, Any]) -> str:
-    lines = [
-        "## Simulator + ingestion throughput ([2/7])",
-        "",
-        f"- Machine: {meta['machine']['cores']} cores ({meta['machine']['cpu']}), {meta['machine']['memory_gib']} GiB, "
-        f"Python {meta['machine']['python']}; Spark `{meta['master']}`; commit `{meta['commit']}`; {meta['date']}.",
-        f"- Command: `{meta['command']}`",
-        "- Protocol: one Spark session; per size a fresh lakehouse; *simulate* = generate the seeded world for the "
-        "default 120 days and write it to the landing zone (Parquet); *ingest* = validate every row (27 rules), "
-        "quarantine, exact/near dedupe, pseudonymise (HMAC), anti-join against bronze, commit to Delta (delta-rs), "
-        "reconcile; *rerun* = the same window again (idempotent: appends nothing). Events/s = landed events / wall "
-        "seconds. Sizes are set by user count (121.7 events/user).",
-        "",
-        "| target events | landed | accepted | quarantined | duplicates | simulate s | ingest s | rerun s | "
-        "simulate ev/s | ingest ev/s | end-to-end ev/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = ["## Simulator + ingestion throughput ([2/7])", "", *_meta_lines(meta),
+             "- Protocol: one Spark session; per size a fresh lakehouse; *simulate* = generate the seeded world for "
+             "the default 120 days and write it to the landing zone (Parquet); *ingest* = validate every row (28 "
+             "rules), quarantine, exact/near dedupe, pseudonymise (HMAC), anti-join against bronze, commit to Delta "
+             "(delta-rs), reconcile; *rerun* = the same window again (idempotent: appends nothing). Events/s = landed "
+             "events / wall seconds. Sizes are set by user count (121.7 events/user).", "",
+             "| target events | landed | accepted | quarantined | duplicates | simulate s | ingest s | rerun s | "
+             "simulate ev/s | ingest ev/s | end-to-end ev/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         lines.append(
             f"| {r['target_events']:,} | {r['landed_events']:,} | {r['accepted']:,} | {r['quarantined']:,} | "
             f"{r['duplicates']:,} | {r['simulate_s']} | {r['ingest_s']} | {r['rerun_s']} | "
-            f"{r['simulate_events_per_s']:,} | {r['ingest_events_per_s']:,} | {r['end_to_end_events_per_s']:,} |"
-        )
-    if "per_event_cost_ratio_large_vs_small" in result:
-        lines += ["", f"Per-event cost, largest vs smallest size: **{result['per_event_cost_ratio_large_vs_small']}x** "
-                      "(1.0 = linear scaling; below 1 = fixed costs amortised)."]
+            f"{r['simulate_events_per_s']:,} | {r['ingest_events_per_s']:,} | {r['end_to_end_events_per_s']:,} |")
+    if "ingest_per_event_cost_ratio" in result:
+        lines += ["", f"Per-event cost (simulate + ingest), largest vs smallest size: "
+                      f"**{result['ingest_per_event_cost_ratio']}x** (1.0 = linear; below 1 = fixed costs amortised)."]
+    return "\n".join(lines) + "\n"
+
+
+def render_features(result: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = ["## Feature build and the Spark/DuckDB cross-check ([3/7])", "", *_meta_lines(meta),
+             "- Protocol: same run and lakehouse as the ingestion table above; *features* = one snapshot (as-of = the "
+             "day after the simulated period) of all five tables: compute, data-quality checks, window overwrite, "
+             "feature stats; *aggregates* = the 24 behaviour counts/spend/session columns for that snapshot, the same "
+             "SQL in Spark (`local[2]`, written to the noop sink) and in DuckDB (2 threads, over the Delta table's "
+             "Arrow dataset, materialised). Per-event cost uses bronze (accepted) events.", "",
+             "| target events | bronze events | snapshot users | features s | Spark aggregates s | DuckDB aggregates s | "
+             "Spark/DuckDB |", "|---|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        lines.append(f"| {r['target_events']:,} | {r['accepted']:,} | {r['snapshot_users']:,} | {r['features_s']} | "
+                     f"{r['spark_aggregates_s']} | {r['duckdb_aggregates_s']} | {r['spark_over_duckdb']} |")
+    if "features_per_event_cost_ratio" in result:
+        lines += ["", f"Per-event cost, largest vs smallest size: features **{result['features_per_event_cost_ratio']}x**, "
+                      f"Spark aggregates **{result['spark_aggregates_per_event_cost_ratio']}x**, DuckDB aggregates "
+                      f"**{result['duckdb_per_event_cost_ratio']}x**. The driver never collects a table: Spark writes "
+                      "through executors and delta-rs commits file lists."]
     return "\n".join(lines) + "\n"
 
 
@@ -138,24 +175,25 @@ def write_section(name: str, body: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = add_config_arguments(argparse.ArgumentParser(description=__doc__))
-    parser.add_argument("--suite", choices=["ingest"], action="append")
+    parser.add_argument("--suite", choices=["pipeline"], action="append")
     parser.add_argument("--events", default="1000000,10000000", help="comma-separated event counts")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.base_overrides = list(args.conf_override) + ["spark.master=local[2]"]
     RESULTS.mkdir(exist_ok=True)
-    suites = args.suite or ["ingest"]
+    suites = args.suite or ["pipeline"]
     sizes = [int(s) for s in args.events.split(",")]
     out: dict[str, Any] = {}
     meta = {
         "machine": machine(), "commit": git_commit(), "master": "local[2]",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "make bench" if argv is None and os.environ.get("MAKELEVEL") else
-        "python -m shopper_profiles.bench " + " ".join(argv or []),
+        "python -m shopper_profiles.bench " + " ".join(sys.argv[1:] if argv is None else argv),
     }
-    if "ingest" in suites:
-        out["ingest"] = bench_ingest(args, sizes)
-        write_section("ingest", render_ingest(out["ingest"], meta))
+    if "pipeline" in suites:
+        out["pipeline"] = bench_pipeline(args, sizes)
+        write_section("ingest", render_ingest(out["pipeline"], meta))
+        write_section("features", render_features(out["pipeline"], meta))
     (RESULTS / "latest.json").write_text(json.dumps({"meta": meta, **out}, indent=2))
     print(json.dumps(out, indent=2))
     return out
