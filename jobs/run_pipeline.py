@@ -1,7 +1,8 @@
 """The whole pipeline on the embedded default, step by step (`make run`).
 
 Today: lakehouse smoke check -> simulator landed and ingested into bronze (validated,
-pseudonymised, reconciled). Later roadmap steps append themselves here.
+pseudonymised, reconciled) -> the feature tables for the day after the simulated period.
+Later roadmap steps (training, scoring) append themselves here.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import timedelta
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from shopper_profiles.features.build import build_snapshot
 from shopper_profiles.ingestion import Ingestion, reconciliation_report
 from shopper_profiles.runtime import JobContext, job_parser, start_job
 from shopper_profiles.smoke import run_smoke
@@ -26,9 +29,16 @@ def ingest_simulator(job: JobContext) -> dict[str, Any]:
     return reconciliation_report(loads, load_id)
 
 
+def build_latest_features(job: JobContext) -> dict[str, Any]:
+    sim = job.config.simulator
+    as_of = sim.start_date + timedelta(days=sim.days)
+    return build_snapshot(job.spark, job.store, job.config, as_of)
+
+
 STEPS: list[tuple[str, Callable[[JobContext], dict[str, Any]]]] = [
     ("smoke", lambda job: run_smoke(job.spark, job.store)),
     ("ingest", ingest_simulator),
+    ("features", build_latest_features),
 ]
 
 

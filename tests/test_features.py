@@ -40,6 +40,7 @@ BEFORE_D = [
     ev("f1", "u2", "2023-11-01 08:00:00", "view", C, 50.0, session="s5", device="tablet"),
     ev("f2", "u2", "2023-11-01 08:05:00", "purchase", C, 40.0, 1, session="s5", device="tablet"),
     ev("f3", "u2", "2024-02-20 20:00:00", "share", A, session="s6"),
+    ev("e11", "u1", "2024-02-28 18:00:00", "like", A, session="s10", device="desktop"),  # u1 likes A after u2 shared it
 ]
 AT_OR_AFTER_D = [  # planted after the cut: must change nothing for snapshot D
     ev("e9", "u1", "2024-03-01 00:00:00", "purchase", B, 30.0, 5, session="s4"),
@@ -86,7 +87,7 @@ def test_population_is_users_with_events_before_d(families) -> None:
 
 def test_basic_family(families) -> None:
     u1, u2 = families["basic"]["u1"], families["basic"]["u2"]
-    # u1: registered attributes; primary device = most used in 90 days (desktop 4 > mobile 3 > tablet 1).
+    # u1: registered attributes; primary device = most used in 90 days (desktop 5 > mobile 3 > tablet 1).
     assert (u1["age_band"], u1["gender"], u1["country"], u1["city"]) == ("25-34", "female", "United Kingdom", "London")
     assert not any(u1[f"{c}_imputed"] for c in ("age_band", "gender", "country", "city", "primary_device", "signup_date"))
     assert (u1["primary_device"], u1["signup_date"], u1["tenure_days"]) == ("desktop", date(2023, 1, 1), 425)
@@ -102,17 +103,17 @@ def test_behaviour_family(families) -> None:
     u1, u2 = families["behaviour"]["u1"], families["behaviour"]["u2"]
     got = {k: u1[k] for k in ("views_1d", "searches_1d", "carts_1d", "purchases_1d", "spend_1d", "sessions_1d")}
     assert got == {"views_1d": 1, "searches_1d": 0, "carts_1d": 1, "purchases_1d": 1, "spend_1d": 20.0, "sessions_1d": 1}
-    for w in (7, 30):
-        assert [u1[f"{k}_{w}d"] for k in ("views", "searches", "carts", "purchases", "spend", "sessions")] == [3, 1, 2, 1, 20.0, 2]
-    assert [u1[f"{k}_90d"] for k in ("views", "searches", "carts", "purchases", "spend", "sessions")] == [3, 1, 2, 2, 70.0, 3]
+    for w in (7, 30):  # sessions s1, s2 and s10 (the like)
+        assert [u1[f"{k}_{w}d"] for k in ("views", "searches", "carts", "purchases", "spend", "sessions")] == [3, 1, 2, 1, 20.0, 3]
+    assert [u1[f"{k}_90d"] for k in ("views", "searches", "carts", "purchases", "spend", "sessions")] == [3, 1, 2, 2, 70.0, 4]
     assert u1["days_since_last_view"] == pytest.approx(days(14 * 3600))
     assert u1["days_since_last_search"] == pytest.approx(4 + 15 / 24)
     assert u1["days_since_last_cart"] == pytest.approx(days(13 * 3600 + 59 * 60 + 30))
     assert u1["days_since_last_purchase"] == pytest.approx(days(13 * 3600 + 59 * 60))
-    assert u1["avg_session_seconds_30d"] == 150.0  # s1 lasted 60 s, s2 240 s
+    assert u1["avg_session_seconds_30d"] == 100.0  # s1 lasted 60 s, s2 240 s, s10 0 s
     assert (u1["cart_rate_30d"], u1["purchase_rate_30d"], u1["cart_to_purchase_30d"]) == pytest.approx((2 / 3, 1 / 3, 0.5))
-    assert u1["category_share_90d"] == pytest.approx({"beauty": 6 / 7, "home": 1 / 7})
-    assert u1["brand_share_90d"] == pytest.approx({"Bea": 3 / 7, "Mak": 3 / 7, "Hom": 1 / 7})
+    assert u1["category_share_90d"] == pytest.approx({"beauty": 7 / 8, "home": 1 / 8})
+    assert u1["brand_share_90d"] == pytest.approx({"Bea": 4 / 8, "Mak": 3 / 8, "Hom": 1 / 8})
     assert u1["top_search_terms_90d"] == ["hydrating", "serum"]
     assert [u2[f"{k}_90d"] for k in ("views", "searches", "carts", "purchases", "spend", "sessions")] == [0, 0, 0, 0, 0.0, 1]
     assert (u2["sessions_7d"], u2["sessions_30d"]) == (0, 1)
@@ -153,7 +154,7 @@ def test_need_family(families) -> None:
     assert (u2["r_score"], u2["f_score"], u2["m_score"], u2["rfm_segment"]) == (1, 1, 1, "111")
     assert u1["category_affinity_90d"] == pytest.approx(_affinity(BEFORE_D, "u1"))
     assert u2["category_affinity_90d"] == pytest.approx({"beauty": 1.0})
-    assert (u1["events_30d"], u1["events_prev_30d"], u1["activity_trend"]) == (7, 1, 4.0)
+    assert (u1["events_30d"], u1["events_prev_30d"], u1["activity_trend"]) == (8, 1, 4.5)
     assert (u1["inactive"], u1["declining_frequency"]) == (False, False)
     assert u1["purchase_intent_rule"] == pytest.approx(0.8)  # 0.4 open cart + 0.3 x 1/3 + 0.3 recent
     assert u1["churn_risk_rule"] == pytest.approx(round(0.2 * days(13 * 3600 + 59 * 60) / 60, 6))
@@ -173,10 +174,13 @@ def test_social_family(families) -> None:
     assert (u2["friends_count"], u2["following_count"], u2["followers_count"]) == (1, 1, 0)
     # u2 shared A on 02-20; neighbour u1 then viewed and bought A: one adopted share.
     assert (u2["shares_given_90d"], u2["shares_adopted_90d"], u1["shares_adopted_90d"]) == (1, 1, 0)
+    # u1's like of A (02-28) came after u2's share: engagement received by u2, given by u1.
+    assert (u1["likes_given_90d"], u2["likes_received_90d"], u1["likes_received_90d"]) == (1, 1, 0)
+    assert (u2["shares_received_90d"], u2["reviews_received_90d"]) == (0, 0)
     assert u1["influence_score"] == pytest.approx(math.log1p(1))  # one follower
     assert u2["influence_score"] == pytest.approx(math.log1p(1))  # one adopted share
     assert u1["neighbour_category_affinity"] == pytest.approx({"beauty": 1.0})
-    assert u2["neighbour_category_affinity"] == pytest.approx({"beauty": round(6 / 7, 6), "home": round(1 / 7, 6)})
+    assert u2["neighbour_category_affinity"] == pytest.approx({"beauty": 0.875, "home": 0.125})
 
 
 def test_behaviour_sequences_keep_the_last_n_oldest_first(families) -> None:

@@ -228,3 +228,13 @@ def test_generated_local_key_is_stable_and_private(spark: SparkSession, tmp_path
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     monkeypatch.setenv("SHOPPER_PSEUDONYM_KEY", "from-env")
     assert load_key(spark, config) == b"from-env"
+
+
+def test_unbalanced_counts_fail_loudly() -> None:
+    from shopper_profiles.ingestion import EntityLoad, ReconciliationError, assert_reconciled
+
+    fine = EntityLoad("events", 10, 7, 2, 1, 0, 7)
+    assert_reconciled([fine], "load-1")
+    lost = EntityLoad("events", 10, 7, 1, 1, 0, 7)  # one row unaccounted for
+    with pytest.raises(ReconciliationError, match="load-1 does not reconcile.*'input_rows': 10"):
+        assert_reconciled([fine, lost], "load-1")

@@ -56,6 +56,16 @@ class EntityLoad:
         return self.input_rows == self.accepted_rows + self.quarantined_rows + self.duplicate_rows
 
 
+def assert_reconciled(loads: list[EntityLoad], load_id: str) -> None:
+    """Fail loudly when any entity's counts do not balance: a row went missing somewhere."""
+    bad = [load for load in loads if not load.balances()]
+    if bad:
+        raise ReconciliationError(
+            f"load {load_id} does not reconcile (input != accepted + quarantined + duplicates): "
+            f"{[asdict(b) for b in bad]}; nothing downstream should read this load until it is explained"
+        )
+
+
 def make_load_id(source: str, window: tuple[date, date] | None, fingerprint: str = "") -> str:
     """Deterministic per (source, window[, input fingerprint]): reruns overwrite their own quarantine."""
     if window is not None:
@@ -182,12 +192,7 @@ class Ingestion:
 
         self._record_id_map(ids)
         self._record(loads)
-        bad = [load for load in loads if not load.balances()]
-        if bad:
-            raise ReconciliationError(
-                "load %s does not reconcile (input != accepted + quarantined + duplicates): %s"
-                % (self.load_id, [asdict(b) for b in bad])
-            )
+        assert_reconciled(loads, self.load_id)
         return loads
 
     def _load_events(self, survivors: DataFrame, to_pseudonym: DataFrame, flagged: DataFrame,

@@ -66,6 +66,8 @@ def social_spec() -> TableSpec:
     fields = [
         _f("friends_count", T.LongType()), _f("following_count", T.LongType()), _f("followers_count", T.LongType()),
         _f("likes_given_90d", T.LongType()), _f("shares_given_90d", T.LongType()), _f("reviews_given_90d", T.LongType()),
+        _f("likes_received_90d", T.LongType()), _f("shares_received_90d", T.LongType()),
+        _f("reviews_received_90d", T.LongType()),
         _f("shares_adopted_90d", T.LongType()), _f("influence_score", T.DoubleType()),
         _f("neighbour_category_affinity", T.MapType(T.StringType(), T.DoubleType())),
     ]

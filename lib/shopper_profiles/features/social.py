@@ -1,4 +1,4 @@
-"""Social family: graph degree, social actions given, adoption of the user's shares by their
+"""Social family: graph degree, social actions given and received, adoption of the user's shares by their
 neighbours (influence), and the neighbours' category interests (one-hop graph aggregation)."""
 
 from __future__ import annotations
@@ -45,6 +45,17 @@ def social_features(events_cut: DataFrame, edges_cut: DataFrame, as_of: date) ->
                .where(F.col("reacted_at") > F.col("shared_at"))
                .groupBy("user_id").agg(F.countDistinct("neighbour_id", "item_id").alias("shares_adopted_90d")))
 
+    # Engagement received: neighbours liking, sharing or reviewing an item after this user
+    # shared, reviewed or liked it (shoppers own no items; their endorsements are what others react to).
+    endorsed = last90.where(etype.isin("share", "review", "like")).groupBy("user_id", "item_id").agg(
+        F.min("ts").alias("endorsed_at"))
+    neighbour_actions = last90.where(etype.isin("like", "share", "review")).select(
+        F.col("user_id").alias("neighbour_id"), "item_id", "event_type", F.col("ts").alias("acted_at"))
+    received = (endorsed.join(links, "user_id").join(neighbour_actions, ["neighbour_id", "item_id"])
+                .where(F.col("acted_at") > F.col("endorsed_at")).groupBy("user_id").agg(*[
+                    F.sum(F.when(F.col("event_type") == action, 1).otherwise(0)).alias(f"{name}_received_90d")
+                    for name, action in (("likes", "like"), ("shares", "share"), ("reviews", "review"))]))
+
     interests = (last90.where(F.col("item_id").isNotNull()).groupBy("user_id", top_category(F.col("category")).alias("top"))
                  .count())
     per_user_total = interests.groupBy("user_id").agg(F.sum("count").alias("_total"))
@@ -57,10 +68,11 @@ def social_features(events_cut: DataFrame, edges_cut: DataFrame, as_of: date) ->
                      .groupBy("user_id").agg(F.map_from_entries(F.array_sort(F.collect_list("kv"))).alias("neighbour_category_affinity")))
 
     frame = population(events_cut, as_of)
-    for part in (friend_counts, following, followers, given, adopted, neighbour_mix):
+    for part in (friend_counts, following, followers, given, received, adopted, neighbour_mix):
         frame = frame.join(part, "user_id", "left")
     counts = ["friends_count", "following_count", "followers_count", "likes_given_90d", "shares_given_90d",
-              "reviews_given_90d", "shares_adopted_90d"]
+              "reviews_given_90d", "likes_received_90d", "shares_received_90d", "reviews_received_90d",
+              "shares_adopted_90d"]
     for column in counts:
         frame = frame.withColumn(column, F.coalesce(F.col(column), F.lit(0)).cast("long"))
     frame = frame.withColumn(

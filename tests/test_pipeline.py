@@ -1,0 +1,41 @@
+"""The jobs as users run them: ingestion, feature backfill and `make run`'s pipeline, end to end."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import SparkSession
+
+from conftest import run_job
+
+SMALL = ["simulator.users=120", "simulator.days=20", "simulator.items_per_leaf=10"]
+
+
+def overrides(root) -> list[str]:
+    out = ["--conf-override", f"lakehouse.root={root}"]
+    for item in SMALL:
+        out += ["--conf-override", item]
+    return out
+
+
+@pytest.mark.slow
+def test_ingest_then_backfill_then_whole_pipeline(spark: SparkSession, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SHOPPER_PSEUDONYM_KEY", "pipeline")
+    root = tmp_path / "lh"
+    report = run_job("ingest_events", ["--source", "simulator", "--from", "2024-01-01", "--to", "2024-01-15",
+                                       *overrides(root)])
+    assert report["balanced"] and report["entities"]["events"]["new_rows"] > 1000
+    snapshots = run_job("build_features", ["--backfill", "2024-01-10", "2024-01-12", *overrides(root)])
+    assert [s["as_of"] for s in snapshots] == ["2024-01-10", "2024-01-11", "2024-01-12"]
+    assert all(s["active_users"] > 50 for s in snapshots)
+    from deltalake import DeltaTable
+
+    behaviour = DeltaTable(str(root / "silver" / "features_behaviour"))
+    dates = {str(d) for d in behaviour.to_pyarrow_table(columns=["snapshot_date"]).column("snapshot_date").to_pylist()}
+    assert sorted(dates) == ["2024-01-10", "2024-01-11", "2024-01-12"]
+    whole = run_job("run_pipeline", overrides(tmp_path / "whole"))
+    assert whole["smoke"]["rows"] == 10_000
+    assert whole["ingest"]["balanced"]
+    assert whole["features"]["as_of"] == "2024-01-21" and whole["features"]["active_users"] > 100
+    sequences = DeltaTable(str(tmp_path / "whole" / "silver" / "behaviour_sequences")).to_pyarrow_table()
+    assert sequences.num_rows == whole["features"]["active_users"]
+    assert max(sequences.column("sequence_length").to_pylist()) <= 50
