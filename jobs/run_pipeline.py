@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import timedelta
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from shopper_profiles.features.build import build_snapshot

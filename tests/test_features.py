@@ -9,7 +9,6 @@ from datetime import date, datetime
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-
 from shopper_profiles.bronze import EVENTS, ITEMS, SOCIAL_EDGES, USERS
 from shopper_profiles.config import load_config
 from shopper_profiles.features import events_before
@@ -104,7 +103,8 @@ def test_behaviour_family(families) -> None:
     got = {k: u1[k] for k in ("views_1d", "searches_1d", "carts_1d", "purchases_1d", "spend_1d", "sessions_1d")}
     assert got == {"views_1d": 1, "searches_1d": 0, "carts_1d": 1, "purchases_1d": 1, "spend_1d": 20.0, "sessions_1d": 1}
     for w in (7, 30):  # sessions s1, s2 and s10 (the like)
-        assert [u1[f"{k}_{w}d"] for k in ("views", "searches", "carts", "purchases", "spend", "sessions")] == [3, 1, 2, 1, 20.0, 3]
+        got = [u1[f"{k}_{w}d"] for k in ("views", "searches", "carts", "purchases", "spend", "sessions")]
+        assert got == [3, 1, 2, 1, 20.0, 3]
     assert [u1[f"{k}_90d"] for k in ("views", "searches", "carts", "purchases", "spend", "sessions")] == [3, 1, 2, 2, 70.0, 4]
     assert u1["days_since_last_view"] == pytest.approx(days(14 * 3600))
     assert u1["days_since_last_search"] == pytest.approx(4 + 15 / 24)
@@ -246,7 +246,8 @@ def test_backfill_dates_inclusive() -> None:
 def test_failing_expectation_aborts_the_commit(spark: SparkSession, store: DeltaStore, config) -> None:
     bad = ev("x1", "u1", "2024-02-29 11:00:00", "purchase", A, 10.0, -4, session="s1")  # negative spend
     _seed_bronze(spark, store, BEFORE_D + [bad])
-    with pytest.raises(DataQualityError, match=r"nothing was committed:\n  features_behaviour: spend_1d >= 0: 1 rows; spend_7d >= 0: 1 rows"):
+    expected = r"nothing was committed:\n  features_behaviour: spend_1d >= 0: 1 rows; spend_7d >= 0: 1 rows"
+    with pytest.raises(DataQualityError, match=expected):
         build_snapshot(spark, store, config, D)
     for spec in feature_specs(config.features).values():
         assert store.version(spec) == 0  # created, never written

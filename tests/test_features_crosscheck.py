@@ -8,7 +8,6 @@ from datetime import date
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-
 from shopper_profiles.bronze import EVENTS
 from shopper_profiles.config import load_config
 from shopper_profiles.features.build import build_snapshot

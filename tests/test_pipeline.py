@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from pyspark.sql import SparkSession
-
 from conftest import run_job
+from pyspark.sql import SparkSession
 
 SMALL = ["simulator.users=120", "simulator.days=20", "simulator.items_per_leaf=10"]
 

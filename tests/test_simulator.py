@@ -44,7 +44,8 @@ def test_windows_compose_into_the_whole_period(spark: SparkSession) -> None:
     whole = simulate_events(spark, cfg, cfg.start_date, end)
     parts = simulate_events(spark, cfg, cfg.start_date, mid).unionByName(simulate_events(spark, cfg, mid, end))
     assert same_rows(whole, parts)
-    assert whole.where((F.col("ts") < F.lit(cfg.start_date).cast("timestamp")) | (F.col("ts") >= F.lit(end).cast("timestamp"))).count() == 0
+    outside = (F.col("ts") < F.lit(cfg.start_date).cast("timestamp")) | (F.col("ts") >= F.lit(end).cast("timestamp"))
+    assert whole.where(outside).count() == 0
 
 
 def test_planted_truth_shows_in_behaviour(spark: SparkSession) -> None:
@@ -54,7 +55,8 @@ def test_planted_truth_shows_in_behaviour(spark: SparkSession) -> None:
     with_truth = events.join(truth, F.col("user_id") == F.col("raw_user_id"))
     # Interests: most events fall in the user's three planted top categories.
     top = F.split(F.col("category"), " > ")[0]
-    in_top = with_truth.where(F.col("category").isNotNull()).select(F.array_contains("top_interests", top).cast("double").alias("hit"))
+    in_top = with_truth.where(F.col("category").isNotNull()).select(
+        F.array_contains("top_interests", top).cast("double").alias("hit"))
     assert in_top.agg(F.avg("hit")).first()[0] > 0.95
     # Price sensitivity: relative to the category's average, the most sensitive quartile pays less.
     purchases = with_truth.where("event_type = 'purchase'").withColumn(

@@ -15,8 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 from shopper_profiles.config import PROJECT_ROOT, add_config_arguments, config_from_args
@@ -47,9 +46,9 @@ def git_commit() -> str:
         return "unknown"
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     start = time.perf_counter()
-    result = fn()
+    result = fn(*args)
     return result, time.perf_counter() - start
 
 
@@ -77,18 +76,18 @@ def bench_pipeline(args: argparse.Namespace, sizes: Sequence[int]) -> dict[str, 
         args.conf_override = [*args.base_overrides, f"lakehouse.root={root}", f"simulator.users={users}"]
         config = config_from_args(args)
         store = open_store(spark, config)
-        (batch, window, load_id), simulate_s = timed(lambda config=config: land_source(spark, config, "simulator"))
+        (batch, window, load_id), simulate_s = timed(land_source, spark, config, "simulator")
         landed = batch.events.count()
-        loads, ingest_s = timed(lambda: Ingestion(spark, store, config, batch, window, load_id).run())
+        loads, ingest_s = timed(Ingestion(spark, store, config, batch, window, load_id).run)
         (events,) = [x for x in loads if x.entity == "events"]
-        _, rerun_s = timed(lambda: Ingestion(spark, store, config, batch, window, load_id).run())
+        _, rerun_s = timed(Ingestion(spark, store, config, batch, window, load_id).run)
         as_of = window[1]
-        report, features_s = timed(lambda: build_snapshot(spark, store, config, as_of))
+        report, features_s = timed(build_snapshot, spark, store, config, as_of)
         windows = config.features.windows_days
         store.read(EVENTS).createOrReplaceTempView("events")
         query = behaviour_aggregates_sql(as_of, windows, dialect="spark")
-        _, spark_agg_s = timed(lambda: spark.sql(query).write.format("noop").mode("overwrite").save())
-        duck, duckdb_s = timed(lambda: behaviour_aggregates(store.arrow_dataset(EVENTS), as_of, windows, threads=2))
+        _, spark_agg_s = timed(spark.sql(query).write.format("noop").mode("overwrite").save)
+        duck, duckdb_s = timed(behaviour_aggregates, store.arrow_dataset(EVENTS), as_of, windows, 2)
         bronze = events.accepted_rows
         run = {
             "target_events": target, "users": users, "landed_events": landed, "accepted": bronze,
@@ -106,8 +105,10 @@ def bench_pipeline(args: argparse.Namespace, sizes: Sequence[int]) -> dict[str, 
     result: dict[str, Any] = {"runs": runs}
     if len(runs) >= 2:
         small, large = runs[0], runs[-1]
-        for name, seconds in (("ingest", lambda r: r["simulate_s"] + r["ingest_s"]), ("features", lambda r: r["features_s"]),
-                              ("duckdb", lambda r: r["duckdb_aggregates_s"]), ("spark_aggregates", lambda r: r["spark_aggregates_s"])):
+        phases: dict[str, Callable[[dict[str, Any]], float]] = {
+            "ingest": lambda r: r["simulate_s"] + r["ingest_s"], "features": lambda r: r["features_s"],
+            "duckdb": lambda r: r["duckdb_aggregates_s"], "spark_aggregates": lambda r: r["spark_aggregates_s"]}
+        for name, seconds in phases.items():
             per_small = seconds(small) / small["accepted"]
             per_large = seconds(large) / large["accepted"]
             result[f"{name}_per_event_cost_ratio"] = round(per_large / per_small, 3)
@@ -186,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     meta = {
         "machine": machine(), "commit": git_commit(), "master": "local[2]",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "make bench" if argv is None and os.environ.get("MAKELEVEL") else
         "python -m shopper_profiles.bench " + " ".join(sys.argv[1:] if argv is None else argv),
     }

@@ -169,7 +169,7 @@ class Ingestion:
             quarantine = rows if quarantine is None else quarantine.unionByName(rows)
         assert quarantine is not None
         self.store.overwrite(quarantine, QUARANTINE, window={"load_id": self.load_id})
-        quarantined = dict(self.store.read(QUARANTINE).where(F.col("load_id") == self.load_id)
+        quarantined: dict[str, int] = dict(self.store.read(QUARANTINE).where(F.col("load_id") == self.load_id)
                            .groupBy("entity").count().collect())
 
         loads.append(self._load_events(survivors["events"], to_pseudonym, flagged["events"], duplicates["events"],

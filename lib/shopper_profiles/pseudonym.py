@@ -35,7 +35,7 @@ def load_key(spark: SparkSession, config: Config) -> bytes:
         return value.encode()
     if config.privacy.secret_scope and config.privacy.secret_key:
         try:
-            from pyspark.dbutils import DBUtils  # type: ignore[import-not-found]  # Databricks only
+            from pyspark.dbutils import DBUtils  # Databricks only
 
             return str(DBUtils(spark).secrets.get(config.privacy.secret_scope, config.privacy.secret_key)).encode()
         except ImportError as e:

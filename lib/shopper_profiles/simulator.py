@@ -46,7 +46,8 @@ LEAVES = tuple((top, sub) for top, subs in CATEGORY_TREE.items() for sub in subs
 ADJECTIVES = ("classic", "premium", "eco", "deluxe", "compact", "vintage", "ultra", "soft", "bold", "smart")
 BRANDS = {top: tuple(f"{top[:3].title()}{suffix}" for suffix in ("ora", "ly", "mark", "nova", "wise"))
           for top in TOP_CATEGORIES}
-COUNTRIES = (("United Kingdom", ("London", "Manchester", "Leeds"), 0.40), ("United States", ("New York", "Austin", "Seattle"), 0.20),
+COUNTRIES = (("United Kingdom", ("London", "Manchester", "Leeds"), 0.40),
+             ("United States", ("New York", "Austin", "Seattle"), 0.20),
              ("Germany", ("Berlin", "Hamburg", "Munich"), 0.15), ("France", ("Paris", "Lyon", "Lille"), 0.15),
              ("Spain", ("Madrid", "Valencia", "Seville"), 0.10))
 DEVICE_MIX = (("mobile", 0.5), ("desktop", 0.3), ("app", 0.15), ("tablet", 0.05))
@@ -147,7 +148,8 @@ def simulate_items(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
         leaf_name(F.col("leaf")).alias("category_path"),
         brand.alias("brand"),
         F.format_string("%.2f", item_price(seed, F.col("leaf"), F.col("idx"))).alias("price"),
-        F.to_json(F.array(F.concat(F.lit("brand:"), brand), F.concat(F.lit("leaf:"), F.col("leaf").cast("string")))).alias("attributes"),
+        F.to_json(F.array(F.concat(F.lit("brand:"), brand),
+                          F.concat(F.lit("leaf:"), F.col("leaf").cast("string")))).alias("attributes"),
     )
 
 
@@ -229,7 +231,8 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
     # Activity fades over the two weeks before churn: the signal churn models must pick up.
     fade = F.when(
         F.col("churn_ts").isNotNull(),
-        F.greatest(F.lit(0.25), F.least(F.lit(1.0), (F.unix_timestamp("churn_ts") - F.unix_timestamp("day_ts")) / (14 * 86400.0))),
+        F.greatest(F.lit(0.25), F.least(F.lit(1.0),
+                                        (F.unix_timestamp("churn_ts") - F.unix_timestamp("day_ts")) / (14 * 86400.0))),
     ).otherwise(1.0)
     active = uniform(seed, "active", F.col("uid"), F.col("day")) < F.col("active_rate") * fade
     user_days = user_days.where(active & (F.col("churn_ts").isNull() | (F.col("day_ts") < F.col("churn_ts"))))
@@ -300,7 +303,9 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
     )
     nouns = F.array(*[F.array(*[F.lit(w) for w in CATEGORY_TREE[t][s]]) for t, s in LEAVES])
     sk = (F.col("uid"), F.col("day"), F.col("session"))
-    query = F.concat_ws(" ", F.element_at(F.array(*[F.lit(a) for a in ADJECTIVES]), (uniform(seed, "qa", *sk) * len(ADJECTIVES)).cast("int") + 1),
+    adjective = F.element_at(F.array(*[F.lit(a) for a in ADJECTIVES]),
+                             (uniform(seed, "qa", *sk) * len(ADJECTIVES)).cast("int") + 1)
+    query = F.concat_ws(" ", adjective,
                         F.element_at(F.element_at(nouns, F.col("leaf") + 1), (uniform(seed, "qn", *sk) * 3).cast("int") + 1))
     searches = sessions.where("has_search").select(
         "uid", "raw_user_id", "day", "session", F.lit(-1).alias("slot"), "session_id", "device", "churn_ts", "leaf",
@@ -419,7 +424,8 @@ def inject_dirt(events: DataFrame, cfg: SimulatorConfig) -> tuple[DataFrame, Dat
                           "price_not_numeric": F.lit("12,50 EUR"), "search_without_query": F.lit(None)}),
         corrupt("quantity", {"non_positive_quantity": F.lit("-3"), "absurd_quantity": F.lit("500000"),
                              "quantity_not_integer": F.lit("2.5x")}),
-        corrupt("query", {"malformed_unicode": F.lit("caf\ufffd cr\u00e8me\u0000"), "oversized_text": F.repeat(F.lit("serum "), 200),
+        corrupt("query", {"malformed_unicode": F.lit("caf\ufffd cr\u00e8me\u0000"),
+                          "oversized_text": F.repeat(F.lit("serum "), 200),
                           "search_without_query": F.lit("   ")}),
         "session_id",
         corrupt("device", {"unknown_device": F.lit("toaster")}),

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -77,7 +78,7 @@ def _local_builder(builder: SparkSession.Builder, config: Config) -> SparkSessio
 def delta_classes_available(spark: SparkSession) -> bool:
     """True when the native Delta Lake classes are on the JVM classpath (Databricks, --packages)."""
     try:
-        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+        jvm: Any = spark.sparkContext._jvm
         jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")
         return True
     except Exception:  # noqa: BLE001 - py4j raises its own error types for a missing class

@@ -14,6 +14,7 @@ Nothing outside this module knows table paths or formats.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -542,17 +543,13 @@ def _commit_added_columns(dt: Any, arrow_schema: pa.Schema, table_path: str) -> 
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def _remove_empty_parent(staging: str) -> None:
-    try:
+    with contextlib.suppress(OSError):  # another write is staging too, or it is already gone
         os.rmdir(os.path.dirname(staging))
-    except OSError:
-        pass  # another write is staging too, or it is already gone
 
 
 # --------------------------------------------------------------------------- spark-delta engine
@@ -672,9 +669,10 @@ class SparkDeltaStore(DeltaStore):
         return len(before - set(self._data_files_on_disk(spec)))
 
     def _data_files_on_disk(self, spec: TableSpec) -> list[str]:
-        jvm = self.spark.sparkContext._jvm  # type: ignore[attr-defined]
+        jvm: Any = self.spark.sparkContext._jvm
+        jsc: Any = self.spark.sparkContext._jsc
         hpath = jvm.org.apache.hadoop.fs.Path(self.path(spec))
-        fs = hpath.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+        fs = hpath.getFileSystem(jsc.hadoopConfiguration())
         it = fs.listFiles(hpath, True)
         out = []
         while it.hasNext():

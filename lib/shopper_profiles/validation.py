@@ -216,7 +216,7 @@ def mark_duplicates(valid: DataFrame, near_seconds: int) -> DataFrame:
     survivors = survivors.withColumn("_near_of", F.when(near, previous_id))
     survivors = survivors.withColumn("_rule", F.when(F.col("_near_of").isNotNull(), F.lit("near_duplicate")))
     survivors = survivors.withColumn(
-        "_detail", F.when(F.col("_near_of").isNotNull(), F.concat(F.lit("within %ds of event " % near_seconds),
+        "_detail", F.when(F.col("_near_of").isNotNull(), F.concat(F.lit(f"within {near_seconds}s of event "),
                                                                   F.col("_near_of"))))
     dropped = marked.where(F.col("_duplicate")).withColumn("_near_of", F.lit(None).cast("string"))
     return survivors.unionByName(dropped).drop("_content", "_near_of")

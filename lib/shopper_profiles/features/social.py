@@ -64,7 +64,8 @@ def social_features(events_cut: DataFrame, edges_cut: DataFrame, as_of: date) ->
     degree = links.groupBy("user_id").agg(F.count("*").alias("_degree"))
     neighbour_mix = (links.join(shares_of, "neighbour_id").groupBy("user_id", "top").agg(F.sum("share").alias("s"))
                      .join(degree, "user_id")
-                     .select("user_id", F.struct(F.col("top").alias("k"), F.round(F.col("s") / F.col("_degree"), 6).alias("v")).alias("kv"))
+                     .select("user_id", F.struct(F.col("top").alias("k"),
+                                                 F.round(F.col("s") / F.col("_degree"), 6).alias("v")).alias("kv"))
                      .groupBy("user_id").agg(F.map_from_entries(F.array_sort(F.collect_list("kv"))).alias("neighbour_category_affinity")))
 
     frame = population(events_cut, as_of)

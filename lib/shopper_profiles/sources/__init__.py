@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import date, timedelta
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from shopper_profiles.config import Config
 from shopper_profiles.ingestion import make_load_id
@@ -26,14 +26,16 @@ def land_batch(spark: SparkSession, batch: RawBatch, landing: str) -> RawBatch:
     validates is then a plain file scan (as with any real feed), not the generator's plan.
     Holds raw ids: the landing zone is covered by erasure like bronze."""
     frames = {name: getattr(batch, name) for name in ("events", "users", "items", "social_edges", "truth", "injected")}
-    landed = {}
+    landed: dict[str, DataFrame | None] = {}
     for name, frame in frames.items():
         if frame is None:
             landed[name] = None
             continue
         frame.write.mode("overwrite").parquet(f"{landing}/{name}")
         landed[name] = spark.read.parquet(f"{landing}/{name}")
-    return RawBatch(source=batch.source, **landed)
+    events = landed.pop("events")
+    assert events is not None
+    return RawBatch(source=batch.source, events=events, **landed)
 
 
 def land_source(
@@ -54,8 +56,5 @@ def land_source(
     path = path or os.path.join(config.data_dir, DEFAULT_FILES[source])
     if not os.path.exists(path):
         raise ValueError(f"{source}: input file {path} not found; set data.dir or pass --path")
-    if source == "online_retail":
-        batch = online_retail.land(spark, path)
-    else:
-        batch = amazon_beauty.land(spark, path)
+    batch = online_retail.land(spark, path) if source == "online_retail" else amazon_beauty.land(spark, path)
     return batch, None, make_load_id(source, None, _fingerprint(path))
