@@ -1,0 +1,1 @@
+"""The profile model: training set, input pipeline, BERT model, distributed training, evaluation."""

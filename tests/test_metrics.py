@@ -1,0 +1,67 @@
+"""Metric functions on hand-made rankings with exact values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from shopper_profiles.model.metrics import (
+    auc,
+    binary_report,
+    full_ranks,
+    hit_rate,
+    ndcg,
+    ranking_report,
+    sampled_ranks,
+    spearman,
+    top_k_recall,
+)
+
+
+def test_full_ranks_count_strictly_higher_scores_and_exclude_history() -> None:
+    scores = np.array([[0.1, 0.9, 0.5, 0.3],    # target 2: only item 1 is higher -> rank 1
+                       [0.4, 0.4, 0.4, 0.1],    # target 0: ties do not count as higher -> rank 0
+                       [0.8, 0.7, 0.6, 0.5]])   # target 3: three higher -> rank 3
+    targets = np.array([2, 0, 3])
+    assert full_ranks(scores, targets).tolist() == [1, 0, 3]
+    # Excluding history (item 1 for user 0, items 0 and 1 for user 2) lifts those targets.
+    assert full_ranks(scores, targets, exclude=[[1], [], [0, 1]]).tolist() == [0, 0, 1]
+
+
+def test_hr_and_ndcg_exact_values() -> None:
+    ranks = np.array([0, 1, 4, 10])
+    assert hit_rate(ranks, 1) == 0.25
+    assert hit_rate(ranks, 5) == 0.75
+    assert ndcg(ranks, 5) == pytest.approx((1.0 + 1 / math.log2(3) + 1 / math.log2(6)) / 4)
+    assert ndcg(ranks, 20) == pytest.approx((1.0 + 1 / math.log2(3) + 1 / math.log2(6) + 1 / math.log2(12)) / 4)
+    report = ranking_report(ranks, ks=(5,), prefix="full_")
+    assert set(report) == {"full_hr@5", "full_ndcg@5"}
+
+
+def test_sampled_ranks_use_only_unseen_negatives() -> None:
+    scores = np.array([[0.0, 5.0, 1.0, 2.0, 3.0, 4.0]])
+    # target 1 outscores everything: rank 0 however negatives fall.
+    assert sampled_ranks(scores, np.array([1]), n_negatives=4, seed=3).tolist() == [0]
+    # target 2 (score 1.0): negatives drawn from {3, 4, 5} only (0 and 1 excluded) all outscore it.
+    assert sampled_ranks(scores, np.array([2]), exclude=[[0, 1]], n_negatives=5, seed=1).tolist() == [5]
+
+
+def test_auc_and_binary_report() -> None:
+    labels = np.array([1, 0, 1, 0])
+    assert auc(labels, np.array([0.9, 0.1, 0.8, 0.2])) == 1.0
+    assert auc(labels, np.array([0.1, 0.9, 0.2, 0.8])) == 0.0
+    assert auc(labels, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
+    assert auc(labels, np.array([0.9, 0.8, 0.3, 0.1])) == 0.75
+    assert math.isnan(auc(np.array([1, 1]), np.array([0.2, 0.3])))
+    report = binary_report(labels, np.array([0.9, 0.6, 0.4, 0.1]))
+    assert report == {"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5, "auc": 0.75}
+
+
+def test_spearman_and_top_k_recall() -> None:
+    assert spearman(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
+    assert spearman(np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])) == pytest.approx(-1.0)
+    assert spearman(np.array([1, 2, 2, 3]), np.array([1, 3, 2, 4])) == pytest.approx(0.9486833)
+    assert top_k_recall([["a", "b", "c"], ["x", "y", "z"]], [["c", "a", "q"], ["q", "r", "x"]], k=3) == pytest.approx(
+        (2 / 3 + 1 / 3) / 2)
