@@ -61,6 +61,8 @@ class TablesConfig(_Strict):
     features_social: str
     behaviour_sequences: str
     feature_stats: str
+    item_vocab: str
+    training_set: str
 
 
 class DataConfig(_Strict):
@@ -122,6 +124,19 @@ class FeaturesConfig(_Strict):
     top_brands: int = Field(ge=1)
 
 
+class ModelConfig(_Strict):
+    max_len: int = Field(ge=2, description="behaviour tokens per user fed to BERT")
+    horizon_days: int = Field(ge=1, description="label window after the snapshot")
+    hidden_size: int = Field(ge=8)
+    layers: int = Field(ge=1)
+    heads: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    seed: int
+    text_init: bool = Field(description="initialise item embeddings from MiniLM over titles")
+
+
 class PrivacyConfig(_Strict):
     pseudonym_key_env: str = Field(description="environment variable holding the HMAC key")
     secret_scope: str | None = Field(default=None, description="Databricks secret scope with the key")
@@ -138,6 +153,7 @@ class Config(_Strict):
     simulator: SimulatorConfig
     ingest: IngestConfig
     features: FeaturesConfig
+    model: ModelConfig
     privacy: PrivacyConfig
 
     @property

@@ -98,6 +98,17 @@ def nullable(schema: T.StructType) -> T.StructType:
     return T.StructType([T.StructField(f.name, f.dataType, True, f.metadata) for f in schema.fields])
 
 
+def _loose(dtype: T.DataType) -> T.DataType:
+    """The type with every nested nullability flag set: Delta compares types, not null-ness."""
+    if isinstance(dtype, T.ArrayType):
+        return T.ArrayType(_loose(dtype.elementType), True)
+    if isinstance(dtype, T.MapType):
+        return T.MapType(_loose(dtype.keyType), _loose(dtype.valueType), True)
+    if isinstance(dtype, T.StructType):
+        return T.StructType([T.StructField(f.name, _loose(f.dataType), True) for f in dtype.fields])
+    return dtype
+
+
 def conform(df: DataFrame, table_schema: T.StructType, table: str, evolve: bool = False) -> T.StructType:
     """Check ``df`` against the table schema; return the schema to write.
 
@@ -120,7 +131,7 @@ def conform(df: DataFrame, table_schema: T.StructType, table: str, evolve: bool 
             f"{table_schema.simpleString()}"
         )
     for name, dtype in existing.items():
-        if incoming[name] != dtype:
+        if _loose(incoming[name]) != _loose(dtype):
             raise SchemaMismatchError(
                 f"table {table}: column {name!r} is {incoming[name].simpleString()} in the frame but "
                 f"{dtype.simpleString()} in the table; cast it explicitly before writing"
@@ -212,11 +223,14 @@ class DeltaStore(ABC):
 
     @abstractmethod
     def overwrite(
-        self, df: DataFrame, spec: TableSpec, window: WindowFilter | None = None, evolve: bool = False
+        self, df: DataFrame, spec: TableSpec, window: WindowFilter | None = None, evolve: bool = False,
+        target_files: int | None = None,
     ) -> int:
         """Replace the whole table, or only the partitions in ``window`` (replaceWhere).
 
         Rows outside the window fail the write: a window overwrite never touches other windows.
+        ``target_files`` spreads each partition over that many files (readers that shard by
+        file or row group, like Petastorm, need more than one).
         """
 
     @abstractmethod
@@ -331,12 +345,14 @@ class DeltaRsStore(DeltaStore):
         return self._write(df, spec, mode="append", window=None, evolve=evolve)
 
     def overwrite(
-        self, df: DataFrame, spec: TableSpec, window: WindowFilter | None = None, evolve: bool = False
+        self, df: DataFrame, spec: TableSpec, window: WindowFilter | None = None, evolve: bool = False,
+        target_files: int | None = None,
     ) -> int:
-        return self._write(df, spec, mode="overwrite", window=window, evolve=evolve)
+        return self._write(df, spec, mode="overwrite", window=window, evolve=evolve, target_files=target_files)
 
     def _write(
-        self, df: DataFrame, spec: TableSpec, mode: str, window: WindowFilter | None, evolve: bool
+        self, df: DataFrame, spec: TableSpec, mode: str, window: WindowFilter | None, evolve: bool,
+        target_files: int | None = None,
     ) -> int:
         dt = self._table(spec)
         table_path = self.path(spec)
@@ -356,7 +372,10 @@ class DeltaRsStore(DeltaStore):
         moved: list[str] = []
         try:
             ordered = df.select(*[F.col(f"`{f.name}`") for f in write_schema.fields])
-            if partition_by:  # one file per partition value per task, not one per (task, value)
+            if target_files:
+                spread = [F.col(f"`{c}`") for c in (*partition_by, *spec.keys)] or [F.rand(seed=0)]
+                ordered = ordered.repartition(target_files, *spread)
+            elif partition_by:  # one file per partition value per task, not one per (task, value)
                 ordered = ordered.repartition(*[F.col(f"`{c}`") for c in partition_by])
             ordered.write.mode("error").partitionBy(*partition_by).parquet(staging)
             actions, moved = _adopt_staged_files(staging, table_path)
@@ -598,8 +617,11 @@ class SparkDeltaStore(DeltaStore):
         return self.version(spec)
 
     def overwrite(
-        self, df: DataFrame, spec: TableSpec, window: WindowFilter | None = None, evolve: bool = False
+        self, df: DataFrame, spec: TableSpec, window: WindowFilter | None = None, evolve: bool = False,
+        target_files: int | None = None,
     ) -> int:
+        if target_files:
+            df = df.repartition(target_files, *[F.col(f"`{c}`") for c in spec.keys])
         writer = self._writer(df, spec, evolve).mode("overwrite")
         if window is not None:
             writer = writer.option("replaceWhere", window_predicate(window))

@@ -1,0 +1,43 @@
+"""Build the vocabulary and one snapshot of the training set from the Delta feature tables."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from shopper_profiles.bronze import EVENTS, ITEMS
+from shopper_profiles.config import Config
+from shopper_profiles.features.schemas import feature_specs
+from shopper_profiles.model.dataset import VOCAB, item_vocab, training_examples, training_spec
+from shopper_profiles.storage import DeltaStore
+
+logger = logging.getLogger(__name__)
+
+
+def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, as_of: date) -> dict[str, Any]:
+    specs = feature_specs(config.features)
+    snapshot = {name: store.read(spec).where(F.col("snapshot_date") == F.lit(as_of)) for name, spec in specs.items()}
+    if snapshot["sequences"].limit(1).count() == 0:
+        raise ValueError(f"no behaviour_sequences for {as_of}; run jobs/build_features.py --as-of {as_of} first")
+    events = store.read(EVENTS)
+    store.create(VOCAB)
+    vocab = item_vocab(store.read(ITEMS), events)
+    store.overwrite(vocab, VOCAB)
+    vocab = store.read(VOCAB).cache()
+    n_categories = max(1, vocab.where(F.col("category_idx").isNotNull()).select("category_idx").distinct().count())
+    spec = training_spec(config.model.max_len)
+    store.create(spec)
+    examples = training_examples(snapshot["sequences"], snapshot["basic"], snapshot["behaviour"], snapshot["need"],
+                                 snapshot["social"], events, vocab, as_of, config.model.horizon_days,
+                                 config.model.max_len, n_categories)
+    # Several files, so Petastorm can hand each rank its own row groups.
+    version = store.overwrite(examples, spec, window={"snapshot_date": as_of}, target_files=8)
+    counts = dict(store.read(spec).where(F.col("snapshot_date") == F.lit(as_of)).groupBy("split").count().collect())
+    lineage = {s.name: store.version(s) for s in (*specs.values(), EVENTS, ITEMS)}
+    vocab.unpersist()
+    return {"as_of": str(as_of), "version": version, "splits": counts, "items": vocab.count(),
+            "categories": n_categories, "inputs": lineage}

@@ -1,0 +1,169 @@
+"""The training set: features at snapshot D joined into model-ready arrays, with labels from
+the *following* window [D, D + horizon) only, and a deterministic split by user.
+
+Split rule: ``pmod(xxhash64("split-v1", user_id), 10)``: 0-7 train, 8 validation, 9 test -- a
+user is in one split for every snapshot, so no user leaks across splits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, timedelta
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.window import Window
+
+from shopper_profiles.bronze import AGE_BANDS, EVENT_TYPES, GENDERS
+from shopper_profiles.features import as_of_ts, top_category
+from shopper_profiles.storage import TableSpec
+
+PAD, MASK, FIRST_ITEM = 0, 1, 2
+TIME_BUCKETS = 16  # log2(hours before D), 1..16; 0 is padding
+
+TABULAR_FEATURES: tuple[tuple[str, str, float], ...] = (
+    # (table column, transform, fill value for nulls)
+    ("views_7d", "log1p", 0.0), ("views_30d", "log1p", 0.0), ("views_90d", "log1p", 0.0),
+    ("searches_30d", "log1p", 0.0), ("carts_30d", "log1p", 0.0), ("purchases_30d", "log1p", 0.0),
+    ("purchases_90d", "log1p", 0.0), ("spend_90d", "log1p", 0.0), ("sessions_30d", "log1p", 0.0),
+    ("avg_session_seconds_30d", "log1p", 0.0), ("cart_rate_30d", "id", 0.0), ("purchase_rate_30d", "id", 0.0),
+    ("days_since_last_view", "log1p", 365.0), ("days_since_last_purchase", "log1p", 365.0),
+    ("carts_without_purchase_7d", "log1p", 0.0), ("repeat_views_7d", "log1p", 0.0),
+    ("search_to_view_ratio_7d", "id", 0.0), ("paid_vs_category_median_90d", "id", 1.0),
+    ("discount_share_90d", "id", 0.0), ("recency_days", "log1p", 365.0), ("frequency_90d", "log1p", 0.0),
+    ("monetary_90d", "log1p", 0.0), ("r_score", "id", 0.0), ("f_score", "id", 0.0), ("m_score", "id", 0.0),
+    ("days_since_last_event", "log1p", 365.0), ("events_30d", "log1p", 0.0), ("events_prev_30d", "log1p", 0.0),
+    ("activity_trend", "log1p", 1.0), ("friends_count", "log1p", 0.0), ("followers_count", "log1p", 0.0),
+    ("following_count", "log1p", 0.0), ("likes_given_90d", "log1p", 0.0), ("shares_given_90d", "log1p", 0.0),
+    ("shares_adopted_90d", "log1p", 0.0), ("influence_score", "id", 0.0), ("tenure_days", "log1p", 0.0),
+)
+
+VOCAB = TableSpec(
+    "item_vocab",
+    T.StructType([T.StructField("item_id", T.StringType(), False), T.StructField("item_idx", T.IntegerType(), False),
+                  T.StructField("title", T.StringType(), True), T.StructField("category", T.StringType(), True),
+                  T.StructField("category_idx", T.IntegerType(), True)]),
+    keys=("item_id",),
+    description="Item id -> token index (0 pad, 1 mask, items from 2) with title text and top category.",
+)
+
+
+def training_spec(max_len: int) -> TableSpec:
+    ints = T.ArrayType(T.IntegerType())
+    floats = T.ArrayType(T.FloatType())
+    fields = [
+        T.StructField("user_id", T.StringType(), False), T.StructField("snapshot_date", T.DateType(), False),
+        T.StructField("split", T.StringType(), False),
+        T.StructField("item_seq", ints), T.StructField("type_seq", ints), T.StructField("time_seq", ints),
+        T.StructField("tabular", floats),
+        T.StructField("next_item", T.IntegerType()), T.StructField("next_items", ints),
+        T.StructField("next_categories", floats), T.StructField("purchase_next", T.FloatType()),
+        T.StructField("churn_next", T.FloatType()), T.StructField("price_next", T.FloatType()),
+        T.StructField("age_label", T.IntegerType()), T.StructField("gender_label", T.IntegerType()),
+        T.StructField("history_items", ints),
+    ]
+    return TableSpec("training_set", T.StructType(fields), partition_by=("snapshot_date",),
+                     keys=("user_id", "snapshot_date"),
+                     description=f"Model-ready sequences (length {max_len}), tabular features and next-window labels.")
+
+
+def split_of(user_id: Column) -> Column:
+    bucket = F.pmod(F.xxhash64(F.lit("split-v1"), user_id), F.lit(10))
+    return F.when(bucket < 8, "train").when(bucket == 8, "validation").otherwise("test")
+
+
+def item_vocab(items: DataFrame, events: DataFrame) -> DataFrame:
+    """Every catalogue item plus any item seen in events, indexed in item-id order."""
+    seen = events.where(F.col("item_id").isNotNull()).groupBy("item_id").agg(F.first("category", ignorenulls=True).alias("ev_cat"))
+    catalogue = items.select("item_id", "title", F.col("category_path").alias("cat"))
+    merged = catalogue.join(seen, "item_id", "full").select(
+        "item_id", "title", F.when(F.coalesce("cat", "ev_cat").isNotNull(), top_category(F.coalesce("cat", "ev_cat"))).alias("category"))
+    categories = merged.where(F.col("category").isNotNull()).select("category").distinct().withColumn(
+        "category_idx", (F.row_number().over(Window.orderBy("category")) - 1).cast("int"))
+    indexed = merged.withColumn("item_idx", (F.row_number().over(Window.orderBy("item_id")) - 1 + FIRST_ITEM).cast("int"))
+    return indexed.join(F.broadcast(categories), "category", "left").select("item_id", "item_idx", "title", "category",
+                                                                           "category_idx")
+
+
+def _left_pad(values: Column, length: int) -> Column:
+    """Keep the last ``length`` values and pad on the left with 0 to exactly ``length``."""
+    tail = F.slice(values, F.greatest(F.lit(1), F.size(values) - length + 1), length)
+    return F.concat(F.array_repeat(F.lit(0), F.lit(length) - F.size(tail)), tail)
+
+
+def training_examples(
+    sequences: DataFrame, basic: DataFrame, behaviour: DataFrame, need: DataFrame, social: DataFrame,
+    events: DataFrame, vocab: DataFrame, as_of: date, horizon_days: int, max_len: int, n_categories: int,
+) -> DataFrame:
+    """Pure: snapshot-D feature rows + events in [D, D+horizon) -> one model-ready row per user."""
+    start, end = as_of_ts(as_of), as_of_ts(as_of + timedelta(days=horizon_days))
+    index = F.broadcast(vocab.select("item_id", "item_idx"))
+    type_index = F.create_map(*[x for i, t in enumerate(EVENT_TYPES) for x in (F.lit(t), F.lit(i + 1))])
+
+    steps = sequences.select("user_id", F.posexplode(F.arrays_zip("item_ids", "event_types", "event_ts")).alias("pos", "s"))
+    steps = steps.select("user_id", "pos", F.col("s.item_ids").alias("item_id"), F.col("s.event_types").alias("event_type"),
+                         F.col("s.event_ts").alias("ts"))
+    hours = (F.unix_timestamp(F.lit(start)) - F.unix_timestamp("ts")) / 3600.0
+    bucket = F.least(F.lit(TIME_BUCKETS), F.floor(F.log2(F.lit(1.0) + hours)).cast("int") + 1)
+    steps = steps.join(index, "item_id", "left").select(
+        "user_id", "pos", F.coalesce("item_idx", F.lit(MASK)).alias("item_idx"),  # item-less events (search) -> [MASK]
+        F.coalesce(type_index[F.col("event_type")], F.lit(0)).alias("type_idx"), bucket.alias("time_idx"))
+    packed = steps.groupBy("user_id").agg(F.array_sort(F.collect_list(F.struct("pos", "item_idx", "type_idx", "time_idx"))).alias("p"))
+    packed = packed.select(
+        "user_id",
+        _left_pad(F.transform("p", lambda s: s["item_idx"]), max_len).alias("item_seq"),
+        _left_pad(F.transform("p", lambda s: s["type_idx"]), max_len).alias("type_seq"),
+        _left_pad(F.transform("p", lambda s: s["time_idx"]), max_len).alias("time_seq"),
+        F.array_distinct(F.filter(F.transform("p", lambda s: s["item_idx"]), lambda i: i >= FIRST_ITEM)).alias("history_items"),
+    )
+
+    tab = basic.join(behaviour, ["user_id", "snapshot_date"]).join(need, ["user_id", "snapshot_date"]).join(
+        social, ["user_id", "snapshot_date"])
+    values = []
+    for column, transform, fill in TABULAR_FEATURES:
+        value = F.coalesce(F.col(column).cast("double"), F.lit(fill))
+        values.append((F.log1p(F.greatest(value, F.lit(0.0))) if transform == "log1p" else value).cast("float"))
+    ages = F.create_map(*[x for i, a in enumerate(AGE_BANDS) for x in (F.lit(a), F.lit(i))])
+    genders = F.create_map(*[x for i, g in enumerate(GENDERS) for x in (F.lit(g), F.lit(i))])
+    tab = tab.select(
+        "user_id", "snapshot_date", F.array(*values).alias("tabular"),
+        F.when(~F.col("age_band_imputed"), ages[F.col("age_band")]).alias("age_label"),
+        F.when(~F.col("gender_imputed"), genders[F.col("gender")]).alias("gender_label"),
+    )
+
+    future = events.where((F.col("ts") >= F.lit(start)) & (F.col("ts") < F.lit(end)))
+    medians = events.where((F.col("ts") < F.lit(start)) & (F.col("event_type") == "purchase")).groupBy("category").agg(
+        F.median("price").alias("_median"))
+    future = future.join(index, "item_id", "left").join(
+        F.broadcast(vocab.select("item_id", "category_idx")), "item_id", "left").join(F.broadcast(medians), "category", "left")
+    first_item = Window.partitionBy("user_id").orderBy("ts", "event_id")
+    with_order = future.where(F.col("item_idx").isNotNull()).withColumn("_r", F.row_number().over(first_item))
+    next_item = with_order.where("_r = 1").select("user_id", F.col("item_idx").alias("next_item"))
+    labels = future.groupBy("user_id").agg(
+        F.array_distinct(F.collect_list(F.col("item_idx"))).alias("next_items"),
+        F.collect_set("category_idx").alias("_cats"),
+        F.max((F.col("event_type") == "purchase").cast("float")).alias("purchase_next"),
+        F.avg(F.when(F.col("event_type") == "purchase", F.col("price") / F.col("_median"))).cast("float").alias("price_next"),
+    )
+    multi_hot = F.transform(F.sequence(F.lit(0), F.lit(n_categories - 1)),
+                            lambda i: F.array_contains(F.col("_cats"), i).cast("float"))
+    frame = (packed.join(tab, "user_id").join(next_item, "user_id", "left").join(labels, "user_id", "left"))
+    return frame.select(
+        "user_id", F.lit(as_of).alias("snapshot_date"), split_of(F.col("user_id")).alias("split"),
+        "item_seq", "type_seq", "time_seq", "tabular",
+        F.coalesce("next_item", F.lit(-1)).alias("next_item"),
+        F.coalesce("next_items", F.array().cast("array<int>")).alias("next_items"),
+        F.when(F.col("_cats").isNotNull(), multi_hot).otherwise(F.array_repeat(F.lit(0.0).cast("float"), n_categories)).alias(
+            "next_categories"),
+        F.coalesce("purchase_next", F.lit(0.0)).cast("float").alias("purchase_next"),
+        F.col("_cats").isNull().cast("float").alias("churn_next"),  # no event at all in the next window
+        "price_next",
+        F.coalesce("age_label", F.lit(-1)).cast("int").alias("age_label"),
+        F.coalesce("gender_label", F.lit(-1)).cast("int").alias("gender_label"),
+        "history_items",
+    )
+
+
+def tabular_names() -> Sequence[str]:
+    return [name for name, _, _ in TABULAR_FEATURES]

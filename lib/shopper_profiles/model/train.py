@@ -1,0 +1,113 @@
+"""Horovod data-parallel training of the profile model (one worker function for every launcher).
+
+    horovodrun -np 2 -H localhost:2 --gloo python -m shopper_profiles.model.train --params params.json
+    horovod.spark.run(train_worker, args=(params,), num_proc=2)          # on a Spark cluster
+
+Follows horovod's examples: imports inside the worker, ``hvd.init()``, learning rate scaled by
+``hvd.size()``, variables broadcast from rank 0, reads sharded by rank, checkpoints and the
+final weights written by rank 0 only. On GPUs each rank pins the GPU of its local rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+
+def train_worker(params: dict[str, Any]) -> dict[str, Any]:
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import horovod.tensorflow as hvd
+    import numpy as np
+    import tensorflow as tf
+
+    from shopper_profiles.model.inputs import load_shard, to_tf_dataset
+    from shopper_profiles.model.network import ModelSpec, build_model, multitask_loss
+
+    hvd.init()  # distributed: one process per rank
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:  # distributed: one GPU per rank, chosen by local rank
+        tf.config.set_visible_devices(gpus[hvd.local_rank()], "GPU")
+        tf.config.experimental.set_memory_growth(gpus[hvd.local_rank()], True)
+    threads = int(params.get("threads_per_rank", 1))
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    # Horovod's collective ops block a thread each: one inter-op thread deadlocks the allreduce.
+    tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))
+    seed = int(params["seed"])
+    tf.keras.utils.set_random_seed(seed)  # same initial weights everywhere; rank 0's are broadcast anyway
+
+    shard = load_shard(params["files"], rank=hvd.rank(), size=hvd.size(), split="train")  # distributed: own shard
+    rows = len(shard.get("user_id", []))
+    spec = ModelSpec(**params["model_spec"])
+    item_init = np.load(params["item_init"]) if params.get("item_init") else None
+    model = build_model(spec, item_init)
+    optimizer = tf.keras.optimizers.Adam(learning_rate=float(params["learning_rate"]) * hvd.size())  # distributed: scaled lr
+    step = tf.Variable(0, dtype=tf.int64, name="step")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    manager = tf.train.CheckpointManager(checkpoint, params["checkpoint_dir"], max_to_keep=2)
+    if manager.latest_checkpoint:  # resume after an interruption: every rank reads the same checkpoint
+        checkpoint.restore(manager.latest_checkpoint)
+    start_epoch = int(step.numpy()) // max(1, int(params["steps_per_epoch"]))
+
+    @tf.function
+    def train_step(features: dict[str, Any], labels: dict[str, Any], first: bool) -> Any:
+        with tf.GradientTape() as tape:
+            outputs = model(features, training=True)
+            loss, parts = multitask_loss(outputs, labels)
+        tape = hvd.DistributedGradientTape(tape)  # distributed: allreduce gradients
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        if first:  # distributed: start from rank 0's weights and optimizer state
+            hvd.broadcast_variables(model.variables, root_rank=0)
+            optimizer_variables = optimizer.variables() if callable(optimizer.variables) else optimizer.variables
+            hvd.broadcast_variables(optimizer_variables, root_rank=0)
+        return loss, parts
+
+    history: list[dict[str, float]] = []
+    steps_per_epoch = int(params["steps_per_epoch"])
+    broadcast_done = False
+    started = time.perf_counter()
+    input_wait = 0.0
+    for epoch in range(start_epoch, int(params["epochs"])):
+        dataset = to_tf_dataset(shard, int(params["batch_size"]), shuffle_seed=seed + epoch).repeat()
+        iterator = iter(dataset)
+        losses: list[float] = []
+        for _ in range(steps_per_epoch):
+            wait_start = time.perf_counter()
+            features, labels = next(iterator)
+            input_wait += time.perf_counter() - wait_start
+            loss, _parts = train_step(features, labels, not broadcast_done)  # Python bool: two traces
+            broadcast_done = True
+            step.assign_add(1)
+            losses.append(float(loss))
+        mean_loss = float(hvd.allreduce(tf.constant(np.mean(losses), tf.float32), op=hvd.Average))
+        history.append({"epoch": epoch, "loss": mean_loss, "step": int(step.numpy())})
+        if hvd.rank() == 0:  # distributed: only rank 0 writes checkpoints
+            manager.save(checkpoint_number=int(step.numpy()))
+    elapsed = time.perf_counter() - started
+    checksum = float(sum(float(tf.reduce_sum(tf.abs(v))) for v in model.trainable_variables))
+    result = {"rank": hvd.rank(), "size": hvd.size(), "rows": rows, "history": history, "weights_checksum": checksum,
+              "steps": int(step.numpy()), "seconds": elapsed, "input_wait_seconds": input_wait,
+              "sequences_per_second": (len(history) * steps_per_epoch * int(params["batch_size"]) / elapsed) if history else 0.0}
+    if hvd.rank() == 0 and params.get("weights_path"):
+        model.save_weights(params["weights_path"])
+    if params.get("result_dir"):
+        with open(os.path.join(params["result_dir"], f"rank{hvd.rank()}.json"), "w") as handle:
+            json.dump(result, handle)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", required=True, help="JSON file with the worker parameters")
+    args = parser.parse_args(argv)
+    with open(args.params) as handle:
+        params = json.load(handle)
+    train_worker(params)
+
+
+if __name__ == "__main__":
+    main()
