@@ -100,3 +100,19 @@ def run_job(name: str, argv: list[str]):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main(argv)
+
+
+def simulated_lakehouse(spark: SparkSession, root: Path, **simulator: object) -> tuple[Config, DeltaStore]:
+    """A config + store on ``root`` with a small simulator (``users=..., days=...`` overrides)."""
+    overrides = [f"lakehouse.root={root}"] + [f"simulator.{k}={v}" for k, v in simulator.items()]
+    config = load_config("local", overrides)
+    return config, open_store(spark, config)
+
+
+def ingest_simulator(spark: SparkSession, config: Config, store: DeltaStore, start=None, end=None):
+    """Land and ingest the simulator for [start, end) (default: its whole period); the loads back."""
+    from shopper_profiles.ingestion import Ingestion
+    from shopper_profiles.sources import land_source
+
+    batch, window, load_id = land_source(spark, config, "simulator", start, end)
+    return batch, Ingestion(spark, store, config, batch, window, load_id).run()

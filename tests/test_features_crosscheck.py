@@ -6,26 +6,20 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from conftest import ingest_simulator, simulated_lakehouse
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from shopper_profiles.bronze import EVENTS
-from shopper_profiles.config import load_config
 from shopper_profiles.features.build import build_snapshot
 from shopper_profiles.features.duckdb_check import behaviour_aggregates
 from shopper_profiles.features.schemas import ACTIONS, behaviour_spec
-from shopper_profiles.ingestion import Ingestion
-from shopper_profiles.sources import land_source
-from shopper_profiles.storage import open_store
 
 
 @pytest.mark.slow
 def test_behaviour_aggregates_match_duckdb(spark: SparkSession, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SHOPPER_PSEUDONYM_KEY", "crosscheck")
-    config = load_config("local", [f"lakehouse.root={tmp_path}", "simulator.users=400", "simulator.days=40",
-                                   "simulator.items_per_leaf=30"])
-    store = open_store(spark, config)
-    batch, window, load_id = land_source(spark, config, "simulator")
-    Ingestion(spark, store, config, batch, window, load_id).run()
+    config, store = simulated_lakehouse(spark, tmp_path, users=400, days=40, items_per_leaf=30)
+    ingest_simulator(spark, config, store)
     as_of = date(2024, 2, 5)
     build_snapshot(spark, store, config, as_of)
 

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from shopper_profiles.model.metrics import (
     auc,
     binary_report,

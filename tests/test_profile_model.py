@@ -3,13 +3,11 @@ MLflow lineage and registry, and the champion loaded by alias scores users."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
+from conftest import run_job
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-
-from conftest import run_job
 
 
 @pytest.mark.slow
@@ -47,7 +45,6 @@ def test_training_set_then_train_register_and_score(spark: SparkSession, tmp_pat
 
     import mlflow
     from mlflow import MlflowClient
-
     from shopper_profiles.config import load_config
 
     config = load_config("local", [f"lakehouse.root={root}"])
@@ -62,6 +59,7 @@ def test_training_set_then_train_register_and_score(spark: SparkSession, tmp_pat
     sample = [r for r in rows if r["split"] == "test"][:3]
     import pandas as pd
 
-    scored = model.predict(pd.DataFrame({k: [np.array(r[k]) for r in sample] for k in ("item_seq", "type_seq", "time_seq", "tabular")}))
+    columns = ("item_seq", "type_seq", "time_seq", "tabular")
+    scored = model.predict(pd.DataFrame({k: [np.array(r[k]) for r in sample] for k in columns}))
     assert len(scored) == 3 and len(scored["user_embedding"][0]) == 16
     assert ((scored["purchase_intent"] >= 0) & (scored["purchase_intent"] <= 1)).all()

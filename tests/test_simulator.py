@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
+from conftest import ingest_simulator, simulated_lakehouse
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
@@ -100,14 +101,12 @@ def test_planted_dirt_comes_out_under_the_matching_rule(spark: SparkSession, tmp
 @pytest.mark.slow
 def test_incremental_windows_append_only_new_events(spark: SparkSession, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SHOPPER_PSEUDONYM_KEY", "k")
-    config = load_config("local", [f"lakehouse.root={tmp_path}", "simulator.users=150", "simulator.days=20",
-                                   "simulator.items_per_leaf=10"])
-    store = open_store(spark, config)
+    config, store = simulated_lakehouse(spark, tmp_path, users=150, days=20, items_per_leaf=10)
     start, mid, end = date(2024, 1, 1), date(2024, 1, 11), date(2024, 1, 21)
 
     def load(a: date, b: date):
-        batch, window, load_id = land_source(spark, config, "simulator", a, b)
-        (events,) = [x for x in Ingestion(spark, store, config, batch, window, load_id).run() if x.entity == "events"]
+        _batch, loads = ingest_simulator(spark, config, store, a, b)
+        (events,) = [x for x in loads if x.entity == "events"]
         return events
 
     first = load(start, mid)
@@ -120,10 +119,7 @@ def test_incremental_windows_append_only_new_events(spark: SparkSession, tmp_pat
     assert (again.new_rows, again.already_loaded_rows) == (0, second.accepted_rows)
     assert store.version(EVENTS) == version
     # Both windows together equal one load of the whole period.
-    whole_config = load_config("local", [f"lakehouse.root={tmp_path / 'whole'}", "simulator.users=150",
-                                         "simulator.days=20", "simulator.items_per_leaf=10"])
-    whole_store = open_store(spark, whole_config)
-    batch, window, load_id = land_source(spark, whole_config, "simulator", start, end)
-    Ingestion(spark, whole_store, whole_config, batch, window, load_id).run()
+    whole_config, whole_store = simulated_lakehouse(spark, tmp_path / "whole", users=150, days=20, items_per_leaf=10)
+    ingest_simulator(spark, whole_config, whole_store, start, end)
     assert same_rows(whole_store.read(EVENTS).drop("load_id"), store.read(EVENTS).drop("load_id"))
     assert first.new_rows + second.new_rows == whole_store.read(EVENTS).count()

