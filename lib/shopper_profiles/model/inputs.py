@@ -47,8 +47,13 @@ def load_shard(paths: Sequence[str], rank: int = 0, size: int = 1, split: str | 
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
-def to_tf_dataset(arrays: dict[str, Any], batch_size: int, shuffle_seed: int | None = None) -> Any:
-    """Model features and labels from the arrays, as a batched tf.data pipeline."""
+def to_tf_dataset(arrays: dict[str, Any], batch_size: int, shuffle_seed: int | None = None, repeat: bool = False) -> Any:
+    """Model features and labels from the arrays, as a batched tf.data pipeline.
+
+    ``repeat`` (training) yields an endless stream of full batches: every Horovod rank must run
+    the same traced step with the same shapes, or a retrace on one rank renames its collective
+    ops and the allreduce waits forever (seen here with a short last batch).
+    """
     import tensorflow as tf
 
     features = {k: arrays[k].astype(np.int32) for k in ("item_seq", "type_seq", "time_seq")}
@@ -65,4 +70,6 @@ def to_tf_dataset(arrays: dict[str, Any], batch_size: int, shuffle_seed: int | N
     dataset = tf.data.Dataset.from_tensor_slices((features, labels))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(arrays["item_seq"]), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if repeat:
+        return dataset.repeat().batch(batch_size, drop_remainder=True).prefetch(2)
     return dataset.batch(batch_size).prefetch(2)

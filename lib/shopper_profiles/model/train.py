@@ -41,6 +41,9 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
 
     shard = load_shard(params["files"], rank=hvd.rank(), size=hvd.size(), split="train")  # distributed: own shard
     rows = len(shard.get("user_id", []))
+    if rows == 0:
+        raise ValueError(f"rank {hvd.rank()} of {hvd.size()} got no training rows; write the training set in more "
+                         "files (target_files) or run fewer ranks")
     spec = ModelSpec(**params["model_spec"])
     item_init = np.load(params["item_init"]) if params.get("item_init") else None
     model = build_model(spec, item_init)
@@ -72,7 +75,7 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     input_wait = 0.0
     for epoch in range(start_epoch, int(params["epochs"])):
-        dataset = to_tf_dataset(shard, int(params["batch_size"]), shuffle_seed=seed + epoch).repeat()
+        dataset = to_tf_dataset(shard, int(params["batch_size"]), shuffle_seed=seed + epoch, repeat=True)
         iterator = iter(dataset)
         losses: list[float] = []
         for _ in range(steps_per_epoch):
