@@ -52,7 +52,7 @@ def test_training_set_then_train_register_and_score(spark: SparkSession, tmp_pat
     run = MlflowClient().get_run(first["run_id"])
     assert run.data.tags["delta_version.training_set"] == "1"
     assert len(run.data.tags["git_commit"]) >= 7
-    assert {"train_loss", "val_full_hr@10", "sequences_per_second"} <= set(run.data.metrics)
+    assert {"train_loss", "val_full_hr_at_10", "val_full_ndcg_at_10", "sequences_per_second"} <= set(run.data.metrics)
     assert "training_curve.png" in {a.path for a in MlflowClient().list_artifacts(first["run_id"])}
 
     model = mlflow.pyfunc.load_model(f"models:/{config.mlflow.registered_model}@champion")

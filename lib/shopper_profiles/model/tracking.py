@@ -70,6 +70,11 @@ def _pyfunc_class() -> type:
     return ProfileModelWrapper
 
 
+def mlflow_name(metric: str) -> str:
+    """MLflow metric names allow no '@': ``val_full_ndcg@10`` -> ``val_full_ndcg_at_10``."""
+    return metric.replace("@", "_at_")
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
@@ -162,7 +167,7 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             mlflow.set_tags({"git_commit": git_commit(), **{k: str(v) for k, v in lineage.items()}})
             for entry in rank0["history"]:
                 mlflow.log_metric("train_loss", entry["loss"], step=entry["epoch"])
-            mlflow.log_metrics({**metrics, "sequences_per_second": rank0["sequences_per_second"],
+            mlflow.log_metrics({**{mlflow_name(k): v for k, v in metrics.items()}, "sequences_per_second": rank0["sequences_per_second"],
                                 "input_wait_share": rank0["input_wait_seconds"] / max(rank0["seconds"], 1e-9)})
             figure, axis = plt.subplots(figsize=(5, 3))
             axis.plot([h["epoch"] for h in rank0["history"]], [h["loss"] for h in rank0["history"]], marker="o")
@@ -175,12 +180,15 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             mlflow.log_artifact(str(curve))
             (work / "spec.json").write_text(json.dumps(spec.to_dict()))
             sample = load_shard(files, split="validation") or load_shard(files)
-            sample_df = pd.DataFrame({k: list(sample[k][:2]) for k in ("item_seq", "type_seq", "time_seq", "tabular")})
-            wrapper = _pyfunc_class()()
+            # The widest types in the signature (long, double): callers' int32/float32 convert safely.
+            sample_df = pd.DataFrame({k: [np.asarray(v, dtype=np.int64) for v in sample[k][:2]]
+                                      for k in ("item_seq", "type_seq", "time_seq")})
+            sample_df["tabular"] = [np.asarray(v, dtype=np.float64) for v in sample["tabular"][:2]]
             artifacts = {"weights": weights_path, "spec": str(work / "spec.json")}
-            wrapper.load_context(type("Ctx", (), {"artifacts": artifacts})())
-            signature = infer_signature(sample_df, wrapper.predict(None, sample_df))
-            info = mlflow.pyfunc.log_model(name="profile_model", python_model=wrapper, artifacts=artifacts,
+            probe = _pyfunc_class()()  # loaded only to infer the signature; a fresh instance is logged
+            probe.load_context(type("Ctx", (), {"artifacts": artifacts})())
+            signature = infer_signature(sample_df, probe.predict(None, sample_df))
+            info = mlflow.pyfunc.log_model(name="profile_model", python_model=_pyfunc_class()(), artifacts=artifacts,
                                            signature=signature, registered_model_name=config.mlflow.registered_model)
             version = str(info.registered_model_version)
             promoted = _maybe_promote(config.mlflow.registered_model, version, metrics.get("val_full_ndcg@10", 0.0))
@@ -197,7 +205,7 @@ def _maybe_promote(name: str, version: str, score: float) -> bool:
     client = MlflowClient()
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
-        current_score = client.get_run(str(current.run_id)).data.metrics.get("val_full_ndcg@10", 0.0)
+        current_score = client.get_run(str(current.run_id)).data.metrics.get(mlflow_name("val_full_ndcg@10"), 0.0)
     except Exception:  # noqa: BLE001 - no champion yet
         current_score = -1.0
     if score >= current_score:
