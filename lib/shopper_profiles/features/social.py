@@ -11,22 +11,23 @@ from pyspark.sql import functions as F
 from shopper_profiles.features import population, top_category, within_days
 
 
+def friend_pairs(edges_cut: DataFrame) -> DataFrame:
+    """Friend links are undirected: each edge as (user_id, neighbour_id) in both directions."""
+    friends = edges_cut.where(F.col("edge_type") == "friend")
+    return friends.select(F.col("src_user_id").alias("user_id"), F.col("dst_user_id").alias("neighbour_id")).unionByName(
+        friends.select(F.col("dst_user_id").alias("user_id"), F.col("src_user_id").alias("neighbour_id")))
+
+
 def neighbours(edges_cut: DataFrame) -> DataFrame:
     """Undirected friend links both ways plus the accounts each user follows: (user_id, neighbour_id)."""
-    friends = edges_cut.where(F.col("edge_type") == "friend")
-    both_ways = friends.select(F.col("src_user_id").alias("user_id"), F.col("dst_user_id").alias("neighbour_id")).unionByName(
-        friends.select(F.col("dst_user_id").alias("user_id"), F.col("src_user_id").alias("neighbour_id")))
     follows = edges_cut.where(F.col("edge_type") == "follow").select(
         F.col("src_user_id").alias("user_id"), F.col("dst_user_id").alias("neighbour_id"))
-    return both_ways.unionByName(follows).distinct()
+    return friend_pairs(edges_cut).unionByName(follows).distinct()
 
 
 def social_features(events_cut: DataFrame, edges_cut: DataFrame, as_of: date) -> DataFrame:
     etype = F.col("event_type")
-    friends = edges_cut.where(F.col("edge_type") == "friend")
-    friend_pairs = friends.select(F.col("src_user_id").alias("user_id"), F.col("dst_user_id").alias("other")).unionByName(
-        friends.select(F.col("dst_user_id").alias("user_id"), F.col("src_user_id").alias("other")))
-    friend_counts = friend_pairs.distinct().groupBy("user_id").agg(F.count("*").alias("friends_count"))
+    friend_counts = friend_pairs(edges_cut).distinct().groupBy("user_id").agg(F.count("*").alias("friends_count"))
     follows = edges_cut.where(F.col("edge_type") == "follow").select("src_user_id", "dst_user_id").distinct()
     following = follows.groupBy(F.col("src_user_id").alias("user_id")).agg(F.count("*").alias("following_count"))
     followers = follows.groupBy(F.col("dst_user_id").alias("user_id")).agg(F.count("*").alias("followers_count"))
