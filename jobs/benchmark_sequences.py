@@ -1,0 +1,56 @@
+"""Next-item benchmark on a sequence file in the S3-Rec format (``user item item ...`` per line),
+leave-one-out, full ranking beside 100 sampled negatives, model vs popularity and co-occurrence.
+
+    python jobs/benchmark_sequences.py                                  # ../shared/data/amazon_beauty.txt
+    python jobs/benchmark_sequences.py --sequences other.txt --no-attributes --minutes 10
+
+The run is recorded in MLflow; the report (JSON) goes to stdout and, with --out, to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shopper_profiles.config import add_config_arguments, config_from_args
+from shopper_profiles.model.sequential import SequentialSpec, run_benchmark
+from shopper_profiles.runtime import configure_logging
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = add_config_arguments(argparse.ArgumentParser(description=__doc__))
+    parser.add_argument("--sequences", help="sequence file (default: <data.dir>/amazon_beauty.txt)")
+    parser.add_argument("--attributes", help="item -> attribute ids JSON (default: the Beauty one when --sequences "
+                                             "is the default file)")
+    parser.add_argument("--no-attributes", action="store_true", help="item ids only")
+    parser.add_argument("--minutes", type=float, default=SequentialSpec.minutes, help="training budget (wall clock)")
+    parser.add_argument("--max-epochs", type=int, default=SequentialSpec.max_epochs)
+    parser.add_argument("--seed", type=int, default=SequentialSpec.seed)
+    parser.add_argument("--out", help="also write the JSON report here")
+    args = parser.parse_args(argv)
+    configure_logging()
+    config = config_from_args(args)
+    sequences = args.sequences or os.path.join(config.data_dir, "amazon_beauty.txt")
+    if not os.path.exists(sequences):
+        raise SystemExit(f"{sequences} does not exist; pass --sequences or set data.dir (see ../shared/data/README.md)")
+    attributes = None
+    if not args.no_attributes:
+        attributes = args.attributes or (os.path.join(config.data_dir, "amazon_beauty_item2attributes.json")
+                                         if not args.sequences else None)
+    spec = SequentialSpec(minutes=args.minutes, max_epochs=args.max_epochs, seed=args.seed,
+                          use_attributes=attributes is not None)
+    report = run_benchmark(sequences, attributes, spec, config.mlflow_tracking_uri, config.mlflow.experiment,
+                           log=lambda entry: print(json.dumps(entry), flush=True))
+    text = json.dumps(report, indent=2, default=str)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Traditional next-item and profile baselines, scored on the same users and protocol as the model.
+
+All work on integer item indices (0 padding; ``first_item`` and up are real items), so the same
+code serves the simulator's training set and public sequence files:
+
+- *popularity*: how often each item occurs in the training histories;
+- *item co-occurrence*: item-to-item counts of "b followed a within ``window`` steps" over the
+  training histories; a user scores the items that followed their latest items (recent ones
+  weigh more), popularity breaks ties;
+- *category rule* (the RFM/rule profile's recommendation): the user's favourite categories
+  by share of history, best sellers first inside each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import sparse
+
+
+def popularity(histories: Sequence[np.ndarray], n_items: int, first_item: int = 1) -> np.ndarray:
+    counts = np.zeros(n_items, dtype=np.float64)
+    for items in histories:
+        real = items[items >= first_item]
+        np.add.at(counts, real, 1.0)
+    return counts
+
+
+def cooccurrence(histories: Sequence[np.ndarray], n_items: int, window: int = 3, first_item: int = 1) -> sparse.csr_matrix:
+    """Directed counts C[a, b]: b appeared within ``window`` steps after a in one history."""
+    rows, cols = [], []
+    for items in histories:
+        real = items[items >= first_item]
+        for gap in range(1, window + 1):
+            if len(real) > gap:
+                rows.append(real[:-gap])
+                cols.append(real[gap:])
+    if not rows:
+        return sparse.csr_matrix((n_items, n_items))
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    return sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(n_items, n_items))
+
+
+def popularity_scores(pop: np.ndarray, users: int) -> np.ndarray:
+    return np.broadcast_to(pop, (users, len(pop))).copy()
+
+
+def cooccurrence_scores(matrix: sparse.csr_matrix, pop: np.ndarray, histories: Sequence[np.ndarray], last: int = 3,
+                        first_item: int = 1) -> np.ndarray:
+    """Sum of the co-occurrence rows of each user's ``last`` items (weights 1, 1/2, 1/3 from the
+    latest back), plus popularity scaled below one count so it only breaks ties."""
+    tie = pop / (pop.max() + 1.0)
+    weights = sparse.lil_matrix((len(histories), matrix.shape[0]))
+    for row, items in enumerate(histories):
+        real = items[items >= first_item]
+        for back, item in enumerate(real[::-1][:last]):
+            weights[row, int(item)] += 1.0 / (back + 1)
+    scores = np.asarray((weights.tocsr() @ matrix).todense())
+    return scores + tie[None, :]
+
+
+def category_rule_scores(item_category: np.ndarray, pop: np.ndarray, affinities: np.ndarray) -> np.ndarray:
+    """``affinities[user, category]`` (e.g. share of the user's history) picks the categories;
+    popularity orders items inside them. Items without a category (-1) rank by popularity only."""
+    tie = pop / (pop.max() + 1.0)
+    known = item_category >= 0
+    per_item = np.zeros((affinities.shape[0], len(item_category)))
+    per_item[:, known] = affinities[:, item_category[known]]
+    return per_item + tie[None, :]
+
+
+def category_shares(histories: Sequence[np.ndarray], item_category: np.ndarray, n_categories: int,
+                    first_item: int = 1) -> np.ndarray:
+    """Each user's share of history per category (the rule profile's interest vector)."""
+    out = np.zeros((len(histories), n_categories))
+    for row, items in enumerate(histories):
+        cats = item_category[items[items >= first_item]]
+        cats = cats[cats >= 0]
+        if len(cats):
+            np.add.at(out[row], cats, 1.0)
+            out[row] /= len(cats)
+    return out

@@ -1,0 +1,374 @@
+"""Next-item benchmark on public sequence files (the S3-Rec format: ``user item item ...`` per
+line, items in time order), with the standard leave-one-out protocol.
+
+Protocol, as in the S3-Rec paper and code: per user the last item is the test target, the
+second-to-last the validation target, everything before is training history. Scores go to
+ALL items; the user's own earlier items are removed from the ranking (S3-Rec's
+``rating_pred[train_matrix > 0] = 0``); HR@K and NDCG@K for K = 5, 10, 20. A sampled protocol
+(target vs 100 uniform negatives the user never touched) is reported beside it, never instead.
+
+The model is the profile model's sequence encoder in causal form: a transformers
+``TFBertModel`` with ``is_decoder=True`` (each position sees only its past), item embeddings
+tied with the output layer (optionally plus the mean of the item's attribute embeddings), and a
+full softmax over every item at every position (the cross-entropy loss that lets SASRec-style
+models beat their sampled-loss published numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shopper_profiles.model.baselines import cooccurrence, cooccurrence_scores, popularity, popularity_scores
+from shopper_profiles.model.metrics import full_ranks, ranking_report, sampled_ranks
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SequenceData:
+    users: list[str]
+    sequences: list[np.ndarray]  # item ids (>= 1), time order
+    n_items: int  # largest item id + 1 (0 is padding)
+    skipped_short: int  # users with fewer than 3 items: leave-one-out needs 3
+    attributes: np.ndarray | None = None  # [n_items, max_attrs] attribute ids + 1, 0 = none
+    n_attributes: int = 0
+
+
+@dataclass(frozen=True)
+class SequentialSpec:
+    max_len: int = 50
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.5
+    batch_size: int = 256
+    learning_rate: float = 0.001
+    minutes: float = 30.0  # training wall-clock budget (evaluation time not included)
+    max_epochs: int = 400
+    eval_every: int = 2  # epochs between validation passes
+    patience: int = 10  # validation passes without improvement before stopping
+    seed: int = 42
+    threads: int = 0  # 0: every core
+    use_attributes: bool = True
+    ks: tuple[int, ...] = field(default=(5, 10, 20))
+
+
+def read_sequences(path: str | os.PathLike[str], attributes_path: str | os.PathLike[str] | None = None) -> SequenceData:
+    """Read ``user item item ...`` lines; a malformed line fails naming the file and line."""
+    users: list[str] = []
+    sequences: list[np.ndarray] = []
+    skipped = 0
+    largest = 0
+    with open(path) as handle:
+        for number, line in enumerate(handle, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                items = np.asarray([int(p) for p in parts[1:]], dtype=np.int32)
+            except ValueError:
+                raise ValueError(f"{path}:{number}: expected 'user item item ...' with integer item ids, "
+                                 f"got {line.strip()[:80]!r}") from None
+            if len(items) and items.min() < 1:
+                raise ValueError(f"{path}:{number}: item ids must be >= 1 (0 is reserved for padding)")
+            if len(items) < 3:
+                skipped += 1
+                continue
+            users.append(parts[0])
+            sequences.append(items)
+            largest = max(largest, int(items.max()))
+    if not sequences:
+        raise ValueError(f"{path}: no user with at least 3 items; is this a sequence file (user item item ...)?")
+    attributes, n_attributes = None, 0
+    if attributes_path:
+        raw = json.loads(Path(attributes_path).read_text())
+        width = max((len(v) for v in raw.values()), default=0)
+        attributes = np.zeros((largest + 1, max(width, 1)), dtype=np.int32)
+        for item, values in raw.items():
+            if int(item) <= largest:
+                attributes[int(item), :len(values)] = np.asarray(values, dtype=np.int32) + 1
+        n_attributes = int(attributes.max()) + 1
+    return SequenceData(users, sequences, largest + 1, skipped, attributes, n_attributes)
+
+
+def left_pad(values: np.ndarray, length: int) -> np.ndarray:
+    out = np.zeros(length, dtype=np.int32)
+    tail = values[-length:]
+    if len(tail):
+        out[length - len(tail):] = tail
+    return out
+
+
+def training_windows(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and next-item targets from each user's training history (all but the last two
+    items); histories longer than ``max_len`` are cut into windows so no target is dropped."""
+    inputs, targets = [], []
+    for seq in sequences:
+        history = seq[:-2]
+        if len(history) < 2:
+            continue
+        end = len(history)
+        while end > 1:
+            start = max(0, end - max_len - 1)
+            window = history[start:end]
+            inputs.append(left_pad(window[:-1], max_len))
+            targets.append(left_pad(window[1:], max_len))
+            end = start + 1 if start > 0 else 0
+    return np.stack(inputs), np.stack(targets)
+
+
+def evaluation_inputs(sequences: list[np.ndarray], max_len: int, stage: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(inputs, targets, history to exclude) for ``stage`` 'validation' or 'test'."""
+    if stage not in ("validation", "test"):
+        raise ValueError(f"stage must be 'validation' or 'test', got {stage!r}")
+    cut = 2 if stage == "validation" else 1
+    histories = [seq[:-cut] for seq in sequences]
+    targets = np.asarray([seq[-cut] for seq in sequences], dtype=np.int32)
+    return np.stack([left_pad(h, max_len) for h in histories]), targets, histories
+
+
+class CausalSequenceModel:
+    """TFBertModel (causal) over item tokens; scores are dot products with the item table."""
+
+    def __init__(self, spec: SequentialSpec, n_items: int, attributes: np.ndarray | None, n_attributes: int) -> None:
+        import tensorflow as tf
+        import tf_keras as keras
+        from transformers import BertConfig, TFBertModel
+
+        self.spec = spec
+        self.n_items = n_items
+        config = BertConfig(
+            vocab_size=4, hidden_size=spec.hidden_size, num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
+            intermediate_size=4 * spec.hidden_size, max_position_embeddings=spec.max_len, type_vocab_size=1,
+            hidden_dropout_prob=spec.dropout, attention_probs_dropout_prob=spec.dropout, is_decoder=True,
+            hidden_act="gelu", initializer_range=0.02,
+        )
+        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        self.item_embedding = tf.Variable(init((n_items, spec.hidden_size)), name="item_embedding")
+        self.attributes = tf.constant(attributes) if attributes is not None and spec.use_attributes else None
+        self.attribute_embedding = (tf.Variable(init((n_attributes, spec.hidden_size)), name="attribute_embedding")
+                                    if self.attributes is not None else None)
+        self.bert = TFBertModel(config, name="bert")
+        self.bert({"inputs_embeds": tf.zeros((1, spec.max_len, spec.hidden_size)),
+                   "attention_mask": tf.ones((1, spec.max_len), tf.int32)})
+
+    @property
+    def variables(self) -> list[Any]:
+        extra = [self.attribute_embedding] if self.attribute_embedding is not None else []
+        return [self.item_embedding, *extra, *self.bert.trainable_variables]
+
+    def item_table(self) -> Any:
+        import tensorflow as tf
+
+        if self.attributes is None:
+            return self.item_embedding
+        vectors = tf.gather(self.attribute_embedding, self.attributes)  # [items, attrs, hidden]
+        present = tf.cast(self.attributes > 0, tf.float32)[:, :, None]
+        mean = tf.reduce_sum(vectors * present, 1) / tf.maximum(tf.reduce_sum(present, 1), 1.0)
+        return self.item_embedding + mean
+
+    def encode(self, items: Any, table: Any, training: bool) -> Any:
+        """Hidden states [batch, length, hidden] for left-padded ``items`` (the latest item
+        always sits at the last position id, whatever the batch's length)."""
+        import tensorflow as tf
+
+        length = tf.shape(items)[1]
+        positions = tf.range(self.spec.max_len - length, self.spec.max_len)[None, :] + tf.zeros_like(items)
+        mask = tf.cast(items > 0, tf.int32)
+        embeds = tf.gather(table, items) * (self.spec.hidden_size ** 0.5)
+        return self.bert({"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions},
+                         training=training).last_hidden_state
+
+    def user_vectors(self, items: Any) -> Any:
+        return self.encode(items, self.item_table(), training=False)[:, -1, :]
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [v.numpy() for v in self.variables]
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        for variable, value in zip(self.variables, weights, strict=True):
+            variable.assign(value)
+
+
+def _trim(batch: np.ndarray) -> np.ndarray:
+    """Drop the all-padding columns on the left: attention and FFN cost follow the longest row."""
+    used = int((batch > 0).any(axis=0).argmax()) if (batch > 0).any() else batch.shape[1] - 1
+    return batch[:, used:]
+
+
+def score_users(model: CausalSequenceModel, inputs: np.ndarray, batch: int = 1024) -> np.ndarray:
+    import tensorflow as tf
+
+    table = model.item_table()
+    out = []
+    for start in range(0, len(inputs), batch):
+        chunk = _trim(inputs[start:start + batch])
+        users = model.encode(tf.constant(chunk), table, training=False)[:, -1, :]
+        out.append(tf.matmul(users, table, transpose_b=True).numpy())
+    return np.concatenate(out)
+
+
+def protocol_report(score: Callable[[slice], np.ndarray], targets: np.ndarray, histories: Sequence[np.ndarray],
+                    ks: Sequence[int], prefix: str, sampled: bool = True, seed: int = 0, chunk: int = 4096) -> dict[str, float]:
+    """HR/NDCG under full ranking and, beside it, 100 sampled negatives; ``score(rows)`` gives
+    the scores of a slice of users (bounded memory: ``chunk`` x n_items at a time)."""
+    ranks: dict[str, list[np.ndarray]] = {"full": [], "sampled100": []}
+    for start in range(0, len(targets), chunk):
+        part = slice(start, start + chunk)
+        scores = score(part)
+        scores[:, 0] = -np.inf  # padding is never a recommendation
+        ranks["full"].append(full_ranks(scores, targets[part], exclude=histories[part]))
+        if sampled:
+            ranks["sampled100"].append(sampled_ranks(scores, targets[part], exclude=histories[part], n_negatives=100,
+                                                     seed=seed + start, first_item=1))
+    out: dict[str, float] = {}
+    for protocol, parts in ranks.items():
+        if parts:
+            out.update(ranking_report(np.concatenate(parts), ks, prefix=f"{prefix}{protocol}_"))
+    return out
+
+
+def evaluate(model: CausalSequenceModel, data: SequenceData, stage: str, ks: Sequence[int], sampled: bool = False,
+             seed: int = 0) -> dict[str, float]:
+    """The model under the leave-one-out protocol for ``stage`` 'validation' or 'test'."""
+    inputs, targets, histories = evaluation_inputs(data.sequences, model.spec.max_len, stage)
+    return protocol_report(lambda part: score_users(model, inputs[part]), targets, histories, ks, f"{stage}_", sampled, seed)
+
+
+def baseline_reports(data: SequenceData, ks: Sequence[int], seed: int = 0) -> dict[str, dict[str, float]]:
+    """Popularity and item co-occurrence on the test targets, fitted on the model's training
+    histories (all but the last two items), scored from the same inputs as the model."""
+    fit = [seq[:-2] for seq in data.sequences]
+    pop = popularity(fit, data.n_items)
+    matrix = cooccurrence(fit, data.n_items)
+    _, targets, histories = evaluation_inputs(data.sequences, 1, "test")
+    return {
+        "popularity": protocol_report(lambda part: popularity_scores(pop, len(targets[part])), targets, histories, ks,
+                                      "test_", True, seed + 1),
+        "item_cooccurrence": protocol_report(lambda part: cooccurrence_scores(matrix, pop, histories[part]), targets,
+                                             histories, ks, "test_", True, seed + 1),
+    }
+
+
+def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None) -> dict[str, Any]:
+    """Train within ``spec.minutes``, keep the weights with the best validation NDCG@10, and
+    report validation and test metrics (full and sampled) for those weights."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow as tf
+
+    threads = spec.threads or (os.cpu_count() or 2)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+    tf.keras.utils.set_random_seed(spec.seed)
+    rng = np.random.default_rng(spec.seed)
+
+    inputs, targets = training_windows(data.sequences, spec.max_len)
+    model = CausalSequenceModel(spec, data.n_items, data.attributes, data.n_attributes)
+    optimizer = tf.keras.optimizers.Adam(learning_rate=spec.learning_rate)
+    signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32)]
+
+    @tf.function(input_signature=signature)
+    def train_step(items: Any, next_items: Any) -> Any:
+        with tf.GradientTape() as tape:
+            table = model.item_table()
+            hidden = model.encode(items, table, training=True)
+            present = next_items > 0
+            picked = tf.boolean_mask(hidden, present)  # only real positions reach the softmax
+            logits = tf.matmul(picked, table, transpose_b=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.boolean_mask(next_items, present), logits))
+        gradients = tape.gradient(loss, model.variables)
+        optimizer.apply_gradients(zip(gradients, model.variables, strict=True))
+        return loss
+
+    # Length-bucketed batches: rows of similar length train together, so trimming pays off.
+    lengths = (inputs > 0).sum(axis=1)
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {"ndcg": -1.0, "epoch": -1, "weights": None}
+    budget = spec.minutes * 60.0
+    train_seconds = 0.0
+    stale = 0
+    epoch = 0
+    for epoch in range(1, spec.max_epochs + 1):
+        started = time.perf_counter()
+        order = np.lexsort((rng.random(len(inputs)), lengths))
+        batches = [order[i:i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
+        rng.shuffle(batches)
+        losses = []
+        for rows in batches:
+            items = _trim(inputs[rows])  # targets share the inputs' padding (both are the window shifted by one)
+            losses.append(float(train_step(tf.constant(items), tf.constant(targets[rows][:, -items.shape[1]:]))))
+        train_seconds += time.perf_counter() - started
+        entry: dict[str, float] = {"epoch": epoch, "loss": float(np.mean(losses)), "train_seconds": train_seconds}
+        out_of_time = train_seconds >= budget
+        if epoch % spec.eval_every == 0 or out_of_time or epoch == spec.max_epochs:
+            metrics = evaluate(model, data, "validation", (10,))
+            entry["validation_ndcg@10"] = metrics["validation_full_ndcg@10"]
+            if entry["validation_ndcg@10"] > best["ndcg"]:
+                best = {"ndcg": entry["validation_ndcg@10"], "epoch": epoch, "weights": model.get_weights()}
+                stale = 0
+            else:
+                stale += 1
+        history.append(entry)
+        if log:
+            log(entry)
+        if out_of_time or stale >= spec.patience:
+            break
+    if best["weights"] is not None:
+        model.set_weights(best["weights"])
+    report = {**evaluate(model, data, "validation", spec.ks, sampled=True, seed=spec.seed),
+              **evaluate(model, data, "test", spec.ks, sampled=True, seed=spec.seed + 1)}
+    return {"metrics": report, "history": history, "best_epoch": best["epoch"], "epochs": epoch,
+            "train_seconds": train_seconds, "training_windows": len(inputs), "users": len(data.sequences),
+            "items": data.n_items - 1, "skipped_short_users": data.skipped_short, "spec": asdict(spec)}
+
+
+PUBLISHED_BEAUTY = {  # ../shared/data/README.md: S3-Rec paper, full ranking, the same files
+    "BERT4Rec": {"hr@10": 0.0347, "ndcg@10": 0.0170},
+    "SASRec": {"hr@10": 0.0605, "ndcg@10": 0.0318},
+    "S3-Rec": {"hr@10": 0.0647, "ndcg@10": 0.0327},
+}
+
+
+def run_benchmark(sequences_path: str, attributes_path: str | None, spec: SequentialSpec,
+                  tracking_uri: str | None = None, experiment: str | None = None, log: Any = None) -> dict[str, Any]:
+    """Read, train within the budget, evaluate the model and the baselines on the test targets,
+    and (with a tracking URI) record the run in MLflow."""
+    data = read_sequences(sequences_path, attributes_path)
+    logger.info("%s: %d users, %d items, %d skipped (< 3 items)", sequences_path, len(data.users), data.n_items - 1,
+                data.skipped_short)
+    started = time.perf_counter()
+    result = train_and_evaluate(data, spec, log=log)
+    result["wall_seconds"] = time.perf_counter() - started
+    result["baselines"] = baseline_reports(data, spec.ks, spec.seed)
+    result["sequences_path"] = str(sequences_path)
+    result["attributes_path"] = str(attributes_path) if attributes_path else None
+    if tracking_uri:
+        import mlflow
+
+        from shopper_profiles.model.tracking import mlflow_name
+
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_experiment(experiment or "shopper_profiles")
+        with mlflow.start_run(run_name=f"sequence-benchmark-{Path(sequences_path).stem}") as run:
+            mlflow.log_params({**{k: v for k, v in asdict(spec).items() if k != "ks"}, "sequences": str(sequences_path),
+                               "attributes": str(attributes_path), "users": result["users"], "items": result["items"]})
+            for entry in result["history"]:
+                mlflow.log_metric("train_loss", entry["loss"], step=int(entry["epoch"]))
+                if "validation_ndcg@10" in entry:
+                    mlflow.log_metric("validation_ndcg_at_10", entry["validation_ndcg@10"], step=int(entry["epoch"]))
+            mlflow.log_metrics({mlflow_name(k): v for k, v in result["metrics"].items()})
+            for name, metrics in result["baselines"].items():
+                mlflow.log_metrics({mlflow_name(f"{name}.{k}"): v for k, v in metrics.items()})
+            mlflow.set_tag("protocol", "leave-one-out; full ranking over all items minus the user's history; "
+                                       "sampled100 = target vs 100 uniform unseen negatives")
+            result["mlflow_run_id"] = run.info.run_id
+    return result
