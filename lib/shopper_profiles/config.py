@@ -63,6 +63,7 @@ class TablesConfig(_Strict):
     feature_stats: str
     item_vocab: str
     training_set: str
+    model_evaluation: str
 
 
 class DataConfig(_Strict):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def full_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+def full_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Sequence[int] | np.ndarray] | None = None) -> np.ndarray:
     scores = np.array(scores, dtype=np.float64, copy=True)
     rows = np.arange(len(targets))
     target_scores = scores[rows, targets]
@@ -24,7 +24,7 @@ def full_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Sequen
     return (scores > target_scores[:, None]).sum(axis=1)
 
 
-def sampled_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Sequence[int]] | None = None,
+def sampled_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Sequence[int] | np.ndarray] | None = None,
                   n_negatives: int = 100, seed: int = 0, first_item: int = 0) -> np.ndarray:
     """Rank among ``n_negatives`` uniform negatives (never the target nor the user's items).
     ``first_item`` skips reserved ids (padding/mask) at the start of the score columns."""

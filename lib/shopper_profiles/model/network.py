@@ -18,7 +18,7 @@ import numpy as np
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from shopper_profiles.bronze import AGE_BANDS, EVENT_TYPES, GENDERS  # noqa: E402
-from shopper_profiles.model.dataset import TIME_BUCKETS  # noqa: E402
+from shopper_profiles.model.dataset import FIRST_ITEM, TIME_BUCKETS  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class ModelSpec:
     layers: int = 2
     heads: int = 2
     dropout: float = 0.1
+    causal: bool = True  # each position sees only its past: every position also learns the next item
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,6 +46,7 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None) -> Any:
         vocab_size=4, hidden_size=spec.hidden_size, num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
         intermediate_size=4 * spec.hidden_size, max_position_embeddings=spec.max_len + 2,
         type_vocab_size=len(EVENT_TYPES) + 1, hidden_dropout_prob=spec.dropout, attention_probs_dropout_prob=spec.dropout,
+        is_decoder=spec.causal,
     )
 
     class ProfileModel(keras.Model):
@@ -78,6 +80,7 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None) -> Any:
             tabular = self.tabular_tower(self.tabular_norm(inputs["tabular"]))
             user = self.user_projection(tf.concat([last, tabular], axis=-1))
             return {
+                "sequence_hidden": hidden,
                 "user_embedding": user,
                 "next_item_logits": tf.matmul(user, self.item_embedding, transpose_b=True),
                 "interest_logits": self.category_head(user),
@@ -95,8 +98,21 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None) -> Any:
     return model
 
 
-def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any]) -> Any:
-    """Sum of the head losses; each head counts only the rows that have its label."""
+def sequence_loss(hidden: Any, item_seq: Any, item_table: Any) -> Any:
+    """Causal next-item loss at every history position (full softmax over the items): the
+    history itself is the densest label a shopper gives."""
+    import tensorflow as tf
+
+    targets = item_seq[:, 1:]
+    present = targets >= FIRST_ITEM  # padding and item-less events (searches) are no targets
+    logits = tf.matmul(tf.boolean_mask(hidden[:, :-1, :], present), item_table, transpose_b=True)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.boolean_mask(targets, present), logits)
+    return tf.reduce_sum(losses) / tf.maximum(tf.cast(tf.size(losses), tf.float32), 1.0)
+
+
+def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any], item_seq: Any = None, item_table: Any = None) -> Any:
+    """Sum of the head losses; each head counts only the rows that have its label. With the
+    input ``item_seq`` and the item table (causal models), the history's next-item loss joins."""
     import tensorflow as tf
 
     def masked_mean(values: Any, mask: Any) -> Any:
@@ -117,6 +133,8 @@ def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any]) -> Any:
         tf.maximum(labels["gender_label"], 0), outputs["gender_logits"]), labels["gender_label"] >= 0)
     parts = {"next_item": item_loss, "interests": interest, "intent": intent, "churn": churn, "price": price,
              "age": age, "gender": gender}
+    if item_seq is not None and item_table is not None:
+        parts["sequence"] = sequence_loss(outputs["sequence_hidden"], item_seq, item_table)
     return tf.add_n(list(parts.values())), parts
 
 

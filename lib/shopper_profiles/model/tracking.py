@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shopper_profiles.bronze import AGE_BANDS, GENDERS
 from shopper_profiles.config import PROJECT_ROOT, Config
 from shopper_profiles.model.dataset import VOCAB, tabular_names, training_spec
 from shopper_profiles.model.inputs import load_shard
@@ -83,12 +84,12 @@ def git_commit() -> str:
         return "unknown"
 
 
-def validation_metrics(weights: str, spec: ModelSpec, files: list[str]) -> dict[str, float]:
+def validation_metrics(weights: str, spec: ModelSpec, data: dict[str, np.ndarray], figures: Path | None = None) -> dict[str, float]:
+    """Validation-user metrics; with ``figures``, also the calibration and confusion plots there."""
     import tensorflow as tf
 
     from shopper_profiles.model.network import build_model
 
-    data = load_shard(files, split="validation")
     if not data:
         return {}
     model = build_model(spec)
@@ -103,9 +104,23 @@ def validation_metrics(weights: str, spec: ModelSpec, files: list[str]) -> dict[
         logits[:, :2] = -np.inf  # pad and mask are never recommendations
         ranks = full_ranks(logits, data["next_item"][has_next])
         metrics.update(ranking_report(ranks, prefix="val_full_"))
-    intent = binary_report(data["purchase_next"], tf.sigmoid(out["intent_logit"]).numpy(), prefix="val_intent_")
-    churn = binary_report(data["churn_next"], tf.sigmoid(out["churn_logit"]).numpy(), prefix="val_churn_")
+    intent_p = tf.sigmoid(out["intent_logit"]).numpy()
+    churn_p = tf.sigmoid(out["churn_logit"]).numpy()
+    intent = binary_report(data["purchase_next"], intent_p, prefix="val_intent_")
+    churn = binary_report(data["churn_next"], churn_p, prefix="val_churn_")
     metrics.update({k: v for k, v in {**intent, **churn}.items() if not math.isnan(v)})
+    if figures is not None:
+        from shopper_profiles.model.plots import calibration_plot, confusion_plot
+
+        calibration_plot({"purchase intent": (data["purchase_next"], intent_p), "churn": (data["churn_next"], churn_p)},
+                         figures / "calibration.png")
+        for name, label, logits_key, classes in (("age_band", "age_label", "age_logits", AGE_BANDS),
+                                                 ("gender", "gender_label", "gender_logits", GENDERS)):
+            known = data[label] >= 0
+            if known.any():
+                predicted = out[logits_key].numpy()[known].argmax(axis=1)
+                confusion_plot(data[label][known], predicted, list(classes), f"{name} (validation users)",
+                               figures / f"confusion_{name}.png")
     return metrics
 
 
@@ -155,7 +170,10 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
         }
         ranks = run_horovodrun(params, num_proc) if launcher == "horovodrun" else run_horovod_spark(params, num_proc)
         rank0 = next(r for r in ranks if r["rank"] == 0)
-        metrics = validation_metrics(weights_path, spec, files)
+        validation = load_shard(files, split="validation")
+        figures = work / "figures"
+        figures.mkdir()
+        metrics = validation_metrics(weights_path, spec, validation, figures)
 
         mlflow.set_tracking_uri(config.mlflow_tracking_uri)
         mlflow.set_experiment(config.mlflow.experiment)
@@ -178,8 +196,9 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             figure.savefig(curve)
             plt.close(figure)
             mlflow.log_artifact(str(curve))
+            mlflow.log_artifacts(str(figures), artifact_path="validation")
             (work / "spec.json").write_text(json.dumps(spec.to_dict()))
-            sample = load_shard(files, split="validation") or load_shard(files)
+            sample = validation or load_shard(files)
             # The widest types in the signature (long, double): callers' int32/float32 convert safely.
             sample_df = pd.DataFrame({k: [np.asarray(v, dtype=np.int64) for v in sample[k][:2]]
                                       for k in ("item_seq", "type_seq", "time_seq")})

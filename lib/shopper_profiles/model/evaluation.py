@@ -1,0 +1,386 @@
+"""Honest evaluation of a registered profile model against traditional profiles, on the test users.
+
+Every number carries its protocol. The same users, split and labels serve every method:
+
+- next item (first item touched in [D, D + horizon)): **full** ranking over every item (the
+  user's history stays in: repeat views are real next items) beside **sampled100** (the target
+  vs 100 uniform items the user never touched); model vs popularity, item co-occurrence and the
+  category rule (the rule profile's favourite categories, best sellers first);
+- purchase intent and churn in the next window: AUC, and accuracy / precision / recall / F1 at
+  the threshold that maximises F1 on the *validation* users (chosen per method); model vs the
+  feature tables' rule scores (``purchase_intent_rule``, RFM recency+frequency,
+  ``churn_risk_rule``);
+- demographics (age band, gender, where not imputed): accuracy vs the majority class;
+- planted truth (simulator only, from the restricted truth table; training never reads it):
+  interest top-3 recall, Spearman of price sensitivity, churn AUC, and the truth's purchase
+  flag when D is the truth's cut-off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from shopper_profiles.bronze import PLANTED_TRUTH
+from shopper_profiles.config import Config
+from shopper_profiles.features.schemas import need_spec
+from shopper_profiles.model import baselines
+from shopper_profiles.model.dataset import FIRST_ITEM, VOCAB, training_spec
+from shopper_profiles.model.inputs import load_shard
+from shopper_profiles.model.metrics import (
+    auc,
+    binary_report,
+    full_ranks,
+    multiclass_accuracy,
+    ranking_report,
+    sampled_ranks,
+    spearman,
+    top_k_recall,
+)
+from shopper_profiles.storage import DeltaStore, TableSpec
+
+logger = logging.getLogger(__name__)
+
+EVALUATION = TableSpec(
+    "model_evaluation",
+    T.StructType([
+        T.StructField("as_of", T.DateType(), False), T.StructField("model_uri", T.StringType(), False),
+        T.StructField("model_version", T.StringType(), True), T.StructField("method", T.StringType(), False),
+        T.StructField("task", T.StringType(), False), T.StructField("metric", T.StringType(), False),
+        T.StructField("protocol", T.StringType(), False), T.StructField("value", T.DoubleType(), True),
+        T.StructField("users", T.LongType(), False), T.StructField("evaluated_at", T.TimestampType(), False),
+    ]),
+    keys=("as_of", "model_uri", "method", "task", "metric", "protocol"),
+    description="Test-user metrics of a model and the traditional baselines, one row per number, protocol beside it.",
+)
+
+FULL = "full ranking over all items, history included"
+SAMPLED = "target vs 100 uniform unseen negatives"
+BINARY = "test users; threshold maximising F1 on validation users"
+RANKED = "test users; threshold-free"
+
+
+class Results:
+    """The rows of the evaluation table, collected as they are measured."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, method: str, task: str, metrics: dict[str, float], protocol: str, users: int) -> None:
+        for metric, value in metrics.items():
+            self.rows.append({"method": method, "task": task, "metric": metric, "protocol": protocol,
+                              "value": None if value is None or math.isnan(value) else float(value), "users": int(users)})
+
+
+def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The score cut that maximises F1 (ties: the higher cut)."""
+    labels = np.asarray(labels).astype(bool)
+    best, best_f1 = 0.5, -1.0
+    for cut in np.unique(scores):
+        f1 = binary_report(labels, scores, threshold=float(cut))["f1"]
+        if f1 >= best_f1:
+            best, best_f1 = float(cut), f1
+    return best
+
+
+def model_outputs(model: Any, arrays: dict[str, np.ndarray], batch: int = 512) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    parts: list[dict[str, np.ndarray]] = []
+    for start in range(0, len(arrays["item_seq"]), batch):
+        rows = slice(start, start + batch)
+        inputs = {k: tf.constant(arrays[k][rows].astype(np.int32)) for k in ("item_seq", "type_seq", "time_seq")}
+        inputs["tabular"] = tf.constant(arrays["tabular"][rows].astype(np.float32))
+        out = model(inputs, training=False)
+        parts.append({k: v.numpy() for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _histories(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return [row[row >= FIRST_ITEM] for row in arrays["item_seq"]]
+
+
+def next_item_results(results: Results, test: dict[str, np.ndarray], logits: np.ndarray, fit_histories: list[np.ndarray],
+                      item_category: np.ndarray, n_categories: int, seed: int) -> None:
+    has_next = test["next_item"] >= 0
+    targets = test["next_item"][has_next]
+    histories = [h for h, keep in zip(_histories(test), has_next, strict=True) if keep]
+    n_items = logits.shape[1]
+    pop = baselines.popularity(fit_histories, n_items, FIRST_ITEM)
+    scorers: dict[str, Callable[[], np.ndarray]] = {
+        "profile_model": lambda: logits[has_next].astype(np.float64),
+        "popularity": lambda: baselines.popularity_scores(pop, len(targets)),
+        "item_cooccurrence": lambda: baselines.cooccurrence_scores(
+            baselines.cooccurrence(fit_histories, n_items, first_item=FIRST_ITEM), pop, histories, first_item=FIRST_ITEM),
+        "category_rule": lambda: baselines.category_rule_scores(
+            item_category, pop, baselines.category_shares(histories, item_category, n_categories, FIRST_ITEM)),
+    }
+    for method, score in scorers.items():
+        scores = score()
+        scores[:, :FIRST_ITEM] = -np.inf  # padding and mask are never recommendations
+        results.add(method, "next_item", ranking_report(full_ranks(scores, targets)), FULL, len(targets))
+        sampled = sampled_ranks(scores, targets, exclude=histories, n_negatives=100, seed=seed, first_item=FIRST_ITEM)
+        results.add(method, "next_item", ranking_report(sampled), SAMPLED, len(targets))
+
+
+def binary_results(results: Results, task: str, candidates: dict[str, tuple[np.ndarray, np.ndarray]],
+                   validation_labels: np.ndarray, test_labels: np.ndarray) -> None:
+    """``candidates``: method -> (validation scores, test scores)."""
+    for method, (val_scores, test_scores) in candidates.items():
+        cut = best_threshold(validation_labels, val_scores)
+        report = binary_report(test_labels, test_scores, threshold=cut)
+        results.add(method, task, report, BINARY, len(test_labels))
+
+
+def _need_rules(spark: SparkSession, store: DeltaStore, config: Config, as_of: date, users: Sequence[str]) -> dict[str, dict[str, Any]]:
+    need = store.read(need_spec()).where(F.col("snapshot_date") == F.lit(as_of))
+    wanted = spark.createDataFrame([(str(u),) for u in users], "user_id string")
+    rows = need.join(F.broadcast(wanted), "user_id").select(
+        "user_id", "purchase_intent_rule", "churn_risk_rule", "r_score", "f_score", "paid_vs_category_median_90d",
+        "category_affinity_90d").collect()
+    return {r["user_id"]: r.asDict() for r in rows}
+
+
+def _rule_vector(rules: dict[str, dict[str, Any]], users: np.ndarray, name: str, fill: float = 0.0) -> np.ndarray:
+    return np.asarray([(rules.get(u, {}).get(name) if rules.get(u, {}).get(name) is not None else fill) for u in users],
+                      dtype=np.float64)
+
+
+def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as_of: date, model_uri: str | None = None,
+                      seed: int = 0) -> dict[str, Any]:
+    """Score the test users of the ``as_of`` training set with the model at ``model_uri``
+    (default: the registered model's champion), compute every baseline on the same users,
+    write the evaluation table and an MLflow run, and return the report."""
+    import mlflow
+
+    spec_table = training_spec(config.model.max_len)
+    files = [f for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
+    if not files:
+        raise ValueError(f"no training set for {as_of}; run jobs/build_training_set.py --as-of {as_of} first")
+    data = load_shard(files)
+    split = data["split"]
+    test = {k: v[split == "test"] for k, v in data.items()}
+    validation = {k: v[split == "validation"] for k, v in data.items()}
+    if not len(test["user_id"]) or not len(validation["user_id"]):
+        raise ValueError(f"the {as_of} training set has {len(test['user_id'])} test and {len(validation['user_id'])} "
+                         "validation users; evaluation needs both (more users, or a later snapshot)")
+
+    mlflow.set_tracking_uri(config.mlflow_tracking_uri)
+    model_uri = model_uri or f"models:/{config.mlflow.registered_model}@champion"
+    try:
+        wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    except Exception as error:  # noqa: BLE001 - MLflow raises several kinds for a missing model
+        raise ValueError(f"cannot load {model_uri}: {error}; train one first (jobs/train_profile_model.py)") from error
+    version = _model_version(model_uri)
+    model = wrapper.model
+    out_test, out_val = model_outputs(model, test), model_outputs(model, validation)
+
+    vocab = store.read(VOCAB).select("item_idx", "category", "category_idx").collect()
+    n_items = out_test["next_item_logits"].shape[1]
+    item_category = np.full(n_items, -1, dtype=np.int64)
+    category_names: dict[int, str] = {}
+    for row in vocab:
+        if row["category_idx"] is not None and row["item_idx"] < n_items:
+            item_category[row["item_idx"]] = row["category_idx"]
+            category_names[row["category_idx"]] = row["category"]
+    n_categories = out_test["interest_logits"].shape[1]
+
+    results = Results()
+    # Pre-D histories of every user fit the baselines: all of it is known at D.
+    next_item_results(results, test, out_test["next_item_logits"], _histories(data), item_category, n_categories, seed)
+
+    rules = _need_rules(spark, store, config, as_of, [*test["user_id"], *validation["user_id"]])
+
+    def rule(name: str, fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        return _rule_vector(rules, validation["user_id"], name, fill), _rule_vector(rules, test["user_id"], name, fill)
+
+    rfm_val = (_rule_vector(rules, validation["user_id"], "r_score") + _rule_vector(rules, validation["user_id"], "f_score")) / 10
+    rfm_test = (_rule_vector(rules, test["user_id"], "r_score") + _rule_vector(rules, test["user_id"], "f_score")) / 10
+    binary_results(results, "purchase_next_window", {
+        "profile_model": (_sigmoid(out_val["intent_logit"]), _sigmoid(out_test["intent_logit"])),
+        "intent_rule": rule("purchase_intent_rule"), "rfm_rule": (rfm_val, rfm_test),
+    }, validation["purchase_next"], test["purchase_next"])
+    binary_results(results, "churn_next_window", {
+        "profile_model": (_sigmoid(out_val["churn_logit"]), _sigmoid(out_test["churn_logit"])),
+        "churn_rule": rule("churn_risk_rule"),
+    }, validation["churn_next"], test["churn_next"])
+
+    train_rows = split == "train"
+    for task, label, logits_key in (("age_band", "age_label", "age_logits"), ("gender", "gender_label", "gender_logits")):
+        known = test[label] >= 0
+        if not known.any():
+            continue
+        results.add("profile_model", task, {"accuracy": multiclass_accuracy(test[label], _softmax(out_test[logits_key]))},
+                    "test users with a stated (not imputed) value", int(known.sum()))
+        train_labels = data[label][train_rows]
+        majority = np.bincount(train_labels[train_labels >= 0]).argmax() if (train_labels >= 0).any() else 0
+        results.add("majority_class", task, {"accuracy": float((test[label][known] == majority).mean())},
+                    "test users with a stated (not imputed) value; majority of train users", int(known.sum()))
+
+    truth = _truth_results(results, spark, store, as_of, test, out_test, rules, category_names)
+    evaluated_at = datetime.now(UTC).replace(tzinfo=None)
+    rows = [{**r, "as_of": as_of, "model_uri": model_uri, "model_version": version, "evaluated_at": evaluated_at}
+            for r in results.rows]
+    store.create(EVALUATION)
+    frame = spark.createDataFrame([tuple(r[f] for f in EVALUATION.schema.fieldNames()) for r in rows], EVALUATION.schema)
+    merged = store.merge(frame, EVALUATION)
+    text = markdown(results, as_of, model_uri)
+    report: dict[str, Any] = {"as_of": str(as_of), "model_uri": model_uri, "model_version": version, "test_users": len(test["user_id"]),
+              "validation_users": len(validation["user_id"]), "planted_truth": truth, "rows": len(rows),
+              "table_version": store.version(EVALUATION), "merge": str(merged), "headline": headline(results),
+              "markdown": text}
+    report["mlflow_run_id"] = _log_run(config, as_of, model_uri, version, results, text)
+    return report
+
+
+def _model_version(model_uri: str) -> str | None:
+    from mlflow import MlflowClient
+
+    if not model_uri.startswith("models:/"):
+        return None
+    name, _, ref = model_uri[len("models:/"):].partition("@")
+    try:
+        if ref:
+            return str(MlflowClient().get_model_version_by_alias(name, ref).version)
+        return model_uri.rsplit("/", 1)[-1]
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _truth_results(results: Results, spark: SparkSession, store: DeltaStore, as_of: date, test: dict[str, np.ndarray],
+                   out_test: dict[str, np.ndarray], rules: dict[str, dict[str, Any]], category_names: dict[int, str]) -> bool:
+    """Planted-truth recovery on the simulator; False when there is no truth table (real data)."""
+    if not store.exists(PLANTED_TRUTH):
+        return False
+    wanted = spark.createDataFrame([(str(u),) for u in test["user_id"]], "user_id string")
+    truth = {r["user_id"]: r for r in store.read(PLANTED_TRUTH).join(F.broadcast(wanted), "user_id").collect()}
+    index = [i for i, u in enumerate(test["user_id"]) if u in truth]
+    if not index:
+        return False
+    users = [test["user_id"][i] for i in index]
+    true_top = [list(truth[u]["top_interests"][:3]) for u in users]
+    order = np.argsort(-out_test["interest_logits"][index], axis=1)[:, :3]
+    model_top = [[category_names.get(int(c), "?") for c in row] for row in order]
+
+    def rule_top(user: str) -> list[str]:
+        affinity = rules.get(user, {}).get("category_affinity_90d") or {}
+        return [c for c, _ in sorted(affinity.items(), key=lambda kv: (-kv[1], kv[0]))][:3]
+
+    protocol = "test users vs the simulator's planted truth (restricted table, never used in training)"
+    n = len(users)
+    results.add("profile_model", "truth_interests", {"top3_recall": top_k_recall(true_top, model_top, 3)}, protocol, n)
+    results.add("category_rule", "truth_interests", {"top3_recall": top_k_recall(true_top, [rule_top(u) for u in users], 3)},
+                protocol, n)
+    sensitivity = np.asarray([truth[u]["price_sensitivity"] for u in users])
+    # Sensitive shoppers pay less than the category median: the estimate is minus the paid ratio.
+    paid_rule = np.asarray([rules.get(u, {}).get("paid_vs_category_median_90d") for u in users], dtype=object)
+    has_rule = np.asarray([v is not None for v in paid_rule])
+    model_estimate = -out_test["price"][index]
+    results.add("profile_model", "truth_price_sensitivity", {"spearman": spearman(sensitivity, model_estimate)},
+                protocol + "; all test users", n)
+    if has_rule.sum() > 2:
+        rule_estimate = -paid_rule[has_rule].astype(np.float64)
+        results.add("profile_model", "truth_price_sensitivity",
+                    {"spearman": spearman(sensitivity[has_rule], model_estimate[has_rule])},
+                    protocol + "; users with a purchase (where the rule exists)", int(has_rule.sum()))
+        results.add("price_rule", "truth_price_sensitivity", {"spearman": spearman(sensitivity[has_rule], rule_estimate)},
+                    protocol + "; users with a purchase (where the rule exists)", int(has_rule.sum()))
+    churned = np.asarray([bool(truth[u]["churned"]) for u in users])
+    results.add("profile_model", "truth_churned", {"auc": auc(churned, _sigmoid(out_test["churn_logit"][index]))}, protocol, n)
+    results.add("churn_rule", "truth_churned", {"auc": auc(churned, _rule_vector(rules, np.asarray(users), "churn_risk_rule"))},
+                protocol, n)
+    cutoff = truth[users[0]]["truth_cutoff"]
+    if cutoff == as_of:
+        buys = np.asarray([bool(truth[u]["will_purchase_next_window"]) for u in users])
+        results.add("profile_model", "truth_purchase", {"auc": auc(buys, _sigmoid(out_test["intent_logit"][index]))}, protocol, n)
+        results.add("intent_rule", "truth_purchase",
+                    {"auc": auc(buys, _rule_vector(rules, np.asarray(users), "purchase_intent_rule"))}, protocol, n)
+    return True
+
+
+HEADLINES = (  # (task, metric, protocol, best traditional competitors)
+    ("next_item", "ndcg@10", FULL, ("popularity", "item_cooccurrence", "category_rule")),
+    ("next_item", "ndcg@10", SAMPLED, ("popularity", "item_cooccurrence", "category_rule")),
+    ("purchase_next_window", "auc", BINARY, ("intent_rule", "rfm_rule")),
+    ("churn_next_window", "auc", BINARY, ("churn_rule",)),
+    ("truth_interests", "top3_recall", None, ("category_rule",)),
+    ("truth_churned", "auc", None, ("churn_rule",)),
+)
+
+
+def headline(results: Results) -> list[dict[str, Any]]:
+    """Model vs the best traditional method per task: the measured ratio, whichever way it goes."""
+    out = []
+    for task, metric, protocol, rivals in HEADLINES:
+        def pick(method: str, task: str = task, metric: str = metric, protocol: str | None = protocol) -> float | None:
+            return next((r["value"] for r in results.rows if (r["method"], r["task"], r["metric"]) == (method, task, metric)
+                         and (protocol is None or r["protocol"] == protocol)), None)
+        ours = pick("profile_model")
+        scored = [(m, pick(m)) for m in rivals]
+        scored = [(m, v) for m, v in scored if v is not None]
+        if ours is None or not scored:
+            continue
+        best_name, best = max(scored, key=lambda mv: mv[1] or 0.0)
+        out.append({"task": task, "metric": metric, "protocol": protocol or "planted truth", "profile_model": ours,
+                    "best_traditional": best_name, "traditional": best, "ratio": (ours / best) if best else None})
+    return out
+
+
+def markdown(results: Results, as_of: date, model_uri: str) -> str:
+    lines = [f"# Profile model evaluation, snapshot {as_of}", "", f"Model: `{model_uri}`.", "",
+             "| task | metric | protocol | method | value | users |", "|---|---|---|---|---|---|"]
+    for r in results.rows:
+        value = "n/a" if r["value"] is None else f"{r['value']:.4f}"
+        lines.append(f"| {r['task']} | {r['metric']} | {r['protocol']} | {r['method']} | {value} | {r['users']:,} |")
+    lines += ["", "## Model vs the best traditional method", "",
+              "| task | metric | protocol | profile model | best traditional | value | ratio |", "|---|---|---|---|---|---|---|"]
+    for h in headline(results):
+        ratio = "n/a" if h["ratio"] is None else f"{h['ratio']:.2f}x"
+        lines.append(f"| {h['task']} | {h['metric']} | {h['protocol']} | {h['profile_model']:.4f} | {h['best_traditional']} | "
+                     f"{h['traditional']:.4f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def _log_run(config: Config, as_of: date, model_uri: str, version: str | None, results: Results, text: str) -> str:
+    import mlflow
+
+    from shopper_profiles.model.tracking import mlflow_name
+
+    mlflow.set_experiment(config.mlflow.experiment)
+    with mlflow.start_run(run_name=f"evaluation-{as_of}") as run:
+        mlflow.set_tags({"kind": "evaluation", "model_uri": model_uri, "model_version": str(version), "as_of": str(as_of)})
+        metrics = {}
+        for r in results.rows:
+            if r["value"] is not None:
+                protocol = "sampled100" if r["protocol"] == SAMPLED else "full" if r["protocol"] == FULL else ""
+                key = ".".join(x for x in (r["method"], r["task"], protocol, r["metric"]) if x)
+                metrics[mlflow_name(key)] = r["value"]
+        mlflow.log_metrics(metrics)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "evaluation.md"
+            path.write_text(text)
+            mlflow.log_artifact(str(path))
+            (Path(folder) / "evaluation.json").write_text(json.dumps(results.rows, default=str))
+            mlflow.log_artifact(os.path.join(folder, "evaluation.json"))
+        return str(run.info.run_id)

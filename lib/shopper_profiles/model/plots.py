@@ -1,0 +1,60 @@
+"""Diagnostic plots logged with every model: calibration of the probability heads and confusion
+matrices of the demographic heads (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def calibration_plot(heads: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, bins: int = 10) -> None:
+    """Observed positive rate per predicted-probability decile bin, one line per head."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(4.5, 4))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for name, (labels, probabilities) in heads.items():
+        which = np.clip(np.digitize(probabilities, edges[1:-1]), 0, bins - 1)
+        xs, ys = [], []
+        for b in range(bins):
+            members = which == b
+            if members.any():
+                xs.append(float(np.mean(probabilities[members])))
+                ys.append(float(np.mean(np.asarray(labels)[members])))
+        axis.plot(xs, ys, marker="o", label=name)
+    axis.set_xlabel("predicted probability")
+    axis.set_ylabel("observed rate")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def confusion_plot(labels: np.ndarray, predicted: np.ndarray, classes: list[str], title: str, path: Path) -> None:
+    plt = _pyplot()
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predicted)), 1)
+    figure, axis = plt.subplots(figsize=(1.2 + 0.6 * len(classes), 1 + 0.6 * len(classes)))
+    axis.imshow(matrix, cmap="Blues")
+    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axis.set_yticks(range(len(classes)), classes)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            axis.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("stated")
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
