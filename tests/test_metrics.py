@@ -19,14 +19,14 @@ from shopper_profiles.model.metrics import (
 )
 
 
-def test_full_ranks_count_strictly_higher_scores_and_exclude_history() -> None:
+def test_full_ranks_count_higher_and_tied_scores_and_exclude_history() -> None:
     scores = np.array([[0.1, 0.9, 0.5, 0.3],    # target 2: only item 1 is higher -> rank 1
-                       [0.4, 0.4, 0.4, 0.1],    # target 0: ties do not count as higher -> rank 0
+                       [0.4, 0.4, 0.4, 0.1],    # target 0: two ties count against it -> rank 2
                        [0.8, 0.7, 0.6, 0.5]])   # target 3: three higher -> rank 3
     targets = np.array([2, 0, 3])
-    assert full_ranks(scores, targets).tolist() == [1, 0, 3]
+    assert full_ranks(scores, targets).tolist() == [1, 2, 3]
     # Excluding history (item 1 for user 0, items 0 and 1 for user 2) lifts those targets.
-    assert full_ranks(scores, targets, exclude=[[1], [], [0, 1]]).tolist() == [0, 0, 1]
+    assert full_ranks(scores, targets, exclude=[[1], [], [0, 1]]).tolist() == [0, 2, 1]
 
 
 def test_hr_and_ndcg_exact_values() -> None:
@@ -42,6 +42,7 @@ def test_hr_and_ndcg_exact_values() -> None:
 def test_sampled_ranks_use_only_unseen_negatives() -> None:
     scores = np.array([[0.0, 5.0, 1.0, 2.0, 3.0, 4.0]])
     # target 1 outscores everything: rank 0 however negatives fall.
+    assert sampled_ranks(np.ones((1, 6)), np.array([1]), n_negatives=4, seed=3).tolist() == [4]  # ties count against
     assert sampled_ranks(scores, np.array([1]), n_negatives=4, seed=3).tolist() == [0]
     # target 2 (score 1.0): negatives drawn from {3, 4, 5} only (0 and 1 excluded) all outscore it.
     assert sampled_ranks(scores, np.array([2]), exclude=[[0, 1]], n_negatives=5, seed=1).tolist() == [5]

@@ -63,3 +63,36 @@ def test_training_set_then_train_register_and_score(spark: SparkSession, tmp_pat
     scored = model.predict(pd.DataFrame({k: [np.array(r[k]) for r in sample] for k in columns}))
     assert len(scored) == 3 and len(scored["user_embedding"][0]) == 16
     assert ((scored["purchase_intent"] >= 0) & (scored["purchase_intent"] <= 1)).all()
+
+    # Deliverable 6: the evaluation job on the test users, the champion beside every baseline.
+    evaluated = run_job("evaluate_profile_model", ["--as-of", as_of, *conf])
+    table = spark.read.parquet(*DeltaTable(str(root / "gold" / "model_evaluation")).file_uris())
+    found = {(r.method, r.task) for r in table.select("method", "task").distinct().collect()}
+    assert {("profile_model", "next_item"), ("popularity", "next_item"), ("item_cooccurrence", "next_item"),
+            ("category_rule", "next_item"), ("intent_rule", "purchase_next_window"), ("rfm_rule", "purchase_next_window"),
+            ("churn_rule", "churn_next_window"), ("profile_model", "truth_interests"), ("category_rule", "truth_interests"),
+            ("churn_rule", "truth_churned"), ("majority_class", "gender")} <= found
+    protocols = {r.protocol for r in table.where("task = 'next_item'").select("protocol").distinct().collect()}
+    assert protocols == {"full ranking over all items, history included", "target vs 100 uniform unseen negatives"}
+    assert evaluated["planted_truth"] is True and evaluated["model_version"] == first["model_version"]
+    assert {h["task"] for h in evaluated["headline"]} >= {"next_item", "purchase_next_window", "churn_next_window"}
+
+    # Popularity, recomputed here from the training set: rank = items counted at least as often.
+    test_rows = [r for r in rows if r["split"] == "test" and r["next_item"] >= 0]
+    counts = np.zeros(int(run.data.params["n_items"]))
+    for r in rows:
+        for item in r["item_seq"]:
+            if item >= 2:  # 0 padding, 1 mask (item-less events)
+                counts[item] += 1
+    ranks = [int((counts[2:] >= counts[r["next_item"]]).sum()) - 1 for r in test_rows]
+    expected_hr10 = float(np.mean(np.asarray(ranks) < 10))
+    measured = table.where("method = 'popularity' AND metric = 'hr@10' AND protocol LIKE 'full%'").collect()[0].value
+    assert measured == pytest.approx(expected_hr10)
+
+    # Same snapshot and model again: the table's rows are replaced, not duplicated.
+    before = table.count()
+    run_job("evaluate_profile_model", ["--as-of", as_of, *conf])
+    assert spark.read.parquet(*DeltaTable(str(root / "gold" / "model_evaluation")).file_uris()).count() == before
+    assert "evaluation.md" in {a.path for a in MlflowClient().list_artifacts(evaluated["mlflow_run_id"])}
+    assert {"validation/calibration.png", "validation/confusion_gender.png"} <= {
+        a.path for a in MlflowClient().list_artifacts(first["run_id"], "validation")}

@@ -64,6 +64,9 @@ def test_two_rank_horovod_training_syncs_lowers_loss_and_resumes(spark: SparkSes
     losses = [h["loss"] for h in ranks[0]["history"]]
     assert losses[-1] < losses[0], losses
     assert ranks[0]["steps"] == 24 and (tmp_path / "weights.h5").exists()
+    # Deterministic given a seed: a second run from scratch ends with the very same weights.
+    again = run_horovodrun(dict(params, checkpoint_dir=str(tmp_path / "ckpt-again"), weights_path=None), num_proc=2, timeout_s=900)
+    assert again[0]["weights_checksum"] == ranks[0]["weights_checksum"]
     # Interrupted after 4 of 6 epochs: the next run resumes at step 24 and only runs epochs 4 and 5.
     resumed = run_horovodrun(dict(params, epochs=6), num_proc=2, timeout_s=900)
     assert [h["epoch"] for h in resumed[0]["history"]] == [4, 5]

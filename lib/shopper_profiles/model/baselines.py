@@ -49,8 +49,9 @@ def popularity_scores(pop: np.ndarray, users: int) -> np.ndarray:
 def cooccurrence_scores(matrix: sparse.csr_matrix, pop: np.ndarray, histories: Sequence[np.ndarray], last: int = 3,
                         first_item: int = 1) -> np.ndarray:
     """Sum of the co-occurrence rows of each user's ``last`` items (weights 1, 1/2, 1/3 from the
-    latest back), plus popularity scaled below one count so it only breaks ties."""
-    tie = pop / (pop.max() + 1.0)
+    latest back), plus popularity scaled below 1/6 (the finest step of those sums) so it only
+    breaks ties."""
+    tie = 0.1 * pop / (pop.max() + 1.0)
     weights = sparse.lil_matrix((len(histories), matrix.shape[0]))
     for row, items in enumerate(histories):
         real = items[items >= first_item]
@@ -62,8 +63,9 @@ def cooccurrence_scores(matrix: sparse.csr_matrix, pop: np.ndarray, histories: S
 
 def category_rule_scores(item_category: np.ndarray, pop: np.ndarray, affinities: np.ndarray) -> np.ndarray:
     """``affinities[user, category]`` (e.g. share of the user's history) picks the categories;
-    popularity orders items inside them. Items without a category (-1) rank by popularity only."""
-    tie = pop / (pop.max() + 1.0)
+    popularity orders items inside them. Items without a category (-1) come after every
+    category the user has touched, by popularity."""
+    tie = 1e-6 * pop / (pop.max() + 1.0)
     known = item_category >= 0
     per_item = np.zeros((affinities.shape[0], len(item_category)))
     per_item[:, known] = affinities[:, item_category[known]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -24,6 +24,14 @@ def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, a
     if snapshot["sequences"].limit(1).count() == 0:
         raise ValueError(f"no behaviour_sequences for {as_of}; run jobs/build_features.py --as-of {as_of} first")
     events = store.read(EVENTS)
+    horizon_end = as_of + timedelta(days=config.model.horizon_days)
+    last = events.agg(F.max("ts")).collect()[0][0]
+    if last is None or last.date() < horizon_end - timedelta(days=1):
+        # Labels come from [D, D + horizon): a window bronze has not fully seen would label
+        # every shopper churned and no one a buyer.
+        latest = (last.date() - timedelta(days=config.model.horizon_days - 1)) if last else None
+        raise ValueError(f"bronze events end at {last}, before the label window [{as_of}, {horizon_end}) is complete; "
+                         f"use --as-of {latest} or earlier (model.horizon_days={config.model.horizon_days})")
     store.create(VOCAB)
     vocab = item_vocab(store.read(ITEMS), events)
     store.overwrite(vocab, VOCAB)

@@ -1,9 +1,10 @@
 """Ranking and classification metrics with the protocol in their names (numpy only).
 
-Ranks are 0-based: rank = number of candidates scored strictly higher than the target, so a
-tie never flatters the model. Full ranking ranks the target among every item (minus the
-user's history when ``exclude`` is given, as in the S3-Rec evaluation code); sampled ranking
-ranks it among ``n_negatives`` items drawn uniformly from those the user never touched.
+Ranks are 0-based: rank = number of other candidates scored at least as high as the target, so
+a tie never flatters a method (a popularity list ties many items; an untrained model ties all).
+Full ranking ranks the target among every item (minus the user's history when ``exclude`` is
+given, as in the S3-Rec evaluation code); sampled ranking ranks it among ``n_negatives`` items
+drawn uniformly from those the user never touched.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def full_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Sequen
         for row, items in enumerate(exclude):
             banned = [i for i in items if i != targets[row]]
             scores[row, banned] = -np.inf
-    return (scores > target_scores[:, None]).sum(axis=1)
+    return (scores >= target_scores[:, None]).sum(axis=1) - 1  # minus the target itself
 
 
 def sampled_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Sequence[int] | np.ndarray] | None = None,
@@ -39,7 +40,7 @@ def sampled_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Seq
             draw = int(rng.integers(first_item, n_items))
             if draw not in seen:
                 negatives.append(draw)
-        ranks[row] = int((scores[row, negatives] > scores[row, target]).sum())
+        ranks[row] = int((scores[row, negatives] >= scores[row, target]).sum())
     return ranks
 
 

@@ -38,6 +38,10 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
     tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))
     seed = int(params["seed"])
     tf.keras.utils.set_random_seed(seed)  # same initial weights everywhere; rank 0's are broadcast anyway
+    tf.config.experimental.enable_op_determinism()  # same seed, same data -> the same weights, run after run
+    if params.get("pin_cores"):  # benchmark: one core per rank, so ranks never share a core
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[(hvd.local_rank() * threads + i) % len(cores)] for i in range(threads)})
 
     shard = load_shard(params["files"], rank=hvd.rank(), size=hvd.size(), split="train")  # distributed: own shard
     rows = len(shard.get("user_id", []))
@@ -79,16 +83,19 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
         dataset = to_tf_dataset(shard, int(params["batch_size"]), shuffle_seed=seed + epoch, repeat=True)
         iterator = iter(dataset)
         losses: list[float] = []
+        epoch_start, epoch_wait = time.perf_counter(), 0.0
         for _ in range(steps_per_epoch):
             wait_start = time.perf_counter()
             features, labels = next(iterator)
-            input_wait += time.perf_counter() - wait_start
+            epoch_wait += time.perf_counter() - wait_start
             loss, _parts = train_step(features, labels, not broadcast_done)  # Python bool: two traces
             broadcast_done = True
             step.assign_add(1)
             losses.append(float(loss))
+        input_wait += epoch_wait
         mean_loss = float(hvd.allreduce(tf.constant(np.mean(losses), tf.float32), op=hvd.Average))
-        history.append({"epoch": epoch, "loss": mean_loss, "step": int(step.numpy())})
+        history.append({"epoch": epoch, "loss": mean_loss, "step": int(step.numpy()),
+                        "seconds": time.perf_counter() - epoch_start, "input_wait_seconds": epoch_wait})
         if hvd.rank() == 0:  # distributed: only rank 0 writes checkpoints
             manager.save(checkpoint_number=int(step.numpy()))
     elapsed = time.perf_counter() - started

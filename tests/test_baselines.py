@@ -1,0 +1,71 @@
+"""Traditional baselines, thresholds and the sequence loss on hand-made data (exact values)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from shopper_profiles.model import baselines
+from shopper_profiles.model.evaluation import best_threshold
+from shopper_profiles.model.metrics import full_ranks
+
+
+def test_popularity_counts_real_items_only() -> None:
+    histories = [np.array([0, 0, 2, 3, 3]), np.array([1, 3, 4])]  # 0 padding, 1 mask: not items here
+    assert baselines.popularity(histories, 5, first_item=2).tolist() == [0, 0, 1, 3, 1]
+
+
+def test_cooccurrence_counts_followers_within_the_window() -> None:
+    matrix = baselines.cooccurrence([np.array([2, 3, 4]), np.array([2, 3])], 5, window=2, first_item=2).toarray()
+    expected = np.zeros((5, 5))
+    expected[2, 3] = 2  # 2 -> 3 in both histories
+    expected[2, 4] = 1  # 2 -> 4 two steps later
+    expected[3, 4] = 1
+    assert (matrix == expected).all()
+
+
+def test_cooccurrence_scores_rank_what_followed_the_latest_items() -> None:
+    histories = [np.array([1, 2]), np.array([1, 2]), np.array([1, 3]), np.array([4, 4, 4, 4])]
+    matrix = baselines.cooccurrence(histories, 5, window=1)
+    pop = baselines.popularity(histories, 5)
+    scores = baselines.cooccurrence_scores(matrix, pop, [np.array([0, 1])], last=1)
+    # After item 1: item 2 twice, item 3 once; item 4 is the most popular but never followed 1.
+    assert list(np.argsort(-scores[0])[:3]) == [2, 3, 4]
+    assert scores[0, 2] - scores[0, 3] == pytest.approx(1.0 + 0.1 * (pop[2] - pop[3]) / (pop.max() + 1.0))
+
+
+def test_category_rule_prefers_the_favourite_category_then_popularity() -> None:
+    item_category = np.array([-1, 0, 0, 1, 1, -1])
+    pop = np.array([0, 5, 1, 9, 2, 20], dtype=float)
+    shares = baselines.category_shares([np.array([1, 2, 2, 3])], item_category, 2)
+    assert shares[0].tolist() == [0.75, 0.25]
+    scores = baselines.category_rule_scores(item_category, pop, shares)
+    assert list(np.argsort(-scores[0])[:4]) == [1, 2, 3, 4]
+
+
+def test_best_threshold_maximises_f1() -> None:
+    labels = np.array([0, 0, 1, 1, 1, 0])
+    scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9, 0.7])
+    # Cut 0.3 catches all three positives with one false positive (0.7): F1 = 6/7; cut 0.8 gives 0.8.
+    assert best_threshold(labels, scores) == pytest.approx(0.3)
+
+
+def test_full_ranks_with_ties_never_flatter() -> None:
+    scores = np.array([[1.0, 2.0, 2.0, 0.5]])
+    assert full_ranks(scores, np.array([1])).tolist() == [1]  # tied with item 2: counted above it
+    assert full_ranks(scores, np.array([3])).tolist() == [3]
+
+
+def test_sequence_loss_uses_only_real_next_items() -> None:
+    tf = pytest.importorskip("tensorflow")
+    from shopper_profiles.model.network import sequence_loss
+
+    hidden = np.array([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.5]]], dtype=np.float32)
+    table = np.array([[0, 0], [0, 0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    item_seq = np.array([[0, 2, 1, 3]], dtype=np.int32)  # targets 2, [MASK], 3: positions 0 and 2 count
+    loss = float(sequence_loss(tf.constant(hidden), tf.constant(item_seq), tf.constant(table)))
+
+    def ce(h: np.ndarray, target: int) -> float:
+        logits = table @ h
+        return float(np.log(np.exp(logits).sum()) - logits[target])
+
+    assert loss == pytest.approx((ce(hidden[0, 0], 2) + ce(hidden[0, 2], 3)) / 2, rel=1e-5)

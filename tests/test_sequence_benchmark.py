@@ -1,0 +1,95 @@
+"""The leave-one-out sequence benchmark: file reading, the split, the windows, and a real
+(small) causal TFBertModel run on a file of that format with a learnable pattern."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_job
+from shopper_profiles.model.sequential import (
+    SequentialSpec,
+    evaluation_inputs,
+    read_sequences,
+    run_benchmark,
+    training_windows,
+)
+
+
+def test_read_sequences_skips_short_users_and_reads_attributes(tmp_path) -> None:
+    path = tmp_path / "seq.txt"
+    path.write_text("u1 1 2 3 4\nu2 5 6\n\nu3 2 4 6\n")
+    attrs = tmp_path / "attrs.json"
+    attrs.write_text(json.dumps({"1": [0, 3], "6": [2]}))
+    data = read_sequences(path, attrs)
+    assert data.users == ["u1", "u3"] and data.skipped_short == 1  # u2 has 2 items: no leave-one-out
+    assert data.n_items == 7  # largest id 6 (+ padding 0); u2's items still count for the catalogue
+    assert data.attributes is not None and data.attributes[1].tolist() == [1, 4] and data.attributes[6].tolist() == [3, 0]
+    assert data.n_attributes == 5
+
+
+@pytest.mark.parametrize("line, message", [("u1 1 x 3", "integer item ids"), ("u1 0 1 2", ">= 1")])
+def test_read_sequences_names_the_bad_line(tmp_path, line: str, message: str) -> None:
+    path = tmp_path / "seq.txt"
+    path.write_text(f"u0 1 2 3\n{line}\n")
+    with pytest.raises(ValueError, match=rf"seq.txt:2: .*{message}"):
+        read_sequences(path)
+
+
+def test_leave_one_out_split_and_windows_keep_every_training_target() -> None:
+    sequences = [np.arange(1, 8, dtype=np.int32), np.array([3, 4, 5], dtype=np.int32)]
+    inputs, targets, histories = evaluation_inputs(sequences, 4, "validation")
+    assert targets.tolist() == [6, 4] and histories[0].tolist() == [1, 2, 3, 4, 5]
+    assert inputs.tolist() == [[2, 3, 4, 5], [0, 0, 0, 3]]
+    _, test_targets, test_histories = evaluation_inputs(sequences, 4, "test")
+    assert test_targets.tolist() == [7, 5] and test_histories[1].tolist() == [3, 4]
+    # Training history of user 0 is 1..5 (validation and test items held out): 4 next-item targets,
+    # cut into windows of at most 3 inputs; user 1 (history [3]) has no target.
+    x, y = training_windows(sequences, 3)
+    assert x.tolist() == [[2, 3, 4], [0, 0, 1]] and y.tolist() == [[3, 4, 5], [0, 0, 2]]
+    assert int((y > 0).sum()) == 4
+
+
+def _pattern_file(path, users: int = 400, items: int = 60, seed: int = 0) -> None:
+    """Each user walks the catalogue in steps of one from a random start: the next item is
+    always the last + 1, a pattern a sequence model must learn and popularity cannot."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for user in range(users):
+        start, length = int(rng.integers(0, items)), int(rng.integers(5, 12))
+        lines.append(" ".join([f"user{user}", *[str((start + k) % items + 1) for k in range(length)]]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
+    path = tmp_path / "walks.txt"
+    _pattern_file(path)
+    spec = SequentialSpec(hidden_size=32, layers=1, heads=2, dropout=0.1, batch_size=64, learning_rate=0.005, minutes=2,
+                          max_epochs=15, eval_every=5, patience=3, threads=2)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_benchmark(str(path), None, spec, tracking, "bench-test")
+    model, popularity = result["metrics"], result["baselines"]["popularity"]
+    assert result["users"] == 400 and result["items"] == 60
+    assert {"test_full_ndcg@10", "test_sampled100_ndcg@10", "validation_full_hr@20"} <= set(model)
+    assert model["test_full_hr@10"] > 0.9 > popularity["test_full_hr@10"]  # popularity is flat here: ~10/60
+    assert result["baselines"]["item_cooccurrence"]["test_full_hr@5"] == 1.0  # the walk is a pure transition
+
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking)
+    run = mlflow.get_run(result["mlflow_run_id"])
+    assert run.data.metrics["test_full_ndcg_at_10"] == pytest.approx(model["test_full_ndcg@10"])
+    assert "protocol" in run.data.tags
+
+
+@pytest.mark.slow
+def test_the_job_runs_on_any_file_of_the_format(tmp_path) -> None:
+    path = tmp_path / "walks.txt"
+    _pattern_file(path, users=120, items=30, seed=1)
+    out = tmp_path / "report.json"
+    report = run_job("benchmark_sequences", ["--sequences", str(path), "--minutes", "0.2", "--max-epochs", "1",
+                                             "--out", str(out), "--conf-override", f"lakehouse.root={tmp_path / 'lh'}"])
+    assert report["epochs"] == 1 and report["attributes_path"] is None
+    assert json.loads(out.read_text())["metrics"]["test_full_hr@10"] == pytest.approx(report["metrics"]["test_full_hr@10"])
