@@ -6,7 +6,8 @@ import pytest
 from conftest import run_job
 from pyspark.sql import SparkSession
 
-SMALL = ["simulator.users=120", "simulator.days=20", "simulator.items_per_leaf=10"]
+SMALL = ["simulator.users=120", "simulator.days=20", "simulator.items_per_leaf=10", "model.hidden_size=16", "model.layers=1",
+         "model.max_len=20", "model.batch_size=16", "model.epochs=2", "model.text_init=false"]
 
 
 def overrides(root) -> list[str]:
@@ -38,3 +39,7 @@ def test_ingest_then_backfill_then_whole_pipeline(spark: SparkSession, tmp_path,
     sequences = DeltaTable(str(tmp_path / "whole" / "silver" / "behaviour_sequences")).to_pyarrow_table()
     assert sequences.num_rows == whole["features"]["active_users"]
     assert max(sequences.column("sequence_length").to_pylist()) <= 50
+    # The training snapshot is the horizon (14 days) before the latest one: its labels are observed.
+    assert whole["training_set"]["training_set"]["as_of"] == "2024-01-07"
+    assert whole["train"]["champion"] is True and whole["train"]["model_version"] == "1"
+    assert whole["evaluate"]["model_version"] == "1" and whole["evaluate"]["rows"] > 50

@@ -29,7 +29,8 @@ def test_training_set_then_train_register_and_score(spark: SparkSession, tmp_pat
     from deltalake import DeltaTable
 
     rows = DeltaTable(str(root / "gold" / "training_set")).to_pyarrow_table().to_pylist()
-    assert all(len(r["item_seq"]) == 20 and len(r["tabular"]) == 37 for r in rows)
+    # 37 scalar features, then the need family's category affinity, one share per category.
+    assert all(len(r["item_seq"]) == 20 and len(r["tabular"]) == 37 + built["categories"] for r in rows)
     # Labels come only from [D, D + 14 days): a user with no event there is labelled churned.
     events = spark.read.parquet(*DeltaTable(str(root / "bronze" / "events")).file_uris())
     window = events.where((F.col("ts") >= "2024-01-30") & (F.col("ts") < "2024-02-13"))

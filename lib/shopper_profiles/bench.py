@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shopper_profiles.config import PROJECT_ROOT, add_config_arguments, config_from_args
@@ -173,8 +173,10 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
     from shopper_profiles.ingestion import Ingestion
     from shopper_profiles.model.build import build_training_set
     from shopper_profiles.model.dataset import VOCAB, tabular_names, training_spec
+    from shopper_profiles.model.evaluation import evaluate_snapshot
     from shopper_profiles.model.launch import run_horovodrun
     from shopper_profiles.model.network import ModelSpec
+    from shopper_profiles.model.tracking import train_and_register
     from shopper_profiles.sources import land_source
     from shopper_profiles.spark import build_spark
     from shopper_profiles.storage import open_store
@@ -187,16 +189,18 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
     spark = build_spark(config)
     store = open_store(spark, config)
     batch, window, load_id = land_source(spark, config, "simulator")
+    if window is None:
+        raise RuntimeError("the simulator landed no window")
     Ingestion(spark, store, config, batch, window, load_id).run()
-    as_of = window[1]
+    as_of = window[1] - timedelta(days=config.model.horizon_days)  # labels need the following window
     build_snapshot(spark, store, config, as_of)
     built = build_training_set(spark, store, config, as_of)
     m = config.model
     n_items = int(store.read(VOCAB).agg({"item_idx": "max"}).collect()[0][0]) + 1
-    spec = ModelSpec(n_items=n_items, n_tabular=len(tabular_names()), n_categories=int(built["categories"]),
+    spec = ModelSpec(n_items=n_items, n_tabular=len(tabular_names()) + int(built["categories"]),
+                     n_categories=int(built["categories"]),
                      max_len=m.max_len, hidden_size=m.hidden_size, layers=m.layers, heads=m.heads)
     files = [f for f in store.file_uris(training_spec(m.max_len)) if f"snapshot_date={as_of}" in f]
-    spark.stop()
     layouts = []
     for procs, threads in TRAINING_LAYOUTS:
         work = RESULTS / f"train-{procs}x{threads}"
@@ -215,7 +219,15 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
                         "input_wait_share": round(wait, 4), "final_loss": round(ranks[0]["history"][-1]["loss"], 4)})
         shutil.rmtree(work, ignore_errors=True)
     by_layout = {(x["processes"], x["threads_per_process"]): x["sequences_per_s"] for x in layouts}
-    return {"users": args.training_users, "train_rows": built["splits"].get("train", 0), "n_items": n_items,
+    # Quality on the same shop: the configured training (make run's), then the evaluation job.
+    trained, train_s = timed(train_and_register, store, config, as_of, 2)
+    evaluation, evaluate_s = timed(evaluate_snapshot, spark, store, config, as_of)
+    spark.stop()
+    return {"quality": {"as_of": str(as_of), "epochs": m.epochs, "train_s": round(train_s, 1), "evaluate_s": round(evaluate_s, 1),
+                        "model_version": trained["model_version"], "test_users": evaluation["test_users"],
+                        "validation_users": evaluation["validation_users"], "headline": evaluation["headline"],
+                        "markdown": evaluation["markdown"]},
+            "users": args.training_users, "train_rows": built["splits"].get("train", 0), "n_items": n_items,
             "batch_per_rank": m.batch_size, "epochs": args.training_epochs, "steps_per_epoch": args.training_steps,
             "model": spec.to_dict(), "layouts": layouts,
             "scaling_efficiency_2proc": round(by_layout[(2, 1)] / (2 * by_layout[(1, 1)]), 3),
@@ -240,6 +252,27 @@ def render_training(result: dict[str, Any], meta: dict[str, Any]) -> str:
                      f"{x['input_wait_share']:.2%} | {x['final_loss']} |")
     lines += ["", f"Scaling efficiency, 2 processes vs 1 (1 thread each): **{result['scaling_efficiency_2proc']:.2f}** "
                   f"(1.0 = linear); 1 process with 2 threads vs 1: {result['threads_speedup_1proc']:.2f}x."]
+    return "\n".join(lines) + "\n"
+
+
+def render_quality(result: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The evaluation job's numbers on the simulated shop: model vs traditional profiles."""
+    q = result["quality"]
+    lines = ["## Profile model vs traditional profiles on the simulator ([4/7])", "", *_meta_lines(meta),
+             f"- Shop: the training suite's ({result['users']:,} simulated users); snapshot D = {q['as_of']} (labels from "
+             f"the following 14 days); model trained with the configured settings ({q['epochs']} epochs, 2 Horovod ranks) "
+             f"in {q['train_s']} s, evaluated in {q['evaluate_s']} s on {q['test_users']} test users "
+             f"(threshold choice on {q['validation_users']} validation users).",
+             "- Protocol: `jobs/evaluate_profile_model.py`; every row names its protocol (full ranking keeps the "
+             "user's history in the candidates; sampled100 = target vs 100 uniform unseen items; ties rank against a "
+             "method). Ratio = profile model / best traditional method, whichever way it goes.", "",
+             "| task | metric | protocol | profile model | best traditional | its value | ratio |", "|---|---|---|---|---|---|---|"]
+    for h in q["headline"]:
+        ratio = "n/a" if h["ratio"] is None else f"{h['ratio']:.2f}x"
+        lines.append(f"| {h['task']} | {h['metric']} | {h['protocol']} | {h['profile_model']:.4f} | {h['best_traditional']} | "
+                     f"{h['traditional']:.4f} | {ratio} |")
+    lines += ["", "<details><summary>Every number of that evaluation</summary>", "",
+              *q["markdown"].splitlines()[4:], "", "</details>"]
     return "\n".join(lines) + "\n"
 
 
@@ -330,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "training" in suites:
         out["training"] = bench_training(args)
         write_section("training", render_training(out["training"], meta))
+        write_section("quality", render_quality(out["training"], meta))
     if "sequences" in suites:
         out["sequences"] = bench_sequences(args)
         write_section("sequences", render_sequences(out["sequences"], meta))

@@ -136,6 +136,7 @@ class ModelConfig(_Strict):
     learning_rate: float = Field(gt=0)
     seed: int
     text_init: bool = Field(description="initialise item embeddings from MiniLM over titles")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="BERT hidden and attention dropout")
 
 
 class PrivacyConfig(_Strict):

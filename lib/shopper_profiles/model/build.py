@@ -36,12 +36,14 @@ def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, a
     vocab = item_vocab(store.read(ITEMS), events)
     store.overwrite(vocab, VOCAB)
     vocab = store.read(VOCAB).cache()
-    n_categories = max(1, vocab.where(F.col("category_idx").isNotNull()).select("category_idx").distinct().count())
+    categories = [r["category"] for r in vocab.where(F.col("category_idx").isNotNull()).select("category", "category_idx")
+                  .distinct().orderBy("category_idx").collect()] or ["unknown"]
+    n_categories = len(categories)
     spec = training_spec(config.model.max_len)
     store.create(spec)
     examples = training_examples(snapshot["sequences"], snapshot["basic"], snapshot["behaviour"], snapshot["need"],
                                  snapshot["social"], events, vocab, as_of, config.model.horizon_days,
-                                 config.model.max_len, n_categories)
+                                 config.model.max_len, categories)
     # Several files, so Petastorm can hand each rank its own row groups.
     version = store.overwrite(examples, spec, window={"snapshot_date": as_of}, target_files=8)
     counts: dict[str, int] = dict(store.read(spec).where(F.col("snapshot_date") == F.lit(as_of)).groupBy("split").count().collect())

@@ -94,9 +94,12 @@ def _left_pad(values: Column, length: int) -> Column:
 
 def training_examples(
     sequences: DataFrame, basic: DataFrame, behaviour: DataFrame, need: DataFrame, social: DataFrame,
-    events: DataFrame, vocab: DataFrame, as_of: date, horizon_days: int, max_len: int, n_categories: int,
+    events: DataFrame, vocab: DataFrame, as_of: date, horizon_days: int, max_len: int, categories: Sequence[str],
 ) -> DataFrame:
-    """Pure: snapshot-D feature rows + events in [D, D+horizon) -> one model-ready row per user."""
+    """Pure: snapshot-D feature rows + events in [D, D+horizon) -> one model-ready row per user.
+    ``categories`` (by ``category_idx``) lay the need family's category affinity out as a
+    vector after the scalar features: ``tabular`` = TABULAR_FEATURES then one share per category."""
+    n_categories = len(categories)
     start, end = as_of_ts(as_of), as_of_ts(as_of + timedelta(days=horizon_days))
     index = F.broadcast(vocab.select("item_id", "item_idx"))
     type_index = F.create_map(*[x for i, t in enumerate(EVENT_TYPES) for x in (F.lit(t), F.lit(i + 1))])
@@ -124,6 +127,7 @@ def training_examples(
     for column, transform, fill in TABULAR_FEATURES:
         value = F.coalesce(F.col(column).cast("double"), F.lit(fill))
         values.append((F.log1p(F.greatest(value, F.lit(0.0))) if transform == "log1p" else value).cast("float"))
+    values += [F.coalesce(F.col("category_affinity_90d")[name], F.lit(0.0)).cast("float") for name in categories]
     ages = F.create_map(*[x for i, a in enumerate(AGE_BANDS) for x in (F.lit(a), F.lit(i))])
     genders = F.create_map(*[x for i, g in enumerate(GENDERS) for x in (F.lit(g), F.lit(i))])
     tab = tab.select(

@@ -56,12 +56,18 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None) -> Any:
                            else keras.initializers.TruncatedNormal(stddev=0.02))
             self.item_embedding = self.add_weight(name="item_embedding", shape=(spec.n_items, spec.hidden_size),
                                                   initializer=initializer, trainable=True)
+            # Per-item output bias: popularity is most of what a next-item score knows at first.
+            self.item_bias = self.add_weight(name="item_bias", shape=(spec.n_items,), initializer="zeros", trainable=True)
             self.time_embedding = keras.layers.Embedding(TIME_BUCKETS + 1, spec.hidden_size, name="time_embedding")
             self.bert = TFBertModel(config, name="bert")
-            self.tabular_norm = keras.layers.LayerNormalization(name="tabular_norm")
+            # Per-feature scaling (LayerNorm would mix a row's unrelated features into one scale).
+            self.tabular_norm = keras.layers.BatchNormalization(name="tabular_norm")
             self.tabular_tower = keras.Sequential([keras.layers.Dense(spec.hidden_size, activation="gelu"),
                                                    keras.layers.Dense(spec.hidden_size)], name="tabular_tower")
             self.user_projection = keras.layers.Dense(spec.hidden_size, activation="tanh", name="user_embedding")
+            # What the tables know (category affinity, recency) shifts the sequence's next-item
+            # query; zero-initialised, so training starts from the sequence alone.
+            self.query_shift = keras.layers.Dense(spec.hidden_size, kernel_initializer="zeros", name="query_shift")
             self.category_head = keras.layers.Dense(spec.n_categories, name="interests")
             self.intent_head = keras.layers.Dense(1, name="purchase_intent")
             self.churn_head = keras.layers.Dense(1, name="churn")
@@ -77,12 +83,15 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None) -> Any:
             bert_inputs = {"inputs_embeds": embeds, "token_type_ids": inputs["type_seq"], "attention_mask": mask}
             hidden = self.bert(bert_inputs, training=training).last_hidden_state
             last = hidden[:, -1, :]  # sequences are left-padded: the last position is the latest event
-            tabular = self.tabular_tower(self.tabular_norm(inputs["tabular"]))
+            tabular = self.tabular_tower(self.tabular_norm(inputs["tabular"], training=training))
             user = self.user_projection(tf.concat([last, tabular], axis=-1))
+            # Causal: the last position is trained at every history step to predict the next item,
+            # so it scores the next item directly; otherwise the joined user embedding does.
+            scorer = last + self.query_shift(tabular) if spec.causal else user
             return {
                 "sequence_hidden": hidden,
                 "user_embedding": user,
-                "next_item_logits": tf.matmul(user, self.item_embedding, transpose_b=True),
+                "next_item_logits": tf.matmul(scorer, self.item_embedding, transpose_b=True) + self.item_bias,
                 "interest_logits": self.category_head(user),
                 "intent_logit": tf.squeeze(self.intent_head(user), -1),
                 "churn_logit": tf.squeeze(self.churn_head(user), -1),
@@ -98,7 +107,7 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None) -> Any:
     return model
 
 
-def sequence_loss(hidden: Any, item_seq: Any, item_table: Any) -> Any:
+def sequence_loss(hidden: Any, item_seq: Any, item_table: Any, item_bias: Any = None) -> Any:
     """Causal next-item loss at every history position (full softmax over the items): the
     history itself is the densest label a shopper gives."""
     import tensorflow as tf
@@ -106,11 +115,14 @@ def sequence_loss(hidden: Any, item_seq: Any, item_table: Any) -> Any:
     targets = item_seq[:, 1:]
     present = targets >= FIRST_ITEM  # padding and item-less events (searches) are no targets
     logits = tf.matmul(tf.boolean_mask(hidden[:, :-1, :], present), item_table, transpose_b=True)
+    if item_bias is not None:
+        logits += item_bias
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.boolean_mask(targets, present), logits)
     return tf.reduce_sum(losses) / tf.maximum(tf.cast(tf.size(losses), tf.float32), 1.0)
 
 
-def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any], item_seq: Any = None, item_table: Any = None) -> Any:
+def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any], item_seq: Any = None, item_table: Any = None,
+                   item_bias: Any = None) -> Any:
     """Sum of the head losses; each head counts only the rows that have its label. With the
     input ``item_seq`` and the item table (causal models), the history's next-item loss joins."""
     import tensorflow as tf
@@ -134,7 +146,7 @@ def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any], item_seq: An
     parts = {"next_item": item_loss, "interests": interest, "intent": intent, "churn": churn, "price": price,
              "age": age, "gender": gender}
     if item_seq is not None and item_table is not None:
-        parts["sequence"] = sequence_loss(outputs["sequence_hidden"], item_seq, item_table)
+        parts["sequence"] = sequence_loss(outputs["sequence_hidden"], item_seq, item_table, item_bias)
     return tf.add_n(list(parts.values())), parts
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from shopper_profiles.bronze import AGE_BANDS, GENDERS
 from shopper_profiles.config import PROJECT_ROOT, Config
-from shopper_profiles.model.dataset import VOCAB, tabular_names, training_spec
+from shopper_profiles.model.dataset import VOCAB, training_spec
 from shopper_profiles.model.inputs import load_shard
 from shopper_profiles.model.metrics import binary_report, full_ranks, ranking_report
 from shopper_profiles.model.network import ModelSpec
@@ -144,9 +144,10 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
         raise ValueError(f"no training rows for {as_of}; run jobs/build_training_set.py --as-of {as_of} first")
     vocab = store.read(VOCAB)
     n_items = int(vocab.agg({"item_idx": "max"}).collect()[0][0]) + 1
-    n_categories = len(snapshot.select("next_categories").limit(1).collect()[0][0])
-    spec = ModelSpec(n_items=n_items, n_tabular=len(tabular_names()), n_categories=n_categories, max_len=m.max_len,
-                     hidden_size=m.hidden_size, layers=m.layers, heads=m.heads)
+    first = snapshot.select("next_categories", "tabular").limit(1).collect()[0]
+    n_categories, n_tabular = len(first["next_categories"]), len(first["tabular"])
+    spec = ModelSpec(n_items=n_items, n_tabular=n_tabular, n_categories=n_categories, max_len=m.max_len,
+                     hidden_size=m.hidden_size, layers=m.layers, heads=m.heads, dropout=m.dropout)
     # Only this snapshot's files: the reader must not see other snapshots' rows.
     files = [f for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
     work = Path(tempfile.mkdtemp(prefix="profile-train-"))

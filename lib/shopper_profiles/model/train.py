@@ -63,8 +63,8 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
     def train_step(features: dict[str, Any], labels: dict[str, Any], first: bool) -> Any:
         with tf.GradientTape() as tape:
             outputs = model(features, training=True)
-            table = model.item_embedding if spec.causal else None
-            loss, parts = multitask_loss(outputs, labels, features["item_seq"], table)
+            table, bias = (model.item_embedding, model.item_bias) if spec.causal else (None, None)
+            loss, parts = multitask_loss(outputs, labels, features["item_seq"], table, bias)
         tape = hvd.DistributedGradientTape(tape)  # distributed: allreduce gradients
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
