@@ -111,6 +111,11 @@ def _text_rules(columns: Sequence[str], cfg: IngestConfig) -> list[Rule]:
     return rules
 
 
+def latest_plausible(cfg: IngestConfig, load_time: datetime) -> Column:
+    """Timestamps after the load time plus the clock-skew tolerance are from the future."""
+    return F.lit(load_time).cast("timestamp") + F.make_interval(mins=F.lit(cfg.future_tolerance_minutes))
+
+
 def event_rules(cfg: IngestConfig, load_time: datetime, window: tuple[date, date] | None) -> list[Rule]:
     """The ordered rule list for events (first broken rule wins)."""
     ts = parse_timestamp(F.col("ts"))
@@ -120,7 +125,7 @@ def event_rules(cfg: IngestConfig, load_time: datetime, window: tuple[date, date
     device = F.lower(F.trim(F.col("device")))
     codes = [c.upper() for c in cfg.non_product_codes]
     needs_quantity = etype.isin("add_to_cart", "remove_from_cart", "purchase", "return")
-    future_limit = F.lit(load_time).cast("timestamp") + F.make_interval(mins=F.lit(cfg.future_tolerance_minutes))
+    future_limit = latest_plausible(cfg, load_time)
     rules = [
         Rule("missing_event_id", _blank(F.col("event_id")), F.lit("event_id is empty")),
         Rule("missing_user_id", _blank(F.col("user_id")), F.lit("user_id is empty")),
@@ -289,7 +294,7 @@ def validate_items(raw: DataFrame, cfg: IngestConfig) -> DataFrame:
 def validate_social_edges(raw: DataFrame, cfg: IngestConfig, load_time: datetime) -> DataFrame:
     raw = as_landed_strings(raw, "social_edges")
     ts = parse_timestamp(F.col("ts"))
-    future_limit = F.lit(load_time).cast("timestamp") + F.make_interval(mins=F.lit(cfg.future_tolerance_minutes))
+    future_limit = latest_plausible(cfg, load_time)
     rules = [
         Rule("missing_user_id", _blank(F.col("src_user_id")) | _blank(F.col("dst_user_id")), F.lit("an endpoint is empty")),
         Rule("self_edge", F.trim(F.col("src_user_id")) == F.trim(F.col("dst_user_id")), F.lit("src equals dst")),
