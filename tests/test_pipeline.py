@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 from conftest import run_job
 from pyspark.sql import SparkSession
@@ -36,7 +38,8 @@ def test_ingest_then_backfill_then_whole_pipeline(spark: SparkSession, tmp_path,
     assert whole["smoke"]["rows"] == 10_000
     assert whole["ingest"]["balanced"]
     assert whole["features"]["as_of"] == "2024-01-21" and whole["features"]["active_users"] > 100
-    sequences = DeltaTable(str(tmp_path / "whole" / "silver" / "behaviour_sequences")).to_pyarrow_table()
+    sequences = DeltaTable(str(tmp_path / "whole" / "silver" / "behaviour_sequences")).to_pyarrow_table(
+        filters=[("snapshot_date", "=", date(2024, 1, 21))])  # the training snapshot (01-07) is there too
     assert sequences.num_rows == whole["features"]["active_users"]
     assert max(sequences.column("sequence_length").to_pylist()) <= 50
     # The training snapshot is the horizon (14 days) before the latest one: its labels are observed.

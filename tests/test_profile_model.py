@@ -20,7 +20,7 @@ def test_training_set_then_train_register_and_score(spark: SparkSession, tmp_pat
                  "model.text_init=true"):
         conf += ["--conf-override", item]
     run_job("ingest_events", ["--source", "simulator", *conf])
-    as_of = "2024-01-30"
+    as_of = "2024-01-26"  # 40 simulated days end 2024-02-10: the 14-day label window must fit
     run_job("build_features", ["--as-of", as_of, *conf])
     built = run_job("build_training_set", ["--as-of", as_of, *conf])
     assert set(built["splits"]) == {"train", "validation", "test"}
@@ -33,7 +33,7 @@ def test_training_set_then_train_register_and_score(spark: SparkSession, tmp_pat
     assert all(len(r["item_seq"]) == 20 and len(r["tabular"]) == 37 + built["categories"] for r in rows)
     # Labels come only from [D, D + 14 days): a user with no event there is labelled churned.
     events = spark.read.parquet(*DeltaTable(str(root / "bronze" / "events")).file_uris())
-    window = events.where((F.col("ts") >= "2024-01-30") & (F.col("ts") < "2024-02-13"))
+    window = events.where((F.col("ts") >= "2024-01-26") & (F.col("ts") < "2024-02-09"))
     active_next = {r.user_id for r in window.select("user_id").distinct().collect()}
     assert {r["user_id"] for r in rows if r["churn_next"] == 0.0} == active_next & {r["user_id"] for r in rows}
     buyers = {r.user_id for r in window.where("event_type = 'purchase'").select("user_id").distinct().collect()}

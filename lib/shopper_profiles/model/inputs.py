@@ -44,7 +44,10 @@ def load_shard(paths: Sequence[str], rank: int = 0, size: int = 1, split: str | 
     parts = list(read_shard(paths, rank, size, split))
     if not parts:
         return {}
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    data = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    # The reader's thread pool returns row groups in any order: sort, so a seed fixes the batches.
+    order = np.argsort(data["user_id"], kind="stable")
+    return {name: values[order] for name, values in data.items()}
 
 
 def to_tf_dataset(arrays: dict[str, Any], batch_size: int, shuffle_seed: int | None = None, repeat: bool = False) -> Any:

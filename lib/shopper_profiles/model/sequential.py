@@ -266,8 +266,11 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
     import tensorflow as tf
 
     threads = spec.threads or (os.cpu_count() or 2)
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(2)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(2)
+    except RuntimeError:  # TF already running in this process (a notebook, a test session): keep its pools
+        logger.warning("TensorFlow is already initialised; thread settings left as they are")
     tf.keras.utils.set_random_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
 
