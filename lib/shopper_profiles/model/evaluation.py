@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -49,6 +49,7 @@ from shopper_profiles.model.metrics import (
     spearman,
     top_k_recall,
 )
+from shopper_profiles.model.network import predict
 from shopper_profiles.storage import DeltaStore, TableSpec
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,6 @@ EVALUATION = TableSpec(
 FULL = "full ranking over all items, history included"
 SAMPLED = "target vs 100 uniform unseen negatives"
 BINARY = "test users; threshold maximising F1 on validation users"
-RANKED = "test users; threshold-free"
 
 
 class Results:
@@ -83,6 +83,11 @@ class Results:
             self.rows.append({"method": method, "task": task, "metric": metric, "protocol": protocol,
                               "value": None if value is None or math.isnan(value) else float(value), "users": int(users)})
 
+    def value(self, method: str, task: str, metric: str, protocol: str | None = None) -> float | None:
+        """The first measured value of ``method`` for (task, metric), optionally under ``protocol``."""
+        return next((r["value"] for r in self.rows if (r["method"], r["task"], r["metric"]) == (method, task, metric)
+                     and (protocol is None or r["protocol"] == protocol)), None)
+
 
 def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     """The score cut that maximises F1 (ties: the higher cut)."""
@@ -93,19 +98,6 @@ def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
         if f1 >= best_f1:
             best, best_f1 = float(cut), f1
     return best
-
-
-def model_outputs(model: Any, arrays: dict[str, np.ndarray], batch: int = 512) -> dict[str, np.ndarray]:
-    import tensorflow as tf
-
-    parts: list[dict[str, np.ndarray]] = []
-    for start in range(0, len(arrays["item_seq"]), batch):
-        rows = slice(start, start + batch)
-        inputs = {k: tf.constant(arrays[k][rows].astype(np.int32)) for k in ("item_seq", "type_seq", "time_seq")}
-        inputs["tabular"] = tf.constant(arrays["tabular"][rows].astype(np.float32))
-        out = model(inputs, training=False)
-        parts.append({k: v.numpy() for k, v in out.items()})
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -153,18 +145,22 @@ def binary_results(results: Results, task: str, candidates: dict[str, tuple[np.n
         results.add(method, task, report, BINARY, len(test_labels))
 
 
-def _need_rules(spark: SparkSession, store: DeltaStore, config: Config, as_of: date, users: Sequence[str]) -> dict[str, dict[str, Any]]:
+def _users_frame(spark: SparkSession, users: Sequence[str] | np.ndarray) -> DataFrame:
+    """The given user ids as a one-column frame to join on (numpy strings made plain)."""
+    return F.broadcast(spark.createDataFrame([(str(u),) for u in users], "user_id string"))
+
+
+def _need_rules(spark: SparkSession, store: DeltaStore, as_of: date, users: Sequence[str]) -> dict[str, dict[str, Any]]:
     need = store.read(need_spec()).where(F.col("snapshot_date") == F.lit(as_of))
-    wanted = spark.createDataFrame([(str(u),) for u in users], "user_id string")
-    rows = need.join(F.broadcast(wanted), "user_id").select(
+    rows = need.join(_users_frame(spark, users), "user_id").select(
         "user_id", "purchase_intent_rule", "churn_risk_rule", "r_score", "f_score", "paid_vs_category_median_90d",
         "category_affinity_90d").collect()
     return {r["user_id"]: r.asDict() for r in rows}
 
 
 def _rule_vector(rules: dict[str, dict[str, Any]], users: np.ndarray, name: str, fill: float = 0.0) -> np.ndarray:
-    return np.asarray([(rules.get(u, {}).get(name) if rules.get(u, {}).get(name) is not None else fill) for u in users],
-                      dtype=np.float64)
+    values = (rules.get(u, {}).get(name) for u in users)
+    return np.asarray([fill if v is None else v for v in values], dtype=np.float64)
 
 
 def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as_of: date, model_uri: str | None = None,
@@ -194,7 +190,7 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
         raise ValueError(f"cannot load {model_uri}: {error}; train one first (jobs/train_profile_model.py)") from error
     version = _model_version(model_uri)
     model = wrapper.model
-    out_test, out_val = model_outputs(model, test), model_outputs(model, validation)
+    out_test, out_val = predict(model, test), predict(model, validation)
 
     vocab = store.read(VOCAB).select("item_idx", "category", "category_idx").collect()
     n_items = out_test["next_item_logits"].shape[1]
@@ -210,16 +206,15 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
     # Pre-D histories of every user fit the baselines: all of it is known at D.
     next_item_results(results, test, out_test["next_item_logits"], _histories(data), item_category, n_categories, seed)
 
-    rules = _need_rules(spark, store, config, as_of, [*test["user_id"], *validation["user_id"]])
+    rules = _need_rules(spark, store, as_of, [*test["user_id"], *validation["user_id"]])
 
     def rule(name: str, fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         return _rule_vector(rules, validation["user_id"], name, fill), _rule_vector(rules, test["user_id"], name, fill)
 
-    rfm_val = (_rule_vector(rules, validation["user_id"], "r_score") + _rule_vector(rules, validation["user_id"], "f_score")) / 10
-    rfm_test = (_rule_vector(rules, test["user_id"], "r_score") + _rule_vector(rules, test["user_id"], "f_score")) / 10
+    (r_val, r_test), (f_val, f_test) = rule("r_score"), rule("f_score")
     binary_results(results, "purchase_next_window", {
         "profile_model": (_sigmoid(out_val["intent_logit"]), _sigmoid(out_test["intent_logit"])),
-        "intent_rule": rule("purchase_intent_rule"), "rfm_rule": (rfm_val, rfm_test),
+        "intent_rule": rule("purchase_intent_rule"), "rfm_rule": ((r_val + f_val) / 10, (r_test + f_test) / 10),
     }, validation["purchase_next"], test["purchase_next"])
     binary_results(results, "churn_next_window", {
         "profile_model": (_sigmoid(out_val["churn_logit"]), _sigmoid(out_test["churn_logit"])),
@@ -273,8 +268,7 @@ def _truth_results(results: Results, spark: SparkSession, store: DeltaStore, as_
     """Planted-truth recovery on the simulator; False when there is no truth table (real data)."""
     if not store.exists(PLANTED_TRUTH):
         return False
-    wanted = spark.createDataFrame([(str(u),) for u in test["user_id"]], "user_id string")
-    truth = {r["user_id"]: r for r in store.read(PLANTED_TRUTH).join(F.broadcast(wanted), "user_id").collect()}
+    truth = {r["user_id"]: r for r in store.read(PLANTED_TRUTH).join(_users_frame(spark, test["user_id"]), "user_id").collect()}
     index = [i for i, u in enumerate(test["user_id"]) if u in truth]
     if not index:
         return False
@@ -333,12 +327,8 @@ def headline(results: Results) -> list[dict[str, Any]]:
     """Model vs the best traditional method per task: the measured ratio, whichever way it goes."""
     out = []
     for task, metric, protocol, rivals in HEADLINES:
-        def pick(method: str, task: str = task, metric: str = metric, protocol: str | None = protocol) -> float | None:
-            return next((r["value"] for r in results.rows if (r["method"], r["task"], r["metric"]) == (method, task, metric)
-                         and (protocol is None or r["protocol"] == protocol)), None)
-        ours = pick("profile_model")
-        scored = [(m, pick(m)) for m in rivals]
-        scored = [(m, v) for m, v in scored if v is not None]
+        ours = results.value("profile_model", task, metric, protocol)
+        scored = [(m, v) for m in rivals if (v := results.value(m, task, metric, protocol)) is not None]
         if ours is None or not scored:
             continue
         best_name, best = max(scored, key=lambda mv: mv[1] or 0.0)

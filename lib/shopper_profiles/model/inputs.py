@@ -50,6 +50,16 @@ def load_shard(paths: Sequence[str], rank: int = 0, size: int = 1, split: str | 
     return {name: values[order] for name, values in data.items()}
 
 
+SEQUENCE_INPUTS = ("item_seq", "type_seq", "time_seq")
+
+
+def model_inputs(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The model's four inputs in the dtypes it was built with (token ids int32, tabular float32)."""
+    features = {k: np.asarray(arrays[k]).astype(np.int32) for k in SEQUENCE_INPUTS}
+    features["tabular"] = np.asarray(arrays["tabular"]).astype(np.float32)
+    return features
+
+
 def to_tf_dataset(arrays: dict[str, Any], batch_size: int, shuffle_seed: int | None = None, repeat: bool = False) -> Any:
     """Model features and labels from the arrays, as a batched tf.data pipeline.
 
@@ -59,8 +69,7 @@ def to_tf_dataset(arrays: dict[str, Any], batch_size: int, shuffle_seed: int | N
     """
     import tensorflow as tf
 
-    features = {k: arrays[k].astype(np.int32) for k in ("item_seq", "type_seq", "time_seq")}
-    features["tabular"] = arrays["tabular"].astype(np.float32)
+    features = model_inputs(arrays)
     labels = {
         "next_item": arrays["next_item"].astype(np.int32),
         "next_categories": arrays["next_categories"].astype(np.float32),

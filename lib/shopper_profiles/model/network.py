@@ -107,18 +107,36 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None) -> Any:
     return model
 
 
-def sequence_loss(hidden: Any, item_seq: Any, item_table: Any, item_bias: Any = None) -> Any:
-    """Causal next-item loss at every history position (full softmax over the items): the
-    history itself is the densest label a shopper gives."""
+def predict(model: Any, arrays: dict[str, Any], batch: int = 512) -> dict[str, np.ndarray]:
+    """Every model output for the rows of ``arrays``, in batches of ``batch`` rows, as numpy."""
+    from shopper_profiles.model.inputs import model_inputs
+
+    inputs = model_inputs(arrays)
+    parts: list[dict[str, np.ndarray]] = []
+    for start in range(0, len(inputs["item_seq"]), batch):
+        out = model({k: v[start:start + batch] for k, v in inputs.items()}, training=False)
+        parts.append({k: v.numpy() for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def next_item_loss(hidden: Any, targets: Any, present: Any, item_table: Any, item_bias: Any = None) -> Any:
+    """Mean full-softmax cross-entropy over every item of the ``targets`` at the ``present``
+    positions of ``hidden`` (only those positions reach the softmax)."""
     import tensorflow as tf
 
-    targets = item_seq[:, 1:]
-    present = targets >= FIRST_ITEM  # padding and item-less events (searches) are no targets
-    logits = tf.matmul(tf.boolean_mask(hidden[:, :-1, :], present), item_table, transpose_b=True)
+    logits = tf.matmul(tf.boolean_mask(hidden, present), item_table, transpose_b=True)
     if item_bias is not None:
         logits += item_bias
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.boolean_mask(targets, present), logits)
     return tf.reduce_sum(losses) / tf.maximum(tf.cast(tf.size(losses), tf.float32), 1.0)
+
+
+def sequence_loss(hidden: Any, item_seq: Any, item_table: Any, item_bias: Any = None) -> Any:
+    """Causal next-item loss at every history position: the history itself is the densest
+    label a shopper gives."""
+    targets = item_seq[:, 1:]
+    # Padding and item-less events (searches) are no targets.
+    return next_item_loss(hidden[:, :-1, :], targets, targets >= FIRST_ITEM, item_table, item_bias)
 
 
 def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any], item_seq: Any = None, item_table: Any = None,

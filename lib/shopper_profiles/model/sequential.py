@@ -29,6 +29,7 @@ import numpy as np
 
 from shopper_profiles.model.baselines import cooccurrence, cooccurrence_scores, popularity, popularity_scores
 from shopper_profiles.model.metrics import full_ranks, ranking_report, sampled_ranks
+from shopper_profiles.model.network import next_item_loss
 
 logger = logging.getLogger(__name__)
 
@@ -284,10 +285,7 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
         with tf.GradientTape() as tape:
             table = model.item_table()
             hidden = model.encode(items, table, training=True)
-            present = next_items > 0
-            picked = tf.boolean_mask(hidden, present)  # only real positions reach the softmax
-            logits = tf.matmul(picked, table, transpose_b=True)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.boolean_mask(next_items, present), logits))
+            loss = next_item_loss(hidden, next_items, next_items > 0, table)
         gradients = tape.gradient(loss, model.variables)
         optimizer.apply_gradients(zip(gradients, model.variables, strict=True))
         return loss

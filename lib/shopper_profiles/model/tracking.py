@@ -26,7 +26,7 @@ import pandas as pd
 from shopper_profiles.bronze import AGE_BANDS, GENDERS
 from shopper_profiles.config import PROJECT_ROOT, Config
 from shopper_profiles.model.dataset import VOCAB, training_spec
-from shopper_profiles.model.inputs import load_shard
+from shopper_profiles.model.inputs import SEQUENCE_INPUTS, load_shard
 from shopper_profiles.model.metrics import binary_report, full_ranks, ranking_report
 from shopper_profiles.model.network import ModelSpec
 from shopper_profiles.storage import DeltaStore
@@ -55,17 +55,16 @@ def _pyfunc_class() -> type:
         def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
             import tensorflow as tf
 
-            inputs = {k: tf.constant(np.stack(model_input[k].to_numpy()).astype(np.int32))
-                      for k in ("item_seq", "type_seq", "time_seq")}
-            inputs["tabular"] = tf.constant(np.stack(model_input["tabular"].to_numpy()).astype(np.float32))
-            out = self.model(inputs, training=False)
+            from shopper_profiles.model.network import predict
+
+            out = predict(self.model, {k: np.stack(model_input[k].to_numpy()) for k in (*SEQUENCE_INPUTS, "tabular")})
             return pd.DataFrame({
-                "user_embedding": list(out["user_embedding"].numpy()),
+                "user_embedding": list(out["user_embedding"]),
                 "top_items": list(tf.math.top_k(out["next_item_logits"], k=10).indices.numpy()),
                 "interests": list(tf.sigmoid(out["interest_logits"]).numpy()),
                 "purchase_intent": tf.sigmoid(out["intent_logit"]).numpy(),
                 "churn_risk": tf.sigmoid(out["churn_logit"]).numpy(),
-                "price_sensitivity": out["price"].numpy(),
+                "price_sensitivity": out["price"],
             })
 
     return ProfileModelWrapper
@@ -88,19 +87,17 @@ def validation_metrics(weights: str, spec: ModelSpec, data: dict[str, np.ndarray
     """Validation-user metrics; with ``figures``, also the calibration and confusion plots there."""
     import tensorflow as tf
 
-    from shopper_profiles.model.network import build_model
+    from shopper_profiles.model.network import build_model, predict
 
     if not data:
         return {}
     model = build_model(spec)
     model.load_weights(weights)
-    inputs = {k: tf.constant(data[k].astype(np.int32)) for k in ("item_seq", "type_seq", "time_seq")}
-    inputs["tabular"] = tf.constant(data["tabular"].astype(np.float32))
-    out = model(inputs, training=False)
+    out = predict(model, data)
     metrics: dict[str, float] = {}
     has_next = data["next_item"] >= 0
     if has_next.any():
-        logits = out["next_item_logits"].numpy()[has_next]
+        logits = out["next_item_logits"][has_next]
         logits[:, :2] = -np.inf  # pad and mask are never recommendations
         ranks = full_ranks(logits, data["next_item"][has_next])
         metrics.update(ranking_report(ranks, prefix="val_full_"))
@@ -118,7 +115,7 @@ def validation_metrics(weights: str, spec: ModelSpec, data: dict[str, np.ndarray
                                                  ("gender", "gender_label", "gender_logits", GENDERS)):
             known = data[label] >= 0
             if known.any():
-                predicted = out[logits_key].numpy()[known].argmax(axis=1)
+                predicted = out[logits_key][known].argmax(axis=1)
                 confusion_plot(data[label][known], predicted, list(classes), f"{name} (validation users)",
                                figures / f"confusion_{name}.png")
     return metrics
