@@ -3,7 +3,7 @@ baselines (popularity, item co-occurrence, category and RFM rules), protocol nex
 Rows go to the Delta table `model_evaluation`; the run and a Markdown report go to MLflow.
 
     python jobs/evaluate_profile_model.py --as-of 2024-04-30 --env local
-    python jobs/evaluate_profile_model.py --as-of 2024-04-30 --model-uri models:/shopper_profile_model/3
+    python jobs/evaluate_profile_model.py --as-of 2024-04-30 --model-version 3
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from datetime import date
 from typing import Any
 
 from shopper_profiles.model.evaluation import evaluate_snapshot
-from shopper_profiles.runtime import job_parser, start_job
+from shopper_profiles.runtime import add_model_arguments, job_parser, start_job
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = job_parser(__doc__ or "")
     parser.add_argument("--as-of", type=date.fromisoformat, required=True)
-    parser.add_argument("--model-uri", help="default: models:/<mlflow.registered_model>@champion")
+    add_model_arguments(parser)
     job = start_job(parser, argv)
-    report = evaluate_snapshot(job.spark, job.store, job.config, job.args.as_of, job.args.model_uri)
+    report = evaluate_snapshot(job.spark, job.store, job.config, job.args.as_of, job.args.model_alias, job.args.model_version)
     print(report["markdown"])
     print(json.dumps({k: v for k, v in report.items() if k != "markdown"}, default=str))
     return report

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from shopper_profiles.ingestion import Ingestion, reconciliation_report
+from shopper_profiles.ingest.load import Ingestion, reconciliation_report
+from shopper_profiles.ingest.sources import SOURCES, land_source
 from shopper_profiles.runtime import job_parser, start_job
-from shopper_profiles.sources import SOURCES, land_source
 
 logger = logging.getLogger("ingest_events")
 

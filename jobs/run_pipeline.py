@@ -17,13 +17,13 @@ from datetime import date, timedelta
 from typing import Any
 
 from shopper_profiles.features.build import build_snapshot
-from shopper_profiles.ingestion import Ingestion, reconciliation_report
+from shopper_profiles.ingest.load import Ingestion, reconciliation_report
+from shopper_profiles.ingest.sources import land_source
 from shopper_profiles.model.build import build_training_set
 from shopper_profiles.model.evaluation import evaluate_snapshot
 from shopper_profiles.model.tracking import train_and_register
 from shopper_profiles.runtime import JobContext, job_parser, start_job
 from shopper_profiles.smoke import run_smoke
-from shopper_profiles.sources import land_source
 
 logger = logging.getLogger("run_pipeline")
 

@@ -111,8 +111,8 @@ def simulated_lakehouse(spark: SparkSession, root: Path, **simulator: object) ->
 
 def ingest_simulator(spark: SparkSession, config: Config, store: DeltaStore, start=None, end=None):
     """Land and ingest the simulator for [start, end) (default: its whole period); the loads back."""
-    from shopper_profiles.ingestion import Ingestion
-    from shopper_profiles.sources import land_source
+    from shopper_profiles.ingest.load import Ingestion
+    from shopper_profiles.ingest.sources import land_source
 
     batch, window, load_id = land_source(spark, config, "simulator", start, end)
     return batch, Ingestion(spark, store, config, batch, window, load_id).run()

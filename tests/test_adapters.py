@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from shopper_profiles.bronze import EVENTS, ITEMS, QUARANTINE, USERS
 from shopper_profiles.config import load_config
-from shopper_profiles.ingestion import Ingestion
-from shopper_profiles.sources import land_source
+from shopper_profiles.ingest.bronze import EVENTS, ITEMS, QUARANTINE, USERS
+from shopper_profiles.ingest.load import Ingestion
+from shopper_profiles.ingest.sources import land_source
 from shopper_profiles.storage import open_store
 
 DATA = Path(load_config("local").data_dir)

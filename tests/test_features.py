@@ -9,12 +9,12 @@ from datetime import date, datetime
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from shopper_profiles.bronze import EVENTS, ITEMS, SOCIAL_EDGES, USERS
 from shopper_profiles.config import load_config
 from shopper_profiles.features import events_before
 from shopper_profiles.features.build import build_snapshot, compute_families, dates_between
 from shopper_profiles.features.quality import DataQualityError
 from shopper_profiles.features.schemas import feature_specs, stats_spec
+from shopper_profiles.ingest.bronze import EVENTS, ITEMS, SOCIAL_EDGES, USERS
 from shopper_profiles.storage import DeltaStore
 
 D = date(2024, 3, 1)

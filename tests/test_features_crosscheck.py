@@ -9,10 +9,10 @@ import pytest
 from conftest import ingest_simulator, simulated_lakehouse
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from shopper_profiles.bronze import EVENTS
 from shopper_profiles.features.build import build_snapshot
 from shopper_profiles.features.duckdb_check import behaviour_aggregates
 from shopper_profiles.features.schemas import ACTIONS, behaviour_spec
+from shopper_profiles.ingest.bronze import EVENTS
 
 
 @pytest.mark.slow

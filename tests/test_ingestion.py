@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from shopper_profiles.bronze import EVENTS, INGEST_LOADS, QUARANTINE, RAW_COLUMNS, USER_ID_MAP, USERS
 from shopper_profiles.config import Config, load_config
-from shopper_profiles.ingestion import Ingestion, make_load_id
-from shopper_profiles.pseudonym import pseudonym
-from shopper_profiles.simulator import RawBatch
+from shopper_profiles.ingest.bronze import EVENTS, INGEST_LOADS, QUARANTINE, RAW_COLUMNS, USER_ID_MAP, USERS
+from shopper_profiles.ingest.load import Ingestion, make_load_id
+from shopper_profiles.ingest.pseudonym import pseudonym
+from shopper_profiles.ingest.simulator import RawBatch
+from shopper_profiles.ingest.validation import SchemaDriftError
 from shopper_profiles.storage import DeltaStore, open_store
-from shopper_profiles.validation import SchemaDriftError
 
 LOAD_TIME = datetime(2024, 3, 1, 12, 0, 0)
 WINDOW = (date(2024, 2, 1), date(2024, 3, 1))
@@ -218,7 +218,7 @@ def test_users_are_validated_and_pseudonymised(spark: SparkSession, config: Conf
 
 def test_generated_local_key_is_stable_and_private(spark: SparkSession, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from shopper_profiles.pseudonym import load_key
+    from shopper_profiles.ingest.pseudonym import load_key
 
     monkeypatch.delenv("SHOPPER_PSEUDONYM_KEY", raising=False)
     config = load_config("local", [f"lakehouse.root={tmp_path}"])
@@ -231,7 +231,7 @@ def test_generated_local_key_is_stable_and_private(spark: SparkSession, tmp_path
 
 
 def test_unbalanced_counts_fail_loudly() -> None:
-    from shopper_profiles.ingestion import EntityLoad, ReconciliationError, assert_reconciled
+    from shopper_profiles.ingest.load import EntityLoad, ReconciliationError, assert_reconciled
 
     fine = EntityLoad("events", 10, 7, 2, 1, 0, 7)
     assert_reconciled([fine], "load-1")

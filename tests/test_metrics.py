@@ -29,6 +29,18 @@ def test_full_ranks_count_higher_and_tied_scores_and_exclude_history() -> None:
     assert full_ranks(scores, targets, exclude=[[1], [], [0, 1]]).tolist() == [0, 2, 1]
 
 
+def test_a_nan_or_inf_score_is_never_a_hit() -> None:
+    scores = np.array([[np.nan, 0.2, 0.1, 0.3],     # target 0 scored NaN: a miss, ranked last
+                       [0.1, np.inf, 0.5, 0.3],     # target 1 scored +inf: not finite, a miss
+                       [0.5, np.nan, 0.9, 0.1]])    # target 2 is best, but a NaN candidate counts ahead
+    ranks = full_ranks(scores, np.array([0, 1, 2]))
+    assert ranks.tolist() == [3, 3, 1]
+    assert hit_rate(ranks, 1) == 0.0
+    assert sampled_ranks(scores[:1], np.array([0]), n_negatives=3, seed=0).tolist() == [3]
+    assert sampled_ranks(np.array([[0.5, np.nan, 0.9, np.nan]]), np.array([2]), exclude=[[0]], n_negatives=4,
+                         seed=0).tolist() == [4]
+
+
 def test_hr_and_ndcg_exact_values() -> None:
     ranks = np.array([0, 1, 4, 10])
     assert hit_rate(ranks, 1) == 0.25

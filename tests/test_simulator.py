@@ -10,11 +10,11 @@ from conftest import ingest_simulator, simulated_lakehouse
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
-from shopper_profiles.bronze import EVENTS, PLANTED_TRUTH, QUARANTINE, USER_ID_MAP
 from shopper_profiles.config import SimulatorConfig, load_config
-from shopper_profiles.ingestion import Ingestion
-from shopper_profiles.simulator import DIRTY_KINDS, simulate, simulate_events
-from shopper_profiles.sources import land_source
+from shopper_profiles.ingest.bronze import EVENTS, PLANTED_TRUTH, QUARANTINE, USER_ID_MAP
+from shopper_profiles.ingest.load import Ingestion
+from shopper_profiles.ingest.simulator import DIRTY_KINDS, simulate, simulate_events
+from shopper_profiles.ingest.sources import land_source
 from shopper_profiles.storage import open_store
 
 

@@ -56,11 +56,11 @@ def bench_pipeline(args: argparse.Namespace, sizes: Sequence[int]) -> dict[str, 
     """Per size, on a fresh lakehouse in one Spark session: simulator (generate + land),
     ingestion, an idempotent rerun, the feature build for the last day, and the behaviour
     aggregates timed in Spark SQL and in DuckDB over the same Delta table."""
-    from shopper_profiles.bronze import EVENTS
     from shopper_profiles.features.build import build_snapshot
     from shopper_profiles.features.duckdb_check import behaviour_aggregates, behaviour_aggregates_sql
-    from shopper_profiles.ingestion import Ingestion
-    from shopper_profiles.sources import land_source
+    from shopper_profiles.ingest.bronze import EVENTS
+    from shopper_profiles.ingest.load import Ingestion
+    from shopper_profiles.ingest.sources import land_source
     from shopper_profiles.spark import build_spark
     from shopper_profiles.storage import open_store
 
@@ -170,14 +170,15 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
     2 processes x 1 thread (each rank pinned to its own core), and 1 process x 2 threads.
     Weak scaling (the per-rank batch is fixed); epoch 0 (tracing, broadcast) is left out."""
     from shopper_profiles.features.build import build_snapshot
-    from shopper_profiles.ingestion import Ingestion
+    from shopper_profiles.ingest.load import Ingestion
+    from shopper_profiles.ingest.sources import land_source
     from shopper_profiles.model.build import build_training_set
-    from shopper_profiles.model.dataset import VOCAB, tabular_names, training_spec
+    from shopper_profiles.model.dataset import tabular_names, training_spec
     from shopper_profiles.model.evaluation import evaluate_snapshot
     from shopper_profiles.model.launch import run_horovodrun
     from shopper_profiles.model.network import ModelSpec
     from shopper_profiles.model.tracking import train_and_register
-    from shopper_profiles.sources import land_source
+    from shopper_profiles.model.vocabulary import Vocabulary
     from shopper_profiles.spark import build_spark
     from shopper_profiles.storage import open_store
 
@@ -196,7 +197,7 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
     build_snapshot(spark, store, config, as_of)
     built = build_training_set(spark, store, config, as_of)
     m = config.model
-    n_items = int(store.read(VOCAB).agg({"item_idx": "max"}).collect()[0][0]) + 1
+    n_items = Vocabulary.load(store, as_of).n_items
     spec = ModelSpec(n_items=n_items, n_tabular=len(tabular_names()) + int(built["categories"]),
                      n_categories=int(built["categories"]),
                      max_len=m.max_len, hidden_size=m.hidden_size, layers=m.layers, heads=m.heads)

@@ -64,6 +64,12 @@ class TablesConfig(_Strict):
     item_vocab: str
     training_set: str
     model_evaluation: str
+    profiles: str
+    profile_explanations: str
+    audience_members: str
+    audience_sizes: str
+    similar_users: str
+    category_demand: str
 
 
 class DataConfig(_Strict):
@@ -139,6 +145,26 @@ class ModelConfig(_Strict):
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="BERT hidden and attention dropout")
 
 
+class ProfilesConfig(_Strict):
+    """What the scoring job writes into ``gold/profiles`` and the tables derived from it."""
+
+    top_interests: int = Field(ge=1, description="interest categories kept per profile, best first")
+    top_items: int = Field(ge=1, description="recommended items kept per profile")
+    demographics: bool = Field(description="write predicted age band and gender (off in prod by default)")
+    price_bands: tuple[float, float] = Field(
+        description="predicted paid price / category median: below the first -> 'high' price sensitivity, "
+        "above the second -> 'low', else 'medium'")
+    similar_users: int = Field(ge=1, description="nearest users by embedding kept per user")
+    explanation_events: int = Field(ge=1, description="behaviour events kept per explained score")
+    explanation_features: int = Field(ge=1, description="tabular features kept per explained score")
+    explanation_steps: int = Field(ge=1, description="integrated-gradients interpolation steps")
+    audiences_file: str = Field(description="declarative audience definitions (YAML)")
+
+
+class AnalystConfig(_Strict):
+    min_group_size: int = Field(ge=1, description="aggregate views suppress every group with fewer users")
+
+
 class PrivacyConfig(_Strict):
     pseudonym_key_env: str = Field(description="environment variable holding the HMAC key")
     secret_scope: str | None = Field(default=None, description="Databricks secret scope with the key")
@@ -156,6 +182,8 @@ class Config(_Strict):
     ingest: IngestConfig
     features: FeaturesConfig
     model: ModelConfig
+    profiles: ProfilesConfig
+    analyst: AnalystConfig
     privacy: PrivacyConfig
 
     @property

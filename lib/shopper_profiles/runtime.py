@@ -29,6 +29,14 @@ def job_parser(description: str) -> argparse.ArgumentParser:
     return add_config_arguments(argparse.ArgumentParser(description=description))
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Which registered model a consuming job uses: an alias (default champion) or a fixed version."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model-alias", help="registered-model alias (default: champion)")
+    which.add_argument("--model-version", help="registered-model version number")
+    return parser
+
+
 def configure_logging() -> None:
     logging.basicConfig(
         level=os.environ.get("SHOPPER_LOG_LEVEL", "INFO"),

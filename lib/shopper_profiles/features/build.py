@@ -11,7 +11,6 @@ from typing import Any
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
-from shopper_profiles.bronze import EVENTS, ITEMS, SOCIAL_EDGES, USERS
 from shopper_profiles.config import Config
 from shopper_profiles.features import edges_before, events_before
 from shopper_profiles.features.basic import basic_features
@@ -21,6 +20,7 @@ from shopper_profiles.features.quality import check_table, feature_summary, rais
 from shopper_profiles.features.schemas import feature_specs, stats_spec
 from shopper_profiles.features.sequences import behaviour_sequences
 from shopper_profiles.features.social import social_features
+from shopper_profiles.ingest.bronze import EVENTS, ITEMS, SOCIAL_EDGES, USERS
 from shopper_profiles.storage import DeltaStore
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ def build_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as_of
         versions = {}
         stats: list[tuple] = []
         for name, spec in specs.items():
-            versions[spec.name] = store.overwrite(persisted[name], spec, window={"snapshot_date": as_of})
+            # evolve: columns added by a later release (e.g. event_ids) reach tables an earlier one created
+            versions[spec.name] = store.overwrite(persisted[name], spec, window={"snapshot_date": as_of}, evolve=True)
             stats += feature_summary(persisted[name], spec, as_of)
         stats_frame = spark.createDataFrame(stats, stats_spec().schema)
         store.overwrite(stats_frame, stats_spec(),

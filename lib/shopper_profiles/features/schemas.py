@@ -78,7 +78,7 @@ def sequences_spec() -> TableSpec:
     fields = [
         _f("item_ids", T.ArrayType(T.StringType())), _f("event_types", T.ArrayType(T.StringType())),
         _f("event_ts", T.ArrayType(T.TimestampType())), _f("categories", T.ArrayType(T.StringType())),
-        _f("sequence_length", T.IntegerType()),
+        _f("sequence_length", T.IntegerType()), _f("event_ids", T.ArrayType(T.StringType())),
     ]
     return _spec("behaviour_sequences", fields, "Each user's last N events before the snapshot, oldest first.")
 

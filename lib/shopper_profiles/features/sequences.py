@@ -23,4 +23,5 @@ def behaviour_sequences(events_cut: DataFrame, as_of: date, length: int) -> Data
         F.transform("steps", lambda s: s["ts"]).alias("event_ts"),
         F.transform("steps", lambda s: s["category"]).alias("categories"),
         F.size("steps").alias("sequence_length"),
+        F.transform("steps", lambda s: s["event_id"]).alias("event_ids"),  # explanations point back at events
     )

@@ -1,4 +1,4 @@
-"""Build the vocabulary and one snapshot of the training set from the Delta feature tables."""
+"""Build the vocabulary of snapshot D and the training set of D from the Delta feature tables."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from shopper_profiles.bronze import EVENTS, ITEMS
 from shopper_profiles.config import Config
+from shopper_profiles.features import events_before
 from shopper_profiles.features.schemas import feature_specs
-from shopper_profiles.model.dataset import VOCAB, item_vocab, training_examples, training_spec
+from shopper_profiles.ingest.bronze import EVENTS, ITEMS
+from shopper_profiles.model.dataset import FIRST_ITEM, VOCAB, item_vocab, training_examples, training_spec
+from shopper_profiles.model.vocabulary import Vocabulary
 from shopper_profiles.storage import DeltaStore
 
 logger = logging.getLogger(__name__)
@@ -32,12 +34,12 @@ def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, a
         latest = (last.date() - timedelta(days=config.model.horizon_days - 1)) if last else None
         raise ValueError(f"bronze events end at {last}, before the label window [{as_of}, {horizon_end}) is complete; "
                          f"use --as-of {latest} or earlier (model.horizon_days={config.model.horizon_days})")
+    # The vocabulary of D knows only items listed in the catalogue or seen before D.
     store.create(VOCAB)
-    vocab = item_vocab(store.read(ITEMS), events)
-    store.overwrite(vocab, VOCAB)
-    vocab = store.read(VOCAB).cache()
-    categories = [r["category"] for r in vocab.where(F.col("category_idx").isNotNull()).select("category", "category_idx")
-                  .distinct().orderBy("category_idx").collect()] or ["unknown"]
+    store.overwrite(item_vocab(store.read(ITEMS), events_before(events, as_of), as_of), VOCAB, window={"snapshot_date": as_of})
+    vocabulary = Vocabulary.load(store, as_of)
+    vocab = vocabulary.frame(spark).cache()
+    categories = list(vocabulary.categories)
     n_categories = len(categories)
     spec = training_spec(config.model.max_len)
     store.create(spec)
@@ -49,5 +51,5 @@ def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, a
     counts: dict[str, int] = dict(store.read(spec).where(F.col("snapshot_date") == F.lit(as_of)).groupBy("split").count().collect())
     lineage = {s.name: store.version(s) for s in (*specs.values(), EVENTS, ITEMS)}
     vocab.unpersist()
-    return {"as_of": str(as_of), "version": version, "splits": counts, "items": vocab.count(),
-            "categories": n_categories, "inputs": lineage}
+    return {"as_of": str(as_of), "version": version, "splits": counts, "items": vocabulary.n_items - FIRST_ITEM,
+            "categories": n_categories, "vocab_fingerprint": vocabulary.fingerprint, "inputs": lineage}

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, timedelta
+from typing import Any
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
-from shopper_profiles.bronze import AGE_BANDS, EVENT_TYPES, GENDERS
 from shopper_profiles.features import as_of_ts, top_category
+from shopper_profiles.ingest.bronze import AGE_BANDS, EVENT_TYPES, GENDERS
 from shopper_profiles.storage import TableSpec
 
 PAD, MASK, FIRST_ITEM = 0, 1, 2
@@ -41,11 +42,13 @@ TABULAR_FEATURES: tuple[tuple[str, str, float], ...] = (
 
 VOCAB = TableSpec(
     "item_vocab",
-    T.StructType([T.StructField("item_id", T.StringType(), False), T.StructField("item_idx", T.IntegerType(), False),
-                  T.StructField("title", T.StringType(), True), T.StructField("category", T.StringType(), True),
-                  T.StructField("category_idx", T.IntegerType(), True)]),
-    keys=("item_id",),
-    description="Item id -> token index (0 pad, 1 mask, items from 2) with title text and top category.",
+    T.StructType([T.StructField("snapshot_date", T.DateType(), False), T.StructField("item_id", T.StringType(), False),
+                  T.StructField("item_idx", T.IntegerType(), False), T.StructField("title", T.StringType(), True),
+                  T.StructField("category", T.StringType(), True), T.StructField("category_idx", T.IntegerType(), True)]),
+    partition_by=("snapshot_date",),
+    keys=("snapshot_date", "item_id"),
+    description="Item id -> token index (0 pad, 1 mask, items from 2) with title and top category, one vocabulary "
+                "per training snapshot D (items known before D), so a model and its vocabulary travel together.",
 )
 
 
@@ -73,54 +76,72 @@ def split_of(user_id: Column) -> Column:
     return F.when(bucket < 8, "train").when(bucket == 8, "validation").otherwise("test")
 
 
-def item_vocab(items: DataFrame, events: DataFrame) -> DataFrame:
-    """Every catalogue item plus any item seen in events, indexed in item-id order."""
-    seen = events.where(F.col("item_id").isNotNull()).groupBy("item_id").agg(F.first("category", ignorenulls=True).alias("ev_cat"))
+def item_vocab(items: DataFrame, events_cut: DataFrame, as_of: date) -> DataFrame:
+    """Pure: the vocabulary of snapshot D -- every catalogue item plus any item seen in events
+    before D (``events_cut``), indexed in item-id order.
+
+    The catalogue (bronze ``items``) carries no valid-from time, so it is taken as static: an item
+    listed there is known at every D (its token is then learnt from its title only). An item's
+    category is the catalogue's; for items only seen in events, the category most of its events
+    carry (ties: the smallest name), so a rebuild gives the same vocabulary byte for byte.
+    """
+    counted = events_cut.where(F.col("item_id").isNotNull() & F.col("category").isNotNull()).groupBy(
+        "item_id", "category").count()
+    modal = Window.partitionBy("item_id").orderBy(F.desc("count"), F.asc("category"))
+    seen_category = counted.withColumn("_r", F.row_number().over(modal)).where("_r = 1").select(
+        "item_id", F.col("category").alias("ev_cat"))
+    seen = events_cut.where(F.col("item_id").isNotNull()).select("item_id").distinct().join(seen_category, "item_id", "left")
     catalogue = items.select("item_id", "title", F.col("category_path").alias("cat"))
     merged = catalogue.join(seen, "item_id", "full").select(
         "item_id", "title", F.when(F.coalesce("cat", "ev_cat").isNotNull(), top_category(F.coalesce("cat", "ev_cat"))).alias("category"))
     categories = merged.where(F.col("category").isNotNull()).select("category").distinct().withColumn(
         "category_idx", (F.row_number().over(Window.orderBy("category")) - 1).cast("int"))
     indexed = merged.withColumn("item_idx", (F.row_number().over(Window.orderBy("item_id")) - 1 + FIRST_ITEM).cast("int"))
-    return indexed.join(F.broadcast(categories), "category", "left").select("item_id", "item_idx", "title", "category",
-                                                                           "category_idx")
+    return indexed.join(F.broadcast(categories), "category", "left").select(
+        F.lit(as_of).alias("snapshot_date"), "item_id", "item_idx", "title", "category", "category_idx")
 
 
-def _left_pad(values: Column, length: int) -> Column:
-    """Keep the last ``length`` values and pad on the left with 0 to exactly ``length``."""
+def _left_pad(values: Column, length: int, pad: Any = 0) -> Column:
+    """Keep the last ``length`` values and pad on the left with ``pad`` to exactly ``length``."""
     tail = F.slice(values, F.greatest(F.lit(1), F.size(values) - length + 1), length)
-    return F.concat(F.array_repeat(F.lit(0), F.lit(length) - F.size(tail)), tail)
+    return F.concat(F.array_repeat(F.lit(pad), F.lit(length) - F.size(tail)), tail)
 
 
-def training_examples(
-    sequences: DataFrame, basic: DataFrame, behaviour: DataFrame, need: DataFrame, social: DataFrame,
-    events: DataFrame, vocab: DataFrame, as_of: date, horizon_days: int, max_len: int, categories: Sequence[str],
-) -> DataFrame:
-    """Pure: snapshot-D feature rows + events in [D, D+horizon) -> one model-ready row per user.
-    ``categories`` (by ``category_idx``) lay the need family's category affinity out as a
-    vector after the scalar features: ``tabular`` = TABULAR_FEATURES then one share per category."""
-    n_categories = len(categories)
-    start, end = as_of_ts(as_of), as_of_ts(as_of + timedelta(days=horizon_days))
+def sequence_tokens(sequences: DataFrame, vocab: DataFrame, as_of: date, max_len: int) -> DataFrame:
+    """Pure: behaviour sequences -> left-padded item / action / log-time tokens per user, the
+    event id behind each token (explanations point back at events) and the distinct history items.
+
+    Items the vocabulary does not know (item-less searches, items newer than the model) become
+    [MASK]."""
     index = F.broadcast(vocab.select("item_id", "item_idx"))
     type_index = F.create_map(*[x for i, t in enumerate(EVENT_TYPES) for x in (F.lit(t), F.lit(i + 1))])
-
-    steps = sequences.select("user_id", F.posexplode(F.arrays_zip("item_ids", "event_types", "event_ts")).alias("pos", "s"))
+    steps = sequences.select("user_id", F.posexplode(F.arrays_zip("item_ids", "event_types", "event_ts", "event_ids")).alias(
+        "pos", "s"))
     steps = steps.select("user_id", "pos", F.col("s.item_ids").alias("item_id"), F.col("s.event_types").alias("event_type"),
-                         F.col("s.event_ts").alias("ts"))
-    hours = (F.unix_timestamp(F.lit(start)) - F.unix_timestamp("ts")) / 3600.0
+                         F.col("s.event_ts").alias("ts"), F.col("s.event_ids").alias("event_id"))
+    hours = (F.unix_timestamp(F.lit(as_of_ts(as_of))) - F.unix_timestamp("ts")) / 3600.0
     bucket = F.least(F.lit(TIME_BUCKETS), F.floor(F.log2(F.lit(1.0) + hours)).cast("int") + 1)
     steps = steps.join(index, "item_id", "left").select(
-        "user_id", "pos", F.coalesce("item_idx", F.lit(MASK)).alias("item_idx"),  # item-less events (search) -> [MASK]
-        F.coalesce(type_index[F.col("event_type")], F.lit(0)).alias("type_idx"), bucket.alias("time_idx"))
-    packed = steps.groupBy("user_id").agg(F.array_sort(F.collect_list(F.struct("pos", "item_idx", "type_idx", "time_idx"))).alias("p"))
-    packed = packed.select(
+        "user_id", "pos", F.coalesce("item_idx", F.lit(MASK)).alias("item_idx"),
+        F.coalesce(type_index[F.col("event_type")], F.lit(0)).alias("type_idx"), bucket.alias("time_idx"),
+        F.coalesce("event_id", F.lit("")).alias("event_id"))
+    packed = steps.groupBy("user_id").agg(
+        F.array_sort(F.collect_list(F.struct("pos", "item_idx", "type_idx", "time_idx", "event_id"))).alias("p"))
+    return packed.select(
         "user_id",
         _left_pad(F.transform("p", lambda s: s["item_idx"]), max_len).alias("item_seq"),
         _left_pad(F.transform("p", lambda s: s["type_idx"]), max_len).alias("type_seq"),
         _left_pad(F.transform("p", lambda s: s["time_idx"]), max_len).alias("time_seq"),
+        _left_pad(F.transform("p", lambda s: s["event_id"]), max_len, "").alias("event_id_seq"),
         F.array_distinct(F.filter(F.transform("p", lambda s: s["item_idx"]), lambda i: i >= FIRST_ITEM)).alias("history_items"),
     )
 
+
+def tabular_inputs(basic: DataFrame, behaviour: DataFrame, need: DataFrame, social: DataFrame,
+                   categories: Sequence[str]) -> DataFrame:
+    """Pure: the four families of snapshot D -> ``tabular`` = TABULAR_FEATURES then the need
+    family's category affinity, one share per category (in ``categories`` order), plus the
+    stated (not imputed) demographics as class labels (-1 unknown)."""
     tab = basic.join(behaviour, ["user_id", "snapshot_date"]).join(need, ["user_id", "snapshot_date"]).join(
         social, ["user_id", "snapshot_date"])
     values = []
@@ -130,17 +151,30 @@ def training_examples(
     values += [F.coalesce(F.col("category_affinity_90d")[name], F.lit(0.0)).cast("float") for name in categories]
     ages = F.create_map(*[x for i, a in enumerate(AGE_BANDS) for x in (F.lit(a), F.lit(i))])
     genders = F.create_map(*[x for i, g in enumerate(GENDERS) for x in (F.lit(g), F.lit(i))])
-    tab = tab.select(
+    return tab.select(
         "user_id", "snapshot_date", F.array(*values).alias("tabular"),
-        F.when(~F.col("age_band_imputed"), ages[F.col("age_band")]).alias("age_label"),
-        F.when(~F.col("gender_imputed"), genders[F.col("gender")]).alias("gender_label"),
+        F.coalesce(F.when(~F.col("age_band_imputed"), ages[F.col("age_band")]), F.lit(-1)).cast("int").alias("age_label"),
+        F.coalesce(F.when(~F.col("gender_imputed"), genders[F.col("gender")]), F.lit(-1)).cast("int").alias("gender_label"),
     )
 
+
+def model_inputs_frame(sequences: DataFrame, basic: DataFrame, behaviour: DataFrame, need: DataFrame, social: DataFrame,
+                       vocab: DataFrame, as_of: date, max_len: int, categories: Sequence[str]) -> DataFrame:
+    """Pure: snapshot-D feature rows -> one row of model inputs per user (training and scoring
+    build their inputs here, so the two can never drift apart)."""
+    return sequence_tokens(sequences, vocab, as_of, max_len).join(
+        tabular_inputs(basic, behaviour, need, social, categories), "user_id")
+
+
+def next_window_labels(events: DataFrame, vocab: DataFrame, as_of: date, horizon_days: int, n_categories: int) -> DataFrame:
+    """Pure: events of [D, D + horizon) -> the labels of the users active there (first item,
+    items, categories, purchase flag, price paid vs the category median of purchases before D)."""
+    start, end = as_of_ts(as_of), as_of_ts(as_of + timedelta(days=horizon_days))
     future = events.where((F.col("ts") >= F.lit(start)) & (F.col("ts") < F.lit(end)))
     medians = events.where((F.col("ts") < F.lit(start)) & (F.col("event_type") == "purchase")).groupBy("category").agg(
         F.median("price").alias("_median"))
-    future = future.join(index, "item_id", "left").join(
-        F.broadcast(vocab.select("item_id", "category_idx")), "item_id", "left").join(F.broadcast(medians), "category", "left")
+    future = future.join(F.broadcast(vocab.select("item_id", "item_idx", "category_idx")), "item_id", "left").join(
+        F.broadcast(medians), "category", "left")
     first_item = Window.partitionBy("user_id").orderBy("ts", "event_id")
     with_order = future.where(F.col("item_idx").isNotNull()).withColumn("_r", F.row_number().over(first_item))
     next_item = with_order.where("_r = 1").select("user_id", F.col("item_idx").alias("next_item"))
@@ -152,20 +186,30 @@ def training_examples(
     )
     multi_hot = F.transform(F.sequence(F.lit(0), F.lit(n_categories - 1)),
                             lambda i: F.array_contains(F.col("_cats"), i).cast("float"))
-    frame = (packed.join(tab, "user_id").join(next_item, "user_id", "left").join(labels, "user_id", "left"))
+    return labels.join(next_item, "user_id", "left").select(
+        "user_id", "next_item", "next_items", multi_hot.alias("next_categories"), "purchase_next", "price_next")
+
+
+def training_examples(
+    sequences: DataFrame, basic: DataFrame, behaviour: DataFrame, need: DataFrame, social: DataFrame,
+    events: DataFrame, vocab: DataFrame, as_of: date, horizon_days: int, max_len: int, categories: Sequence[str],
+) -> DataFrame:
+    """Pure: snapshot-D feature rows + events in [D, D+horizon) -> one model-ready row per user.
+    ``categories`` (by ``category_idx``) lay the need family's category affinity out as a
+    vector after the scalar features: ``tabular`` = TABULAR_FEATURES then one share per category."""
+    n_categories = len(categories)
+    inputs = model_inputs_frame(sequences, basic, behaviour, need, social, vocab, as_of, max_len, categories)
+    labels = next_window_labels(events, vocab, as_of, horizon_days, n_categories)
+    frame = inputs.join(labels, "user_id", "left")
     return frame.select(
         "user_id", F.lit(as_of).alias("snapshot_date"), split_of(F.col("user_id")).alias("split"),
         "item_seq", "type_seq", "time_seq", "tabular",
         F.coalesce("next_item", F.lit(-1)).alias("next_item"),
         F.coalesce("next_items", F.array().cast("array<int>")).alias("next_items"),
-        F.when(F.col("_cats").isNotNull(), multi_hot).otherwise(F.array_repeat(F.lit(0.0).cast("float"), n_categories)).alias(
-            "next_categories"),
+        F.coalesce("next_categories", F.array_repeat(F.lit(0.0).cast("float"), n_categories)).alias("next_categories"),
         F.coalesce("purchase_next", F.lit(0.0)).cast("float").alias("purchase_next"),
-        F.col("_cats").isNull().cast("float").alias("churn_next"),  # no event at all in the next window
-        "price_next",
-        F.coalesce("age_label", F.lit(-1)).cast("int").alias("age_label"),
-        F.coalesce("gender_label", F.lit(-1)).cast("int").alias("gender_label"),
-        "history_items",
+        F.col("next_categories").isNull().cast("float").alias("churn_next"),  # no event at all in the next window
+        "price_next", "age_label", "gender_label", "history_items",
     )
 
 

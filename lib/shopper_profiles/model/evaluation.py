@@ -33,11 +33,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from shopper_profiles.bronze import PLANTED_TRUTH
 from shopper_profiles.config import Config
 from shopper_profiles.features.schemas import need_spec
+from shopper_profiles.ingest.bronze import PLANTED_TRUTH
 from shopper_profiles.model import baselines
-from shopper_profiles.model.dataset import FIRST_ITEM, VOCAB, training_spec
+from shopper_profiles.model.dataset import FIRST_ITEM, training_spec
 from shopper_profiles.model.inputs import load_shard
 from shopper_profiles.model.metrics import (
     auc,
@@ -50,6 +50,8 @@ from shopper_profiles.model.metrics import (
     top_k_recall,
 )
 from shopper_profiles.model.network import predict
+from shopper_profiles.model.registry import RegisteredModel
+from shopper_profiles.model.vocabulary import Vocabulary
 from shopper_profiles.storage import DeltaStore, TableSpec
 
 logger = logging.getLogger(__name__)
@@ -163,17 +165,26 @@ def _rule_vector(rules: dict[str, dict[str, Any]], users: np.ndarray, name: str,
     return np.asarray([fill if v is None else v for v in values], dtype=np.float64)
 
 
-def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as_of: date, model_uri: str | None = None,
-                      seed: int = 0) -> dict[str, Any]:
-    """Score the test users of the ``as_of`` training set with the model at ``model_uri``
-    (default: the registered model's champion), compute every baseline on the same users,
-    write the evaluation table and an MLflow run, and return the report."""
+def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as_of: date, model_alias: str | None = None,
+                      model_version: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Score the test users of the ``as_of`` training set with the registered model (a version, an
+    alias, default the champion), compute every baseline on the same users, write the evaluation
+    table and an MLflow run, and return the report. A model trained on a snapshot later than
+    ``as_of`` (it has seen the test window) or on another vocabulary is refused."""
     import mlflow
 
     spec_table = training_spec(config.model.max_len)
     files = [f for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
     if not files:
         raise ValueError(f"no training set for {as_of}; run jobs/build_training_set.py --as-of {as_of} first")
+    registered = RegisteredModel.resolve(config, model_alias, model_version)
+    snapshot = registered.training_snapshot
+    registered.check_usable(as_of, Vocabulary.load(store, snapshot) if snapshot and snapshot <= as_of else None)
+    vocabulary = Vocabulary.load(store, as_of)
+    if vocabulary.fingerprint != registered.vocab_fingerprint:
+        raise ValueError(f"the {as_of} training set is tokenised with vocabulary {vocabulary.fingerprint}, {registered.uri} "
+                         f"with {registered.vocab_fingerprint} (snapshot {snapshot}): evaluate it on a training set built "
+                         "with its vocabulary, or train a model on this snapshot")
     data = load_shard(files)
     split = data["split"]
     test = {k: v[split == "test"] for k, v in data.items()}
@@ -183,23 +194,12 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
                          "validation users; evaluation needs both (more users, or a later snapshot)")
 
     mlflow.set_tracking_uri(config.mlflow_tracking_uri)
-    model_uri = model_uri or f"models:/{config.mlflow.registered_model}@champion"
-    try:
-        wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    except Exception as error:  # noqa: BLE001 - MLflow raises several kinds for a missing model
-        raise ValueError(f"cannot load {model_uri}: {error}; train one first (jobs/train_profile_model.py)") from error
-    version = _model_version(model_uri)
-    model = wrapper.model
+    model_uri, version = registered.uri, registered.version
+    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
     out_test, out_val = predict(model, test), predict(model, validation)
 
-    vocab = store.read(VOCAB).select("item_idx", "category", "category_idx").collect()
-    n_items = out_test["next_item_logits"].shape[1]
-    item_category = np.full(n_items, -1, dtype=np.int64)
-    category_names: dict[int, str] = {}
-    for row in vocab:
-        if row["category_idx"] is not None and row["item_idx"] < n_items:
-            item_category[row["item_idx"]] = row["category_idx"]
-            category_names[row["category_idx"]] = row["category"]
+    item_category = vocabulary.item_category
+    category_names = dict(enumerate(vocabulary.categories))
     n_categories = out_test["interest_logits"].shape[1]
 
     results = Results()
@@ -247,20 +247,6 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
               "markdown": text}
     report["mlflow_run_id"] = _log_run(config, as_of, model_uri, version, results, text)
     return report
-
-
-def _model_version(model_uri: str) -> str | None:
-    from mlflow import MlflowClient
-
-    if not model_uri.startswith("models:/"):
-        return None
-    name, _, ref = model_uri[len("models:/"):].partition("@")
-    try:
-        if ref:
-            return str(MlflowClient().get_model_version_by_alias(name, ref).version)
-        return model_uri.rsplit("/", 1)[-1]
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def _truth_results(results: Results, spark: SparkSession, store: DeltaStore, as_of: date, test: dict[str, np.ndarray],

@@ -2,6 +2,7 @@
 
 Ranks are 0-based: rank = number of other candidates scored at least as high as the target, so
 a tie never flatters a method (a popularity list ties many items; an untrained model ties all).
+A non-finite target score ranks last and a NaN candidate counts as ahead: a broken score is never a hit.
 Full ranking ranks the target among every item (minus the user's history when ``exclude`` is
 given, as in the S3-Rec evaluation code); sampled ranking ranks it among ``n_negatives`` items
 drawn uniformly from those the user never touched.
@@ -22,7 +23,10 @@ def full_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Sequen
         for row, items in enumerate(exclude):
             banned = [i for i in items if i != targets[row]]
             scores[row, banned] = -np.inf
-    return (scores >= target_scores[:, None]).sum(axis=1) - 1  # minus the target itself
+    ahead = (scores >= target_scores[:, None]) | np.isnan(scores)  # a NaN candidate counts as ahead
+    ranks = ahead.sum(axis=1) - 1  # minus the target itself
+    # A NaN/inf target score is a miss, never a hit: it ranks behind every other item.
+    return np.where(np.isfinite(target_scores), ranks, scores.shape[1] - 1)
 
 
 def sampled_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Sequence[int] | np.ndarray] | None = None,
@@ -40,7 +44,9 @@ def sampled_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Seq
             draw = int(rng.integers(first_item, n_items))
             if draw not in seen:
                 negatives.append(draw)
-        ranks[row] = int((scores[row, negatives] >= scores[row, target]).sum())
+        candidates, target_score = scores[row, negatives], scores[row, target]
+        ranks[row] = (int(((candidates >= target_score) | np.isnan(candidates)).sum()) if np.isfinite(target_score)
+                      else n_negatives)  # a NaN/inf target is a miss
     return ranks
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from shopper_profiles.bronze import AGE_BANDS, EVENT_TYPES, GENDERS  # noqa: E402
+from shopper_profiles.ingest.bronze import AGE_BANDS, EVENT_TYPES, GENDERS  # noqa: E402
 from shopper_profiles.model.dataset import FIRST_ITEM, TIME_BUCKETS  # noqa: E402
 
 

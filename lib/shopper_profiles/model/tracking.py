@@ -23,16 +23,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shopper_profiles.bronze import AGE_BANDS, GENDERS
 from shopper_profiles.config import PROJECT_ROOT, Config
+from shopper_profiles.ingest.bronze import AGE_BANDS, GENDERS
 from shopper_profiles.model.dataset import VOCAB, training_spec
 from shopper_profiles.model.inputs import SEQUENCE_INPUTS, load_shard
 from shopper_profiles.model.metrics import binary_report, full_ranks, ranking_report
 from shopper_profiles.model.network import ModelSpec
+from shopper_profiles.model.registry import CHAMPION, TRAINING_SNAPSHOT_TAG, VOCAB_FINGERPRINT_TAG
+from shopper_profiles.model.vocabulary import Vocabulary
 from shopper_profiles.storage import DeltaStore
 
 logger = logging.getLogger(__name__)
-CHAMPION = "champion"
 
 
 def _pyfunc_class() -> type:
@@ -139,8 +140,8 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
     counts: dict[str, int] = dict(snapshot.groupBy("split").count().collect())
     if not counts.get("train"):
         raise ValueError(f"no training rows for {as_of}; run jobs/build_training_set.py --as-of {as_of} first")
-    vocab = store.read(VOCAB)
-    n_items = int(vocab.agg({"item_idx": "max"}).collect()[0][0]) + 1
+    vocabulary = Vocabulary.load(store, as_of)
+    n_items = vocabulary.n_items
     first = snapshot.select("next_categories", "tabular").limit(1).collect()[0]
     n_categories, n_tabular = len(first["next_categories"]), len(first["tabular"])
     spec = ModelSpec(n_items=n_items, n_tabular=n_tabular, n_categories=n_categories, max_len=m.max_len,
@@ -153,8 +154,7 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
         if m.text_init:
             from shopper_profiles.model.network import title_embeddings
 
-            titles = {r["item_idx"]: r["title"] for r in vocab.select("item_idx", "title").collect()}
-            init = title_embeddings([titles.get(i) for i in range(n_items)], m.hidden_size, seed=m.seed)
+            init = title_embeddings(list(vocabulary.titles), m.hidden_size, seed=m.seed)
             item_init = str(work / "item_init.npy")
             np.save(item_init, init)
         total_epochs = epochs or m.epochs
@@ -180,7 +180,8 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             mlflow.log_params({**m.model_dump(), "epochs": total_epochs, "num_proc": num_proc, "launcher": launcher,
                                "as_of": str(as_of), "n_items": n_items, "train_rows": counts["train"],
                                **{f"split.{k}": v for k, v in counts.items()}})
-            mlflow.set_tags({"git_commit": git_commit(), **{k: str(v) for k, v in lineage.items()}})
+            mlflow.set_tags({"git_commit": git_commit(), TRAINING_SNAPSHOT_TAG: str(as_of),
+                             VOCAB_FINGERPRINT_TAG: vocabulary.fingerprint, **{k: str(v) for k, v in lineage.items()}})
             for entry in rank0["history"]:
                 mlflow.log_metric("train_loss", entry["loss"], step=entry["epoch"])
             mlflow.log_metrics({**{mlflow_name(k): v for k, v in metrics.items()}, "sequences_per_second": rank0["sequences_per_second"],
@@ -196,6 +197,9 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             mlflow.log_artifact(str(curve))
             mlflow.log_artifacts(str(figures), artifact_path="validation")
             (work / "spec.json").write_text(json.dumps(spec.to_dict()))
+            (work / "vocab.json").write_text(vocabulary.to_json())
+            mlflow.log_artifact(str(work / "spec.json"))
+            mlflow.log_artifact(str(work / "vocab.json"))  # the vocabulary travels with the model
             sample = validation or load_shard(files)
             # The widest types in the signature (long, double): callers' int32/float32 convert safely.
             sample_df = pd.DataFrame({k: [np.asarray(v, dtype=np.int64) for v in sample[k][:2]]

@@ -8,9 +8,9 @@ from datetime import date, timedelta
 from pyspark.sql import DataFrame, SparkSession
 
 from shopper_profiles.config import Config
-from shopper_profiles.ingestion import make_load_id
-from shopper_profiles.simulator import RawBatch, simulate
-from shopper_profiles.sources import amazon_beauty, online_retail
+from shopper_profiles.ingest.load import make_load_id
+from shopper_profiles.ingest.simulator import RawBatch, simulate
+from shopper_profiles.ingest.sources import amazon_beauty, online_retail
 
 SOURCES = ("simulator", "online_retail", "amazon_beauty")
 DEFAULT_FILES = {"online_retail": "online_retail.csv.gz", "amazon_beauty": "amazon_beauty.txt"}

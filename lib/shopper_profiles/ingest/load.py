@@ -19,8 +19,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from shopper_profiles import validation
-from shopper_profiles.bronze import (
+from shopper_profiles.config import Config
+from shopper_profiles.ingest import validation
+from shopper_profiles.ingest.bronze import (
     EVENTS,
     INGEST_LOADS,
     ITEMS,
@@ -30,9 +31,8 @@ from shopper_profiles.bronze import (
     USER_ID_MAP,
     USERS,
 )
-from shopper_profiles.config import Config
-from shopper_profiles.pseudonym import id_map, load_key
-from shopper_profiles.simulator import RawBatch
+from shopper_profiles.ingest.pseudonym import id_map, load_key
+from shopper_profiles.ingest.simulator import RawBatch
 from shopper_profiles.storage import DeltaStore, TableSpec
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from shopper_profiles.bronze import (
+from shopper_profiles.config import IngestConfig
+from shopper_profiles.ingest.bronze import (
     AGE_BANDS,
     DEVICES,
     EVENT_TYPES,
@@ -24,7 +25,6 @@ from shopper_profiles.bronze import (
     RAW_COLUMNS,
     SOCIAL_EDGE_TYPES,
 )
-from shopper_profiles.config import IngestConfig
 
 
 class SchemaDriftError(ValueError):

@@ -9,7 +9,7 @@ import json
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shopper_profiles.simulator import RawBatch
+from shopper_profiles.ingest.simulator import RawBatch
 
 SOURCE = "amazon_beauty"
 EPOCH = "2014-01-01 00:00:00"

@@ -18,8 +18,8 @@ from datetime import date, timedelta
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shopper_profiles.bronze import AGE_BANDS, RAW_COLUMNS
 from shopper_profiles.config import SimulatorConfig
+from shopper_profiles.ingest.bronze import AGE_BANDS, RAW_COLUMNS
 
 SOURCE = "simulator"
 

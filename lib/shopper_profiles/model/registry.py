@@ -1,0 +1,81 @@
+"""A registered profile model as the consumers of the registry see it: which version, trained on
+which snapshot with which vocabulary, and whether it may be used at a given as-of date.
+
+Evaluation and scoring both go through :meth:`RegisteredModel.check_usable`, so a model that has
+seen the future of D, or that would tokenise with another vocabulary, is refused the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from shopper_profiles.config import Config
+from shopper_profiles.model.vocabulary import Vocabulary
+
+CHAMPION = "champion"
+TRAINING_SNAPSHOT_TAG = "training_snapshot"
+VOCAB_FINGERPRINT_TAG = "vocab_fingerprint"
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    version: str
+    run_id: str
+    training_snapshot: date | None
+    vocab_fingerprint: str | None
+    spec: dict[str, Any]
+
+    @property
+    def uri(self) -> str:
+        """The immutable version URI (an alias may move while a job runs)."""
+        return f"models:/{self.name}/{self.version}"
+
+    @classmethod
+    def resolve(cls, config: Config, alias: str | None = None, version: str | int | None = None) -> RegisteredModel:
+        """The registered model by version, or by alias (default ``champion``)."""
+        import mlflow
+        from mlflow import MlflowClient
+
+        mlflow.set_tracking_uri(config.mlflow_tracking_uri)
+        client = MlflowClient()
+        name = config.mlflow.registered_model
+        ref = f"version {version}" if version is not None else f"alias @{alias or CHAMPION}"
+        try:
+            found = (client.get_model_version(name, str(version)) if version is not None
+                     else client.get_model_version_by_alias(name, alias or CHAMPION))
+        except Exception as error:  # noqa: BLE001 - MLflow raises several kinds for a missing model
+            raise ValueError(f"registered model {name!r} has no {ref} in {config.mlflow_tracking_uri}; "
+                             "train one first (jobs/train_profile_model.py) or pick another --model-version") from error
+        run = client.get_run(str(found.run_id))
+        tags, params = run.data.tags, run.data.params
+        snapshot = tags.get(TRAINING_SNAPSHOT_TAG) or params.get("as_of")
+        spec: dict[str, Any] = {}
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=str(found.run_id), artifact_path="spec.json")
+            with open(path) as handle:
+                spec = json.load(handle)
+        except Exception:  # noqa: BLE001 - older runs logged the spec only inside the model
+            spec = {}
+        return cls(name=name, version=str(found.version), run_id=str(found.run_id),
+                   training_snapshot=date.fromisoformat(snapshot) if snapshot else None,
+                   vocab_fingerprint=tags.get(VOCAB_FINGERPRINT_TAG), spec=spec)
+
+    def check_usable(self, as_of: date, vocabulary: Vocabulary | None) -> None:
+        """Refuse, saying why and what to do, a model that cannot honestly serve snapshot ``as_of``."""
+        if self.training_snapshot is None or self.vocab_fingerprint is None:
+            raise ValueError(f"{self.uri} records no training snapshot or vocabulary (trained by an older release); "
+                             "retrain it with jobs/train_profile_model.py")
+        if self.training_snapshot > as_of:
+            raise ValueError(f"{self.uri} was trained on snapshot {self.training_snapshot}, later than {as_of}: its "
+                             f"labels came from after {as_of}, so it would score with knowledge of the future. "
+                             f"Use a model trained on a snapshot <= {as_of} (--model-version N) or a later --as-of")
+        if vocabulary is None or vocabulary.fingerprint != self.vocab_fingerprint:
+            found = "none" if vocabulary is None else f"{vocabulary.fingerprint} ({vocabulary.n_items} tokens)"
+            raise ValueError(f"{self.uri} was trained with item vocabulary {self.vocab_fingerprint} of snapshot "
+                             f"{self.training_snapshot}, but gold/item_vocab for that snapshot is now {found}: item "
+                             "tokens would point at the wrong items. Retrain on the rebuilt training set, or restore "
+                             "the vocabulary the model was trained with")
