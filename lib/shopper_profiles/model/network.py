@@ -75,9 +75,14 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None) -> Any:
             self.age_head = keras.layers.Dense(len(AGE_BANDS), name="age_band")
             self.gender_head = keras.layers.Dense(len(GENDERS), name="gender")
 
-        def call(self, inputs: dict[str, Any], training: bool = False) -> dict[str, Any]:
+        def token_embeddings(self, inputs: dict[str, Any]) -> Any:
+            """What BERT reads per position: item embedding + time-bucket embedding."""
+            return tf.gather(self.item_embedding, inputs["item_seq"]) + self.time_embedding(inputs["time_seq"])
+
+        def call(self, inputs: dict[str, Any], training: bool = False, embeds: Any = None) -> dict[str, Any]:
+            """``embeds`` replaces the token embeddings (explanations interpolate them)."""
             items = inputs["item_seq"]
-            embeds = tf.gather(self.item_embedding, items) + self.time_embedding(inputs["time_seq"])
+            embeds = self.token_embeddings(inputs) if embeds is None else embeds
             mask = tf.cast(tf.not_equal(items, 0), tf.int32)
             # Keras layers need a first positional argument: transformers TF models take a dict.
             bert_inputs = {"inputs_embeds": embeds, "token_type_ids": inputs["type_seq"], "attention_mask": mask}
