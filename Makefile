@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: venv run test lint bench clean-lakehouse
+.PHONY: venv run test lint bench sql clean-lakehouse
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -30,6 +30,10 @@ lint: venv
 ## bench: benchmarks (not tests); results land in docs/BENCHMARKS.md's raw folder
 bench: venv
 	$(PY) -m shopper_profiles.bench --env $(ENV)
+
+## sql: interactive SQL (DuckDB over the Delta tables) with the analyst tables and views registered
+sql: venv
+	@$(PY) -m shopper_profiles.profiles.sql --env $(ENV)
 
 clean-lakehouse:
 	rm -rf lakehouse

@@ -44,6 +44,7 @@ PROFILES = TableSpec(
         T.StructField("user_id", T.StringType(), False),  # pseudonym, never a raw id
         T.StructField("as_of", T.DateType(), False),
         T.StructField("user_embedding", T.ArrayType(T.FloatType()), True),
+        T.StructField("top_interest", T.StringType(), True),
         T.StructField("top_interests", T.ArrayType(SCORED), True),
         T.StructField("interest_scores", T.MapType(T.StringType(), T.FloatType()), True),
         T.StructField("purchase_intent", T.FloatType(), True),
@@ -68,7 +69,7 @@ PROFILES = TableSpec(
 )
 
 # What the scoring UDF emits (the job adds as_of, lineage and scored_at around it).
-SCORE_COLUMNS = ("user_id", "user_embedding", "top_interests", "interest_scores", "purchase_intent", "expected_price_ratio",
+SCORE_COLUMNS = ("user_id", "user_embedding", "top_interest", "top_interests", "interest_scores", "purchase_intent", "expected_price_ratio",
                  "price_sensitivity_band", "churn_risk", "predicted_age_band", "predicted_gender", "recommended_items",
                  "last_event_ts")
 SCORE_SCHEMA = T.StructType([PROFILES.schema[c] for c in SCORE_COLUMNS])
@@ -112,7 +113,7 @@ class ProfileDecoder:
         rows = len(ratio)
         columns: dict[str, list[Any]] = {
             "user_embedding": [v.astype(np.float32) for v in out["user_embedding"]],
-            "top_interests": [], "interest_scores": [], "recommended_items": [],
+            "top_interest": [], "top_interests": [], "interest_scores": [], "recommended_items": [],
             "purchase_intent": _sigmoid(out["intent_logit"]).astype(np.float32).tolist(),
             "expected_price_ratio": ratio.astype(np.float32).tolist(),
             "price_sensitivity_band": np.where(ratio < low, "high", np.where(ratio > high, "low", "medium")).tolist(),
@@ -122,6 +123,7 @@ class ProfileDecoder:
         }
         for row in range(rows):
             order = np.argsort(-interests[row], kind="stable")[: self.top_interests]
+            columns["top_interest"].append(self.categories[order[0]])
             columns["top_interests"].append([{"category": self.categories[c], "score": float(interests[row, c])} for c in order])
             columns["interest_scores"].append({name: float(interests[row, c]) for c, name in enumerate(self.categories)})
             items = best[row][np.argsort(-probabilities[row, best[row]], kind="stable")]
