@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from shopper_profiles.ingest.load import Ingestion, reconciliation_report
-from shopper_profiles.ingest.sources import SOURCES, land_source
+from shopper_profiles.ingest.sources import SOURCES, ingest_source
 from shopper_profiles.runtime import job_parser, start_job
 
 logger = logging.getLogger("ingest_events")
@@ -26,10 +25,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--to", dest="end", type=date.fromisoformat, help="window end (exclusive)")
     parser.add_argument("--path", help="input file (default: the data set under data.dir)")
     job = start_job(parser, argv)
-    batch, window, load_id = land_source(job.spark, job.config, job.args.source, job.args.start, job.args.end,
-                                         job.args.path)
-    loads = Ingestion(job.spark, job.store, job.config, batch, window, load_id).run()
-    report = reconciliation_report(loads, load_id)
+    report = ingest_source(job.spark, job.store, job.config, job.args.source, job.args.start, job.args.end, job.args.path)
+    load_id = report["load_id"]
     for entity, counts in report["entities"].items():
         logger.info("%s %s: input=%d accepted=%d quarantined=%d duplicates=%d (new=%d, already loaded=%d)",
                     load_id, entity, counts["input_rows"], counts["accepted_rows"], counts["quarantined_rows"],

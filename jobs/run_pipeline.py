@@ -1,10 +1,10 @@
 """The whole pipeline on the embedded default, step by step (`make run`).
 
-Today: lakehouse smoke check -> simulator landed and ingested into bronze (validated,
-pseudonymised, reconciled) -> the feature tables for the day after the simulated period ->
-the training snapshot (D = that day minus the label horizon, so its labels are observed):
-features, training set, Horovod training (2 ranks) with MLflow registry, and the evaluation
-against the traditional profiles. Later roadmap steps (scoring) append themselves here.
+simulate + ingest (validated, pseudonymised, reconciled) -> the feature tables of the latest day L
+-> the training snapshot D = L - horizon (its labels are observed): features, training set ->
+Horovod training (2 ranks) with the MLflow registry -> evaluation against the traditional
+profiles -> profiles scored at D (full) and refreshed at L (incremental) -> explanations ->
+audiences, similar shoppers and category demand (backtest at D on test users, forecast at L).
 """
 
 from __future__ import annotations
@@ -17,21 +17,19 @@ from datetime import date, timedelta
 from typing import Any
 
 from shopper_profiles.features.build import build_snapshot
-from shopper_profiles.ingest.load import Ingestion, reconciliation_report
-from shopper_profiles.ingest.sources import land_source
+from shopper_profiles.ingest.sources import ingest_source
 from shopper_profiles.model.build import build_training_set
 from shopper_profiles.model.evaluation import evaluate_snapshot
 from shopper_profiles.model.tracking import train_and_register
+from shopper_profiles.profiles.audiences import build_audiences
+from shopper_profiles.profiles.demand import forecast_demand
+from shopper_profiles.profiles.explanations import explain_snapshot
+from shopper_profiles.profiles.scoring import score_profiles
+from shopper_profiles.profiles.similar import build_similar_users
 from shopper_profiles.runtime import JobContext, job_parser, start_job
 from shopper_profiles.smoke import run_smoke
 
 logger = logging.getLogger("run_pipeline")
-
-
-def ingest_simulator(job: JobContext) -> dict[str, Any]:
-    batch, window, load_id = land_source(job.spark, job.config, "simulator")
-    loads = Ingestion(job.spark, job.store, job.config, batch, window, load_id).run()
-    return reconciliation_report(loads, load_id)
 
 
 def latest_day(job: JobContext) -> date:
@@ -44,10 +42,6 @@ def training_day(job: JobContext) -> date:
     return latest_day(job) - timedelta(days=job.config.model.horizon_days)
 
 
-def build_latest_features(job: JobContext) -> dict[str, Any]:
-    return build_snapshot(job.spark, job.store, job.config, latest_day(job))
-
-
 def build_training_snapshot(job: JobContext) -> dict[str, Any]:
     features = build_snapshot(job.spark, job.store, job.config, training_day(job))
     return {"features": features, "training_set": build_training_set(job.spark, job.store, job.config, training_day(job))}
@@ -55,7 +49,7 @@ def build_training_snapshot(job: JobContext) -> dict[str, Any]:
 
 def train(job: JobContext) -> dict[str, Any]:
     report = train_and_register(job.store, job.config, training_day(job), num_proc=2)
-    return {k: report[k] for k in ("run_id", "model_version", "champion", "metrics", "model_uri")}
+    return {k: report[k] for k in ("run_id", "model_version", "champion", "metrics", "model_uri", "history")}
 
 
 def evaluate(job: JobContext) -> dict[str, Any]:
@@ -63,32 +57,100 @@ def evaluate(job: JobContext) -> dict[str, Any]:
     return {k: report[k] for k in ("model_uri", "model_version", "test_users", "rows", "headline", "mlflow_run_id")}
 
 
-STEPS: list[tuple[str, Callable[[JobContext], dict[str, Any]]]] = [
-    ("smoke", lambda job: run_smoke(job.spark, job.store)),
-    ("ingest", ingest_simulator),
-    ("features", build_latest_features),
-    ("training_set", build_training_snapshot),
-    ("train", train),
-    ("evaluate", evaluate),
+def score(job: JobContext) -> dict[str, Any]:
+    """Full profiles at D, then the incremental refresh at L: only shoppers with events since D."""
+    full = score_profiles(job.spark, job.store, job.config, training_day(job))
+    refresh = score_profiles(job.spark, job.store, job.config, latest_day(job), incremental=True)
+    return {"full": full, "incremental": refresh}
+
+
+def uses(job: JobContext) -> dict[str, Any]:
+    latest = latest_day(job)
+    return {"audiences": build_audiences(job.spark, job.store, job.config, latest),
+            "similar_users": build_similar_users(job.spark, job.store, job.config, latest),
+            "demand_backtest": forecast_demand(job.spark, job.store, job.config, training_day(job), "test_users"),
+            "demand_forecast": forecast_demand(job.spark, job.store, job.config, latest)}
+
+
+def _ratios(report: dict[str, Any]) -> str:
+    def label(h: dict[str, Any]) -> str:
+        return h["task"] + (" (sampled)" if "sampled" in h["protocol"] or "negatives" in h["protocol"] else "")
+
+    return ", ".join(f"{label(h)} {h['ratio']:.2f}x" for h in report["headline"] if h["ratio"] is not None)
+
+
+STEPS: list[tuple[str, Callable[[JobContext], dict[str, Any]], Callable[[dict[str, Any]], str]]] = [
+    ("smoke", lambda job: run_smoke(job.spark, job.store), lambda r: f"{r['rows']:,} rows round-tripped"),
+    ("ingest", lambda job: ingest_source(job.spark, job.store, job.config, "simulator"),
+     lambda r: "events: {input_rows:,} in = {accepted_rows:,} accepted + {quarantined_rows:,} quarantined + "
+               "{duplicate_rows:,} duplicates".format(**r["entities"]["events"])),
+    ("features", lambda job: build_snapshot(job.spark, job.store, job.config, latest_day(job)),
+     lambda r: f"snapshot {r['as_of']}: {r['active_users']:,} shoppers, 5 tables"),
+    ("training_set", build_training_snapshot,
+     lambda r: "snapshot {as_of}: {splits}, {items:,} items".format(**r["training_set"])),
+    ("train", train, lambda r: f"model v{r['model_version']} (champion: {r['champion']}), "
+                               f"val NDCG@10 {r['metrics'].get('val_full_ndcg@10', 0):.4f}"),
+    ("evaluate", evaluate, lambda r: f"{r['test_users']} test users; model / best traditional: {_ratios(r)}"),
+    ("score", score, lambda r: f"{r['full']['profiles']:,} profiles at {r['full']['as_of']} in {r['full']['seconds']}s; "
+                               f"refresh at {r['incremental']['as_of']}: {r['incremental']['rescored']:,} re-scored "
+                               f"({100 * r['incremental']['rescored_share']:.0f}%) in {r['incremental']['seconds']}s"),
+    ("explain", lambda job: explain_snapshot(job.spark, job.store, job.config, latest_day(job)),
+     lambda r: "{rows:,} rows; deletion test (top vs random events, logit drop): interest {a:.3f} vs {b:.3f}, "
+               "intent {c:.3f} vs {d:.3f}".format(
+                   rows=r["rows"], a=r["faithfulness"]["top_interest"]["drop_top_events"],
+                   b=r["faithfulness"]["top_interest"]["drop_random_events"],
+                   c=r["faithfulness"]["purchase_intent"]["drop_top_events"],
+                   d=r["faithfulness"]["purchase_intent"]["drop_random_events"])),
+    ("audiences", uses, lambda r: "sizes {sizes}; similar users {rows:,} rows; demand WAPE profiles {w1} vs last "
+                                  "window {w2} (test users at {d})".format(
+                                      sizes=r["audiences"]["sizes"], rows=r["similar_users"]["rows"],
+                                      w1=_fmt(r["demand_backtest"]["wape_profiles"]),
+                                      w2=_fmt(r["demand_backtest"]["wape_naive_last_window"]),
+                                      d=r["demand_backtest"]["as_of"])),
 ]
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def closing_summary(job: JobContext, report: dict[str, Any]) -> str:
+    from shopper_profiles.profiles.views import analyst_tables
+
+    versions = {name: job.store.version(spec) for name, spec in analyst_tables().items() if job.store.exists(spec)}
+    lines = ["", f"pipeline done in {report['seconds']:.0f}s; lakehouse {job.config.lakehouse_root}",
+             "table versions: " + ", ".join(f"{k} v{v}" for k, v in sorted(versions.items()))]
+    if "evaluate" in report:
+        lines.append("model vs best traditional profile: " + _ratios(report["evaluate"]))
+    lines += ["where to look:",
+              f"  .venv/bin/mlflow ui --backend-store-uri {job.config.mlflow_tracking_uri} --workers 1   (runs, registry, plots)",
+              "  make sql                                    (profiles, audiences, k-suppressed views)",
+              "  notebooks/profiles_tour.ipynb               (interests, intent vs churn, segments, explanations)"]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = job_parser(__doc__ or "")
-    parser.add_argument("--steps", help="comma-separated subset of: " + ", ".join(name for name, _ in STEPS))
+    parser.add_argument("--steps", help="comma-separated subset of: " + ", ".join(name for name, _, _ in STEPS))
+    parser.add_argument("--json", action="store_true", help="print the whole report as JSON at the end")
     job = start_job(parser, argv)
-    wanted = set(job.args.steps.split(",")) if job.args.steps else {name for name, _ in STEPS}
+    wanted = set(job.args.steps.split(",")) if job.args.steps else {name for name, _, _ in STEPS}
+    unknown = wanted - {name for name, _, _ in STEPS}
+    if unknown:
+        raise ValueError(f"--steps: unknown step(s) {sorted(unknown)}; choose from {[n for n, _, _ in STEPS]}")
     report: dict[str, Any] = {}
     started = time.time()
-    for name, step in STEPS:
-        if name not in wanted:
-            continue
+    chosen = [s for s in STEPS if s[0] in wanted]
+    for number, (name, step, summary) in enumerate(chosen, 1):
         step_started = time.time()
-        logger.info("step %s", name)
+        logger.info("[%d/%d] %s ...", number, len(chosen), name)
         report[name] = step(job)
         report[name]["seconds"] = round(time.time() - step_started, 1)
+        logger.info("[%d/%d] %s done in %.0fs: %s", number, len(chosen), name, report[name]["seconds"], summary(report[name]))
     report["seconds"] = round(time.time() - started, 1)
-    print(json.dumps(report, indent=2, default=str))
+    print(closing_summary(job, report))
+    if job.args.json:
+        print(json.dumps(report, indent=2, default=str))
     return report
 
 

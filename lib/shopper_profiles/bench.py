@@ -170,8 +170,7 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
     2 processes x 1 thread (each rank pinned to its own core), and 1 process x 2 threads.
     Weak scaling (the per-rank batch is fixed); epoch 0 (tracing, broadcast) is left out."""
     from shopper_profiles.features.build import build_snapshot
-    from shopper_profiles.ingest.load import Ingestion
-    from shopper_profiles.ingest.sources import land_source
+    from shopper_profiles.ingest.sources import ingest_source
     from shopper_profiles.model.build import build_training_set
     from shopper_profiles.model.dataset import tabular_names, training_spec
     from shopper_profiles.model.evaluation import evaluate_snapshot
@@ -189,11 +188,10 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
     config = config_from_args(args)
     spark = build_spark(config)
     store = open_store(spark, config)
-    batch, window, load_id = land_source(spark, config, "simulator")
-    if window is None:
-        raise RuntimeError("the simulator landed no window")
-    Ingestion(spark, store, config, batch, window, load_id).run()
-    as_of = window[1] - timedelta(days=config.model.horizon_days)  # labels need the following window
+    ingest_source(spark, store, config, "simulator")
+    sim = config.simulator
+    # Labels need the following window: the last snapshot whose horizon the simulated period covers.
+    as_of = sim.start_date + timedelta(days=sim.days - config.model.horizon_days)
     build_snapshot(spark, store, config, as_of)
     built = build_training_set(spark, store, config, as_of)
     m = config.model

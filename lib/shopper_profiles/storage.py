@@ -335,7 +335,7 @@ class DeltaRsStore(DeltaStore):
             configuration=dict(spec.properties) or None,
             mode="error",
         )
-        logger.info("created table %s at %s", spec.name, self.path(spec))
+        logger.debug("created table %s at %s", spec.name, self.path(spec))
         return True
 
     def _table_schema(self, dt: Any) -> T.StructType:
@@ -394,7 +394,7 @@ class DeltaRsStore(DeltaStore):
             shutil.rmtree(staging, ignore_errors=True)
             _remove_empty_parent(staging)
         version = int(self._table(spec).version())
-        logger.info("%s %s: %d files committed as version %d", mode, spec.name, len(actions), version)
+        logger.debug("%s %s: %d files committed as version %d", mode, spec.name, len(actions), version)
         return version
 
     def merge(self, df: DataFrame, spec: TableSpec, keys: Sequence[str] | None = None) -> MergeResult:

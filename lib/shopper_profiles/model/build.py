@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -20,6 +20,11 @@ from shopper_profiles.storage import DeltaStore
 logger = logging.getLogger(__name__)
 
 
+def label_window_observed(last_event: datetime | None, as_of: date, horizon_days: int) -> bool:
+    """Bronze has seen [D, D + horizon) once its events reach the window's last day."""
+    return last_event is not None and last_event.date() >= as_of + timedelta(days=horizon_days - 1)
+
+
 def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, as_of: date) -> dict[str, Any]:
     specs = feature_specs(config.features)
     snapshot = {name: store.read(spec).where(F.col("snapshot_date") == F.lit(as_of)) for name, spec in specs.items()}
@@ -28,7 +33,7 @@ def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, a
     events = store.read(EVENTS)
     horizon_end = as_of + timedelta(days=config.model.horizon_days)
     last = events.agg(F.max("ts")).collect()[0][0]
-    if last is None or last.date() < horizon_end - timedelta(days=1):
+    if not label_window_observed(last, as_of, config.model.horizon_days):
         # Labels come from [D, D + horizon): a window bronze has not fully seen would label
         # every shopper churned and no one a buyer.
         latest = (last.date() - timedelta(days=config.model.horizon_days - 1)) if last else None

@@ -8,8 +8,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+from collections import deque
 from pathlib import Path
 from typing import Any
+
+from shopper_profiles.model.train import PROGRESS
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +30,22 @@ def run_horovodrun(params: dict[str, Any], num_proc: int, timeout_s: int = 3600)
         env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS=str(
             params.get("threads_per_rank", 1)))
         logger.info("launching %s", " ".join(command))
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
-        if done.returncode != 0:
-            raise RuntimeError(f"horovodrun failed with exit code {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+        tail: deque[str] = deque(maxlen=200)
+        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+            timer = threading.Timer(timeout_s, process.kill)
+            timer.start()
+            try:
+                assert process.stdout is not None
+                for line in process.stdout:  # relay rank 0's epoch lines as they come
+                    tail.append(line.rstrip())
+                    if PROGRESS in line:
+                        logger.info("training %s", line.split(PROGRESS, 1)[1].strip())
+                returncode = process.wait()
+            finally:
+                timer.cancel()
+        if returncode != 0:
+            raise RuntimeError(f"horovodrun failed with exit code {returncode} (killed after {timeout_s}s if negative):\n"
+                               + "\n".join(tail))
         return [json.loads((Path(work) / f"rank{r}.json").read_text()) for r in range(num_proc)]
 
 

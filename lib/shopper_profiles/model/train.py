@@ -16,6 +16,8 @@ import os
 import time
 from typing import Any
 
+PROGRESS = "PROGRESS"  # rank 0's progress lines; the launcher relays them to the user
+
 
 def train_worker(params: dict[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -96,8 +98,10 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
         mean_loss = float(hvd.allreduce(tf.constant(np.mean(losses), tf.float32), op=hvd.Average))
         history.append({"epoch": epoch, "loss": mean_loss, "step": int(step.numpy()),
                         "seconds": time.perf_counter() - epoch_start, "input_wait_seconds": epoch_wait})
-        if hvd.rank() == 0:  # distributed: only rank 0 writes checkpoints
+        if hvd.rank() == 0:  # distributed: only rank 0 writes checkpoints and reports progress
             manager.save(checkpoint_number=int(step.numpy()))
+            print(f"{PROGRESS} epoch {epoch + 1}/{params['epochs']} loss {mean_loss:.4f} "
+                  f"{history[-1]['seconds']:.1f}s", flush=True)
     elapsed = time.perf_counter() - started
     checksum = float(sum(float(tf.reduce_sum(tf.abs(v))) for v in model.trainable_variables))
     result = {"rank": hvd.rank(), "size": hvd.size(), "rows": rows, "history": history, "weights_checksum": checksum,

@@ -78,6 +78,7 @@ def forecast_demand(spark: SparkSession, store: DeltaStore, config: Config, as_o
     """Category demand for profile snapshot D over ``population`` (``all_users``, or ``test_users``:
     the shoppers the model never trained on, for an honest backtest at its training snapshot)."""
     from shopper_profiles.ingest.bronze import EVENTS
+    from shopper_profiles.model.build import label_window_observed
     from shopper_profiles.model.dataset import split_of
     from shopper_profiles.profiles.scoring import PROFILES
 
@@ -91,7 +92,7 @@ def forecast_demand(spark: SparkSession, store: DeltaStore, config: Config, as_o
     horizon = config.model.horizon_days
     events = store.read(EVENTS)
     last = events.agg(F.max("ts")).collect()[0][0]
-    observed = last is not None and last >= as_of_ts(as_of + timedelta(days=horizon)) - timedelta(hours=1)
+    observed = label_window_observed(last, as_of, horizon)
     store.create(CATEGORY_DEMAND)
     version = store.overwrite(category_demand(profiles, events, as_of, horizon, population, observed), CATEGORY_DEMAND,
                               window={"as_of": as_of})

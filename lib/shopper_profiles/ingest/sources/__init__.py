@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import date, timedelta
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -11,6 +12,7 @@ from shopper_profiles.config import Config
 from shopper_profiles.ingest.load import make_load_id
 from shopper_profiles.ingest.simulator import RawBatch, simulate
 from shopper_profiles.ingest.sources import amazon_beauty, online_retail
+from shopper_profiles.storage import DeltaStore
 
 SOURCES = ("simulator", "online_retail", "amazon_beauty")
 DEFAULT_FILES = {"online_retail": "online_retail.csv.gz", "amazon_beauty": "amazon_beauty.txt"}
@@ -58,3 +60,13 @@ def land_source(
         raise ValueError(f"{source}: input file {path} not found; set data.dir or pass --path")
     batch = online_retail.land(spark, path) if source == "online_retail" else amazon_beauty.land(spark, path)
     return batch, None, make_load_id(source, None, _fingerprint(path))
+
+
+def ingest_source(spark: SparkSession, store: DeltaStore, config: Config, source: str, start: date | None = None,
+                  end: date | None = None, path: str | None = None) -> dict[str, Any]:
+    """Land a source and ingest it into bronze (validate, quarantine, pseudonymise, reconcile);
+    the reconciliation report back."""
+    from shopper_profiles.ingest.load import Ingestion, reconciliation_report
+
+    batch, window, load_id = land_source(spark, config, source, start, end, path)
+    return reconciliation_report(Ingestion(spark, store, config, batch, window, load_id).run(), load_id)
