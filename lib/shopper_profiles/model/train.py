@@ -26,7 +26,7 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
-    from shopper_profiles.model.inputs import load_shard, to_tf_dataset
+    from shopper_profiles.model.inputs import load_shard, training_stream
     from shopper_profiles.model.network import ModelSpec, build_model, multitask_loss
 
     hvd.init()  # distributed: one process per rank
@@ -61,8 +61,15 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
         checkpoint.restore(manager.latest_checkpoint)
     start_epoch = int(step.numpy()) // max(1, int(params["steps_per_epoch"]))
 
+    # distributed: every rank starts from rank 0's weights and optimizer state. The optimizer's
+    # slots are built first so they can be broadcast now, outside the step: one trace of the step
+    # instead of two (a first-batch flag would trace the whole BERT graph twice, ~10 s here).
+    optimizer.build(model.trainable_variables)
+    hvd.broadcast_variables(model.variables, root_rank=0)
+    hvd.broadcast_variables(optimizer.variables() if callable(optimizer.variables) else optimizer.variables, root_rank=0)
+
     @tf.function
-    def train_step(features: dict[str, Any], labels: dict[str, Any], first: bool) -> Any:
+    def train_step(features: dict[str, Any], labels: dict[str, Any]) -> Any:
         with tf.GradientTape() as tape:
             outputs = model(features, training=True)
             table, bias = (model.item_embedding, model.item_bias) if spec.causal else (None, None)
@@ -70,28 +77,21 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
         tape = hvd.DistributedGradientTape(tape)  # distributed: allreduce gradients
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
-        if first:  # distributed: start from rank 0's weights and optimizer state
-            hvd.broadcast_variables(model.variables, root_rank=0)
-            optimizer_variables = optimizer.variables() if callable(optimizer.variables) else optimizer.variables
-            hvd.broadcast_variables(optimizer_variables, root_rank=0)
         return loss, parts
 
     history: list[dict[str, float]] = []
     steps_per_epoch = int(params["steps_per_epoch"])
-    broadcast_done = False
     started = time.perf_counter()
     input_wait = 0.0
+    stream = iter(training_stream(shard, int(params["batch_size"]), seed, start_epoch, int(params["epochs"]), steps_per_epoch))
     for epoch in range(start_epoch, int(params["epochs"])):
-        dataset = to_tf_dataset(shard, int(params["batch_size"]), shuffle_seed=seed + epoch, repeat=True)
-        iterator = iter(dataset)
         losses: list[float] = []
         epoch_start, epoch_wait = time.perf_counter(), 0.0
         for _ in range(steps_per_epoch):
             wait_start = time.perf_counter()
-            features, labels = next(iterator)
+            features, labels = next(stream)
             epoch_wait += time.perf_counter() - wait_start
-            loss, _parts = train_step(features, labels, not broadcast_done)  # Python bool: two traces
-            broadcast_done = True
+            loss, _parts = train_step(features, labels)
             step.assign_add(1)
             losses.append(float(loss))
         input_wait += epoch_wait
@@ -99,9 +99,11 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
         history.append({"epoch": epoch, "loss": mean_loss, "step": int(step.numpy()),
                         "seconds": time.perf_counter() - epoch_start, "input_wait_seconds": epoch_wait})
         if hvd.rank() == 0:  # distributed: only rank 0 writes checkpoints and reports progress
+            save_start = time.perf_counter()
             manager.save(checkpoint_number=int(step.numpy()))
-            print(f"{PROGRESS} epoch {epoch + 1}/{params['epochs']} loss {mean_loss:.4f} "
-                  f"{history[-1]['seconds']:.1f}s", flush=True)
+            history[-1]["checkpoint_seconds"] = time.perf_counter() - save_start
+            print(f"{PROGRESS} epoch {epoch + 1}/{params['epochs']} loss {mean_loss:.4f} {history[-1]['seconds']:.1f}s",
+                  flush=True)
     elapsed = time.perf_counter() - started
     checksum = float(sum(float(tf.reduce_sum(tf.abs(v))) for v in model.trainable_variables))
     result = {"rank": hvd.rank(), "size": hvd.size(), "rows": rows, "history": history, "weights_checksum": checksum,

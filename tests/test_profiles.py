@@ -1,0 +1,303 @@
+"""Profiles in use, on one small simulated shop with a real registered model: the profile table
+(one row per active shopper, values in range, idempotent per as-of), incremental refresh equal to
+a full re-score for the changed shoppers, the refused model, explanations, audiences, similar
+shoppers and category demand."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_job
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from shopper_profiles.config import Config, load_config
+from shopper_profiles.features.schemas import feature_specs, need_spec
+from shopper_profiles.ingest.bronze import AGE_BANDS, EVENTS, GENDERS
+from shopper_profiles.model.dataset import VOCAB, tabular_names
+from shopper_profiles.model.vocabulary import Vocabulary
+from shopper_profiles.profiles.audiences import AUDIENCE_MEMBERS, AUDIENCE_SIZES
+from shopper_profiles.profiles.demand import CATEGORY_DEMAND
+from shopper_profiles.profiles.explanations import EXPLANATIONS
+from shopper_profiles.profiles.scoring import PROFILES
+from shopper_profiles.profiles.similar import SIMILAR_USERS
+from shopper_profiles.storage import DeltaStore, open_store
+
+D1, D2 = date(2024, 1, 20), date(2024, 1, 27)  # training snapshot, later scoring snapshot (40 simulated days)
+SHOP = ["simulator.users=300", "simulator.days=40", "simulator.items_per_leaf=10", "model.hidden_size=16", "model.layers=1",
+        "model.max_len=20", "model.batch_size=32", "model.epochs=2", "model.text_init=false"]
+
+
+@dataclass
+class Shop:
+    root: Path
+    argv: list[str]
+    config: Config
+    store: DeltaStore
+
+    def job(self, name: str, *args: str) -> dict:
+        return run_job(name, [*args, *self.argv])
+
+    def rows(self, spec, where=None) -> list[dict]:
+        frame = self.store.read(spec)
+        return [r.asDict(recursive=True) for r in (frame.where(where) if where is not None else frame).collect()]
+
+
+@pytest.fixture(scope="module")
+def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Shop:
+    previous_key = os.environ.get("SHOPPER_PSEUDONYM_KEY")
+    os.environ["SHOPPER_PSEUDONYM_KEY"] = "profiles-test"
+    root = tmp_path_factory.mktemp("profiles") / "lh"
+    overrides = [f"lakehouse.root={root}", *SHOP]
+    argv = [x for item in overrides for x in ("--conf-override", item)]
+    config = load_config("local", overrides)
+    shop = Shop(root, argv, config, open_store(spark, config))
+    shop.job("ingest_events", "--source", "simulator")
+    for day in (D1, D2):
+        shop.job("build_features", "--as-of", str(day))
+    shop.job("build_training_set", "--as-of", str(D1))
+    trained = shop.job("train_profile_model", "--as-of", str(D1), "--np", "2")
+    assert trained["model_version"] == "1"
+    yield shop
+    if previous_key is None:
+        os.environ.pop("SHOPPER_PSEUDONYM_KEY", None)
+    else:
+        os.environ["SHOPPER_PSEUDONYM_KEY"] = previous_key
+
+
+def at(day: date):
+    return F.col("as_of") == F.lit(day)
+
+
+@pytest.mark.slow
+def test_one_profile_per_active_shopper_every_value_in_range(shop: Shop) -> None:
+    report = shop.job("score_profiles", "--as-of", str(D2))
+    sequences = shop.store.read(feature_specs(shop.config.features)["sequences"]).where(F.col("snapshot_date") == D2)
+    active = {r.user_id for r in sequences.select("user_id").collect()}
+    rows = shop.rows(PROFILES, at(D2))
+    assert report["profiles"] == len(rows) == len(active) and {r["user_id"] for r in rows} == active
+    vocabulary = Vocabulary.load(shop.store, D1)  # the model's vocabulary (training snapshot), not D2's
+    known_items = {i for i in vocabulary.item_ids if i}
+    versions = {spec.name: shop.store.version(spec) for spec in feature_specs(shop.config.features).values()}
+    low, high = shop.config.profiles.price_bands
+    for r in rows:
+        assert r["user_id"].startswith("u_")  # the pseudonym, never a raw id
+        assert len(r["user_embedding"]) == 16 and all(np.isfinite(r["user_embedding"]))
+        assert 0.0 <= r["purchase_intent"] <= 1.0 and 0.0 <= r["churn_risk"] <= 1.0
+        scores = [s["score"] for s in r["top_interests"]]
+        assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+        assert r["top_interest"] == r["top_interests"][0]["category"]
+        assert set(r["interest_scores"]) == set(vocabulary.categories)
+        assert max(r["interest_scores"].values()) == pytest.approx(scores[0])
+        band = "high" if r["expected_price_ratio"] < low else "low" if r["expected_price_ratio"] > high else "medium"
+        assert r["price_sensitivity_band"] == band
+        assert r["predicted_age_band"] in AGE_BANDS and r["predicted_gender"] in GENDERS  # on in conf/local.yaml
+        items = [x["item_id"] for x in r["recommended_items"]]
+        assert len(items) == 10 == len(set(items)) and set(items) <= known_items
+        probabilities = [x["score"] for x in r["recommended_items"]]
+        assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0
+        assert r["model_name"] == shop.config.mlflow.registered_model and r["model_version"] == "1"
+        assert r["feature_versions"] == versions and r["features_as_of"] == D2
+        assert r["last_event_ts"] < datetime(2024, 1, 27)
+
+
+@pytest.mark.slow
+def test_rerun_replaces_only_that_snapshot(shop: Shop) -> None:
+    shop.job("score_profiles", "--as-of", str(D1))
+    shop.job("score_profiles", "--as-of", str(D2))
+    before = {(r["user_id"], r["as_of"]): r["scored_at"] for r in shop.rows(PROFILES)}
+    shop.job("score_profiles", "--as-of", str(D2))
+    after = {(r["user_id"], r["as_of"]): r["scored_at"] for r in shop.rows(PROFILES)}
+    assert set(after) == set(before)  # no duplicates, no losses
+    assert all(after[k] == before[k] for k in after if k[1] == D1)  # D1 untouched
+    assert all(after[k] > before[k] for k in after if k[1] == D2)  # D2 replaced
+
+
+@pytest.mark.slow
+def test_incremental_refresh_equals_a_full_rescore_for_changed_shoppers(shop: Shop, spark: SparkSession) -> None:
+    shop.job("score_profiles", "--as-of", str(D1))
+    refresh = shop.job("score_profiles", "--as-of", str(D2), "--incremental")
+    assert refresh["mode"] == "incremental" and refresh["previous"] == str(D1)
+    incremental = {r["user_id"]: r for r in shop.rows(PROFILES, at(D2))}
+    previous = {r["user_id"]: r for r in shop.rows(PROFILES, at(D1))}
+    # Changed, worked out from bronze: an event in [D1, D2), or no profile at D1 yet.
+    events = shop.store.read(EVENTS).where((F.col("ts") >= datetime(2024, 1, 20)) & (F.col("ts") < datetime(2024, 1, 27)))
+    moved = {r.user_id for r in events.select("user_id").distinct().collect()}
+    expected = {u for u in incremental if u in moved or u not in previous}
+    rescored = {u for u, r in incremental.items() if r["features_as_of"] == D2}
+    assert rescored == expected and 0 < len(rescored) < len(incremental)
+    assert refresh["rescored"] == len(rescored) and refresh["rescored_share"] == pytest.approx(len(rescored) / len(incremental),
+                                                                                              abs=1e-4)
+    for user, row in incremental.items():
+        if user not in rescored:  # carried forward unchanged from D1
+            assert row["features_as_of"] == D1 and row["user_embedding"] == previous[user]["user_embedding"]
+            assert row["scored_at"] == previous[user]["scored_at"]
+
+    shop.job("score_profiles", "--as-of", str(D2))
+    full = {r["user_id"]: r for r in shop.rows(PROFILES, at(D2))}
+    assert set(full) == set(incremental)
+    for user in rescored:
+        a, b = incremental[user], full[user]
+        np.testing.assert_allclose(a["user_embedding"], b["user_embedding"], rtol=1e-5, atol=1e-6)
+        for column in ("purchase_intent", "churn_risk", "expected_price_ratio"):
+            assert a[column] == pytest.approx(b[column], abs=1e-5), column
+        assert [x["category"] for x in a["top_interests"]] == [x["category"] for x in b["top_interests"]]
+        assert a["price_sensitivity_band"] == b["price_sensitivity_band"]
+
+
+@pytest.mark.slow
+def test_a_model_from_the_future_or_with_another_vocabulary_is_refused(shop: Shop, spark: SparkSession) -> None:
+    with pytest.raises(ValueError, match=r"trained on snapshot 2024-01-20, later than 2024-01-19"):
+        shop.job("score_profiles", "--as-of", "2024-01-19")
+    with pytest.raises(ValueError, match="registered model .* has no version 7"):
+        shop.job("score_profiles", "--as-of", str(D2), "--model-version", "7")
+    # Rebuild D1's vocabulary with two items swapped: the tokens would point at the wrong items.
+    original = shop.store.read(VOCAB).where(F.col("snapshot_date") == D1).cache()
+    original.count()
+    swapped = original.withColumn("item_idx", F.when(F.col("item_idx") == 2, 3).when(F.col("item_idx") == 3, 2)
+                                  .otherwise(F.col("item_idx")))
+    shop.store.overwrite(swapped, VOCAB, window={"snapshot_date": D1})
+    with pytest.raises(ValueError, match="was trained with item vocabulary .* but gold/item_vocab for that snapshot is now"):
+        shop.job("score_profiles", "--as-of", str(D2))
+    with pytest.raises(ValueError, match="item vocabulary"):
+        shop.job("evaluate_profile_model", "--as-of", str(D1))
+    # Rebuilding it from bronze gives the same vocabulary byte for byte: the model is usable again.
+    shop.job("build_training_set", "--as-of", str(D1))
+    original.unpersist()
+    assert shop.job("score_profiles", "--as-of", str(D2))["profiles"] > 0
+
+
+@pytest.mark.slow
+def test_explanations_point_at_the_shoppers_own_events_before_d(shop: Shop) -> None:
+    report = shop.job("explain_profiles", "--as-of", str(D2), "--faithfulness-users", "80")
+    rows = shop.rows(EXPLANATIONS, at(D2))
+    assert report["rows"] == len(rows) > 0
+    events = {r.event_id: r for r in shop.store.read(EVENTS).select("event_id", "user_id", "ts", "event_type", "item_id")
+              .collect()}
+    names = set(tabular_names())
+    users = {r["user_id"] for r in rows}
+    assert len(users) == len(shop.rows(PROFILES, at(D2)))  # every profiled shopper is explained
+    for r in rows:
+        assert r["target"] in ("top_interest", "purchase_intent") and 1 <= r["rank"] <= 5
+        if r["kind"] == "event":
+            source = events[r["event_id"]]
+            assert source.user_id == r["user_id"] and source.ts < datetime(2024, 1, 27)
+            assert (r["event_ts"], r["action"], r["item_id"]) == (source.ts, source.event_type, source.item_id)
+        else:
+            assert r["feature"] in names or r["feature"].startswith("category_affinity[")
+    per_user = {}
+    for r in rows:
+        if r["kind"] == "event":
+            per_user.setdefault((r["user_id"], r["target"]), []).append(r["attribution"])
+    assert all(a == sorted(a, reverse=True) for a in per_user.values())  # most driving first
+    for target in ("top_interest", "purchase_intent"):
+        found = report["faithfulness"][target]
+        # Completeness of integrated gradients: attributions sum to f(x) - f(baseline).
+        assert found["completeness_gap"] < 0.05
+        assert {"drop_top_events", "drop_random_events", "top_beats_random_share"} <= set(found)
+
+
+@pytest.mark.slow
+def test_audiences_hold_exactly_the_shoppers_their_definitions_select(shop: Shop) -> None:
+    shop.job("score_profiles", "--as-of", str(D2))
+    first = shop.job("build_audiences", "--as-of", str(D2))
+    second = shop.job("build_audiences", "--as-of", str(D2))
+    members = shop.rows(AUDIENCE_MEMBERS, at(D2))
+    profiles = {r["user_id"]: r for r in shop.rows(PROFILES, at(D2))}
+    need = {r["user_id"]: r for r in shop.rows(need_spec(), F.col("snapshot_date") == D2)}
+
+    def expected(name: str) -> set[str]:
+        pick = {
+            "beauty_bargain_hunters": lambda p, n: p["purchase_intent"] >= 0.5 and p["price_sensitivity_band"] == "high"
+            and p["interest_scores"]["beauty"] >= 0.3,
+            "churn_risk_high_spenders": lambda p, n: p["churn_risk"] >= 0.5 and (n.get("m_score") or 0) >= 4,
+            "electronics_intenders": lambda p, n: "electronics" in [x["category"] for x in p["top_interests"]]
+            and p["purchase_intent"] >= 0.6,
+            "loyal_full_price": lambda p, n: (n.get("r_score") or 0) >= 4 and (n.get("f_score") or 0) >= 4
+            and p["price_sensitivity_band"] in ("low", "medium"),
+        }[name]
+        return {u for u, p in profiles.items() if pick(p, need.get(u, {}))}
+
+    for name, size in first["sizes"].items():
+        assert {m["user_id"] for m in members if m["audience"] == name} == expected(name)
+        assert size == len(expected(name))
+    sizes = shop.rows(AUDIENCE_SIZES)
+    assert {r["run_id"] for r in sizes} >= {first["run_id"], second["run_id"]}  # sizes recorded per run
+    assert len(members) == len({(m["audience"], m["user_id"]) for m in members})  # rerun replaced, not appended
+
+
+@pytest.mark.slow
+def test_similar_shoppers_are_the_exact_cosine_neighbours(shop: Shop) -> None:
+    shop.job("score_profiles", "--as-of", str(D2))
+    report = shop.job("find_similar_users", "--as-of", str(D2))
+    profiles = shop.rows(PROFILES, at(D2))
+    ids = np.array([r["user_id"] for r in profiles])
+    matrix = np.array([r["user_embedding"] for r in profiles], dtype=np.float64)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    similarity = matrix @ matrix.T
+    np.fill_diagonal(similarity, -np.inf)
+    found: dict[str, list] = {}
+    for r in shop.rows(SIMILAR_USERS, at(D2)):
+        found.setdefault(r["user_id"], []).append((r["rank"], r["neighbour_id"], r["similarity"]))
+    assert report["rows"] == 10 * len(ids) and set(found) == set(ids)
+    for row, user in enumerate(ids):
+        got = sorted(found[user])
+        assert [g[0] for g in got] == list(range(1, 11)) and user not in {g[1] for g in got}
+        best = np.sort(similarity[row])[::-1][:10]
+        np.testing.assert_allclose([g[2] for g in got], best, atol=1e-5)  # the 10 largest, in order
+
+
+@pytest.mark.slow
+def test_category_demand_backtest_counts_the_real_next_window(shop: Shop) -> None:
+    shop.job("score_profiles", "--as-of", str(D1))
+    report = shop.job("forecast_demand", "--as-of", str(D1), "--population", "test_users")
+    assert report["observed"] is True
+    rows = {r["category"]: r for r in shop.rows(CATEGORY_DEMAND, at(D1) & (F.col("population") == "test_users"))}
+    profiles = shop.rows(PROFILES, at(D1))
+    from shopper_profiles.model.dataset import split_of
+
+    test_users = {r.user_id for r in shop.store.read(PROFILES).where(at(D1) & (split_of(F.col("user_id")) == "test"))
+                  .select("user_id").collect()}
+    assert 0 < len(test_users) < len(profiles)
+    events = shop.rows(EVENTS, F.col("category").isNotNull())
+
+    def active(start: datetime, end: datetime) -> dict[str, int]:
+        seen: dict[str, set] = {}
+        for e in events:
+            if e["user_id"] in test_users and start <= e["ts"] < end:
+                seen.setdefault(e["category"].split(" > ")[0], set()).add(e["user_id"])
+        return {c: len(u) for c, u in seen.items()}
+
+    actual = active(datetime(2024, 1, 20), datetime(2024, 1, 20) + timedelta(days=14))
+    naive = active(datetime(2024, 1, 20) - timedelta(days=14), datetime(2024, 1, 20))
+    for category, row in rows.items():
+        assert row["actual_users"] == actual.get(category, 0) and row["naive_users"] == naive.get(category, 0)
+        expected = sum(p["interest_scores"][category] for p in profiles if p["user_id"] in test_users)
+        assert row["forecast_users"] == pytest.approx(expected, rel=1e-5)
+    total = sum(actual.values())
+    assert report["wape_naive_last_window"] == pytest.approx(
+        sum(abs(naive.get(c, 0) - actual.get(c, 0)) for c in rows) / total)
+
+
+@pytest.mark.slow
+def test_profiles_tour_notebook_runs_on_the_shop(shop: Shop, tmp_path: Path) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    for job in ("score_profiles", "explain_profiles", "build_audiences"):
+        shop.job(job, "--as-of", str(D2), *(["--faithfulness-users", "20"] if job == "explain_profiles" else []))
+    notebook = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "profiles_tour.ipynb", as_version=4)
+    params = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    overrides = [f"lakehouse.root={shop.root}", "spark.master=local[1]", "spark.driver_memory=1g", *SHOP]
+    params.source += f"\nconf_overrides = {overrides!r}"
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+                   for c in notebook.cells for o in c.get("outputs", []))
+    assert f"snapshot {D2}: {len(shop.rows(PROFILES, at(D2))):,} profiles" in text
+    assert "churn_risk_high_spenders" in text  # segment sizes
+    assert "image/png" in str([o.get("data", {}).keys() for c in notebook.cells for o in c.get("outputs", [])])
+    assert "purchase_intent" in text and "attribution" in text  # the explanation table
