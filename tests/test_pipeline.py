@@ -46,3 +46,12 @@ def test_ingest_then_backfill_then_whole_pipeline(spark: SparkSession, tmp_path,
     assert whole["training_set"]["training_set"]["as_of"] == "2024-01-07"
     assert whole["train"]["champion"] is True and whole["train"]["model_version"] == "1"
     assert whole["evaluate"]["model_version"] == "1" and whole["evaluate"]["rows"] > 50
+    # [5/7]: profiles at D (full) and at the latest day (incremental), explanations, audiences, neighbours, demand.
+    assert whole["score"]["full"]["as_of"] == "2024-01-07" and whole["score"]["full"]["mode"] == "full"
+    refresh = whole["score"]["incremental"]
+    assert refresh["mode"] == "incremental" and refresh["profiles"] == whole["features"]["active_users"]
+    assert 0 < refresh["rescored"] <= refresh["profiles"]
+    assert whole["explain"]["rows"] > 0 and whole["explain"]["faithfulness"]["users"] >= 0
+    assert set(whole["audiences"]["audiences"]["sizes"]) >= {"churn_risk_high_spenders", "loyal_full_price"}
+    assert whole["audiences"]["similar_users"]["rows"] == 10 * refresh["profiles"]
+    assert whole["audiences"]["demand_backtest"]["observed"] is True

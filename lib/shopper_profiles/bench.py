@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from shopper_profiles.config import PROJECT_ROOT, add_config_arguments, config_from_args
@@ -322,6 +322,110 @@ def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bench_scoring(args: argparse.Namespace) -> dict[str, Any]:
+    """Profile scoring throughput, full and incremental, at ``--scoring-users`` simulated shoppers
+    and at ``--scoring-scale`` times that many (the same feature rows and next-week events
+    replicated under new pseudonyms and dates 1,000 days later: per shopper the model does the same
+    work, so throughput is measured at scale without simulating 10x the shop)."""
+
+    from shopper_profiles.features.build import build_snapshot
+    from shopper_profiles.ingest.sources import ingest_source
+    from shopper_profiles.model.build import build_training_set
+    from shopper_profiles.model.tracking import train_and_register
+    from shopper_profiles.profiles.scoring import score_profiles
+    from shopper_profiles.spark import build_spark
+    from shopper_profiles.storage import open_store
+
+    os.environ.setdefault("SHOPPER_PSEUDONYM_KEY", "benchmark-key")
+    root = RESULTS / "lakehouse-scoring"
+    shutil.rmtree(root, ignore_errors=True)
+    args.conf_override = [*args.base_overrides, f"lakehouse.root={root}", f"simulator.users={args.scoring_users}"]
+    config = config_from_args(args)
+    spark = build_spark(config)
+    store = open_store(spark, config)
+    ingest_source(spark, store, config, "simulator")
+    sim = config.simulator
+    latest = sim.start_date + timedelta(days=sim.days)
+    previous = latest - timedelta(days=7)
+    trained_on = latest - timedelta(days=config.model.horizon_days)
+    for day in (trained_on, previous, latest):
+        build_snapshot(spark, store, config, day)
+    build_training_set(spark, store, config, trained_on)
+    train_and_register(store, config, trained_on, num_proc=2, epochs=1)  # weights do not change the cost
+
+    def run(day: date, incremental: bool) -> dict[str, Any]:
+        report = score_profiles(spark, store, config, day, incremental=incremental)
+        return {k: report[k] for k in ("profiles", "rescored", "rescored_share", "seconds", "users_per_second")}
+
+    sizes = []
+    shift, scale = timedelta(days=1000), int(args.scoring_scale)
+    for label, (before, after) in (("simulated", (previous, latest)), (f"x{scale} replicated", (previous + shift, latest + shift))):
+        if label != "simulated":
+            _replicate(spark, store, config, {previous: previous + shift, latest: latest + shift}, scale, shift, previous, latest)
+        run(before, False)  # the previous snapshot the incremental run starts from
+        full = run(after, False)
+        incremental = run(after, True)
+        sizes.append({"population": label, "full": full, "incremental": incremental})
+        logger.info("scoring %s: full %s, incremental %s", label, full, incremental)
+    spark.stop()
+    return {"sizes": sizes, "cores": os.cpu_count(), "users": args.scoring_users, "scale": scale}
+
+
+def _replicate(spark: Any, store: Any, config: Any, dates: dict[Any, Any], copies: int, shift: timedelta, start: Any,
+               end: Any) -> None:
+    """Feature snapshots ``dates`` (old -> new) and the events of [start, end) copied ``copies``
+    times under new pseudonyms, moved by ``shift``."""
+    from pyspark.sql import functions as F
+
+    from shopper_profiles.features.schemas import feature_specs
+    from shopper_profiles.ingest.bronze import EVENTS
+
+    def renamed(frame: Any, i: int) -> Any:
+        return frame.withColumn("user_id", F.concat("user_id", F.lit(f"_r{i}")))
+
+    for spec in feature_specs(config.features).values():
+        for old, new in dates.items():
+            rows = store.read(spec).where(F.col("snapshot_date") == F.lit(old)).withColumn("snapshot_date", F.lit(new))
+            if "event_ts" in rows.columns:
+                rows = rows.withColumn("event_ts", F.transform("event_ts", lambda t: t + F.expr(f"INTERVAL {shift.days} DAYS")))
+            copies_frame = renamed(rows, 0)
+            for i in range(1, copies):
+                copies_frame = copies_frame.unionByName(renamed(rows, i))
+            store.overwrite(copies_frame, spec, window={"snapshot_date": new})
+    events = store.read(EVENTS).where((F.col("event_date") >= F.lit(start)) & (F.col("event_date") < F.lit(end)))
+    moved = events.withColumn("ts", F.col("ts") + F.expr(f"INTERVAL {shift.days} DAYS")).withColumn(
+        "event_date", F.to_date("ts"))
+    replicas = renamed(moved, 0).withColumn("event_id", F.concat("event_id", F.lit("_r0")))
+    for i in range(1, copies):
+        replicas = replicas.unionByName(renamed(moved, i).withColumn("event_id", F.concat("event_id", F.lit(f"_r{i}"))))
+    store.append(replicas, EVENTS)
+
+
+def render_scoring(result: dict[str, Any], meta: dict[str, Any]) -> str:
+    m = meta["machine"]
+    cores = result["cores"]
+    lines = ["## Profile scoring throughput ([5/7])", "",
+             f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}; Spark `{meta['master']}`; "
+             f"commit `{meta['commit']}`; {meta['date']}.",
+             f"- Command: `{meta['command']}`",
+             f"- Protocol: {result['users']:,} simulated shoppers, the make-run model (hidden 64, 2 layers, max_len 50; trained "
+             "1 epoch: weights do not change the cost); *full* = `score_profiles` of every shopper active before D (read the five "
+             "feature tables, tokenise, `mapInPandas` with the model loaded once per Python worker, decode, one Delta commit); "
+             "*incremental* = only shoppers with events in the 7 days since the previous snapshot, the rest carried forward, "
+             f"same commit. The x{result['scale']} rows replicate the feature rows and the week's events under new pseudonyms. "
+             "Time = wall seconds of the whole job call, model loading and commit included. Target: >= 2,000 users/s per core.",
+             "", "| population | shoppers | mode | re-scored | share | seconds | users/s | users/s per core | target met |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for size in result["sizes"]:
+        for mode in ("full", "incremental"):
+            r = size[mode]
+            per_core = r["rescored"] / r["seconds"] / cores if r["seconds"] else 0.0
+            lines.append(f"| {size['population']} | {r['profiles']:,} | {mode} | {r['rescored']:,} | {r['rescored_share']:.0%} | "
+                         f"{r['seconds']:.1f} | {r['rescored'] / r['seconds']:,.0f} | {per_core:,.0f} | "
+                         f"{'yes' if per_core >= 2000 else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_section(name: str, body: str) -> None:
     """Replace (or add) one suite's section of docs/BENCHMARKS.md between markers."""
     begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
@@ -336,7 +440,9 @@ def write_section(name: str, body: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = add_config_arguments(argparse.ArgumentParser(description=__doc__))
-    parser.add_argument("--suite", choices=["pipeline", "sequences", "training"], action="append")
+    parser.add_argument("--suite", choices=["pipeline", "sequences", "training", "scoring"], action="append")
+    parser.add_argument("--scoring-users", type=int, default=10000, help="simulated shoppers of the scoring suite")
+    parser.add_argument("--scoring-scale", type=int, default=10, help="replication factor for the large scoring size")
     parser.add_argument("--training-users", type=int, default=4000, help="simulated users of the training suite")
     parser.add_argument("--training-epochs", type=int, default=4)
     parser.add_argument("--training-steps", type=int, default=20, help="steps per epoch of the training suite")
@@ -346,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.base_overrides = list(args.conf_override) + ["spark.master=local[2]"]
     RESULTS.mkdir(exist_ok=True)
-    suites = args.suite or ["pipeline", "sequences", "training"]
+    suites = args.suite or ["pipeline", "sequences", "training", "scoring"]
     sizes = [int(s) for s in args.events.split(",")]
     out: dict[str, Any] = {}
     meta = {
@@ -366,6 +472,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "sequences" in suites:
         out["sequences"] = bench_sequences(args)
         write_section("sequences", render_sequences(out["sequences"], meta))
+    if "scoring" in suites:
+        out["scoring"] = bench_scoring(args)
+        write_section("scoring", render_scoring(out["scoring"], meta))
     (RESULTS / f"latest-{'-'.join(suites)}.json").write_text(json.dumps({"meta": meta, **out}, indent=2))
     print(json.dumps(out, indent=2))
     return out
