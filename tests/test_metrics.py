@@ -77,3 +77,33 @@ def test_spearman_and_top_k_recall() -> None:
     assert spearman(np.array([1, 2, 2, 3]), np.array([1, 3, 2, 4])) == pytest.approx(0.9486833)
     assert top_k_recall([["a", "b", "c"], ["x", "y", "z"]], [["c", "a", "q"], ["q", "r", "x"]], k=3) == pytest.approx(
         (2 / 3 + 1 / 3) / 2)
+
+
+def test_best_threshold_is_the_highest_cut_with_the_best_f1() -> None:
+    from shopper_profiles.model.evaluation import best_threshold
+
+    rng = np.random.default_rng(1)
+    labels = rng.random(200) < 0.3
+    scores = np.round(labels * 0.3 + rng.random(200), 2)  # ties on purpose
+    brute = max((binary_report(labels, scores, threshold=c)["f1"], c) for c in np.unique(scores))
+    assert best_threshold(labels, scores) == brute[1]
+    assert best_threshold(np.zeros(4, bool), np.arange(4.0)) == 0.5  # one class only: the neutral cut
+
+
+def test_paired_bootstrap_intervals_cover_the_values_and_the_ratio() -> None:
+    from shopper_profiles.model.evaluation import paired_intervals, statistic
+
+    rng = np.random.default_rng(2)
+    ours = {"ranks": rng.integers(0, 30, size=400)}
+    theirs = {"ranks": rng.integers(0, 60, size=400)}
+    found = paired_intervals(ours, theirs, "ndcg@10", resamples=300)
+    everyone = np.arange(400)
+    value, base = statistic(ours, "ndcg@10", everyone), statistic(theirs, "ndcg@10", everyone)
+    assert found["profile_model"][0] < value < found["profile_model"][1]
+    assert found["traditional"][0] < base < found["traditional"][1]
+    assert found["ratio"][0] < value / base < found["ratio"][1]
+    assert found["ratio"][0] > 1.0  # twice the hit zone: the ratio interval excludes a tie
+    labels = rng.random(400) < 0.4
+    binary = paired_intervals({"labels": labels, "scores": labels + rng.random(400)},
+                              {"labels": labels, "scores": rng.random(400)}, "auc", resamples=200)
+    assert binary["profile_model"][0] > 0.8 and binary["traditional"][1] < 0.6

@@ -43,7 +43,9 @@ from shopper_profiles.model.metrics import (
     auc,
     binary_report,
     full_ranks,
+    hit_rate,
     multiclass_accuracy,
+    ndcg,
     ranking_report,
     sampled_ranks,
     spearman,
@@ -75,31 +77,77 @@ BINARY = "test users; threshold maximising F1 on validation users"
 
 
 class Results:
-    """The rows of the evaluation table, collected as they are measured."""
+    """The rows of the evaluation table, collected as they are measured, and per headline method
+    the per-user evidence behind them (for paired bootstrap intervals over the same users)."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.samples: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
 
-    def add(self, method: str, task: str, metrics: dict[str, float], protocol: str, users: int) -> None:
+    def add(self, method: str, task: str, metrics: dict[str, float], protocol: str, users: int,
+            sample: dict[str, np.ndarray] | None = None) -> None:
+        """``sample``: per-user ``ranks``, or ``labels`` + ``scores``, or ``values`` (a per-user metric)."""
         for metric, value in metrics.items():
             self.rows.append({"method": method, "task": task, "metric": metric, "protocol": protocol,
                               "value": None if value is None or math.isnan(value) else float(value), "users": int(users)})
+        if sample is not None:
+            self.samples[(method, task, protocol)] = sample
 
     def value(self, method: str, task: str, metric: str, protocol: str | None = None) -> float | None:
         """The first measured value of ``method`` for (task, metric), optionally under ``protocol``."""
         return next((r["value"] for r in self.rows if (r["method"], r["task"], r["metric"]) == (method, task, metric)
                      and (protocol is None or r["protocol"] == protocol)), None)
 
+    def protocol_of(self, method: str, task: str, metric: str) -> str | None:
+        return next((r["protocol"] for r in self.rows if (r["method"], r["task"], r["metric"]) == (method, task, metric)), None)
+
+
+def statistic(sample: dict[str, np.ndarray], metric: str, rows: np.ndarray) -> float:
+    """``metric`` recomputed on the users ``rows`` of a per-user sample."""
+    if "ranks" in sample:
+        name, _, k = metric.partition("@")
+        ranks = sample["ranks"][rows]
+        return hit_rate(ranks, int(k)) if name == "hr" else ndcg(ranks, int(k))
+    if "labels" in sample:
+        return auc(sample["labels"][rows], sample["scores"][rows])
+    return float(np.mean(sample["values"][rows]))
+
+
+def paired_intervals(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], metric: str, seed: int = 0,
+                     resamples: int = 1000) -> dict[str, tuple[float, float]]:
+    """95 % percentile bootstrap intervals (``scipy.stats.bootstrap``) of both methods' metric and of
+    their ratio, resampling the *same* users for both (paired)."""
+    from scipy.stats import bootstrap
+
+    n = len(next(iter(ours.values())))
+    users = np.arange(n)
+
+    def interval(fn: Callable[[np.ndarray], float]) -> tuple[float, float]:
+        found = bootstrap((users,), lambda idx: fn(idx.astype(int)), vectorized=False, paired=True, n_resamples=resamples,
+                          method="percentile", random_state=seed)
+        low, high = found.confidence_interval
+        return float(low), float(high)
+
+    def ratio(idx: np.ndarray) -> float:
+        base = statistic(theirs, metric, idx)
+        return statistic(ours, metric, idx) / base if base else float("nan")
+
+    return {"profile_model": interval(lambda idx: statistic(ours, metric, idx)),
+            "traditional": interval(lambda idx: statistic(theirs, metric, idx)), "ratio": interval(ratio)}
+
 
 def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The score cut that maximises F1 (ties: the higher cut)."""
+    """The score cut that maximises F1 (ties: the higher cut), from sklearn's precision-recall curve."""
+    from sklearn.metrics import precision_recall_curve
+
     labels = np.asarray(labels).astype(bool)
-    best, best_f1 = 0.5, -1.0
-    for cut in np.unique(scores):
-        f1 = binary_report(labels, scores, threshold=float(cut))["f1"]
-        if f1 >= best_f1:
-            best, best_f1 = float(cut), f1
-    return best
+    if not labels.any() or labels.all():
+        return 0.5
+    precision, recall, cuts = precision_recall_curve(labels, np.asarray(scores, dtype=np.float64))
+    total = precision[:-1] + recall[:-1]
+    f1 = np.divide(2 * precision[:-1] * recall[:-1], total, out=np.zeros_like(total), where=total > 0)
+    best = np.flatnonzero(f1 == f1.max())[-1]  # cuts ascend: the last maximum is the highest cut
+    return float(cuts[best])
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -133,9 +181,10 @@ def next_item_results(results: Results, test: dict[str, np.ndarray], logits: np.
     for method, score in scorers.items():
         scores = score()
         scores[:, :FIRST_ITEM] = -np.inf  # padding and mask are never recommendations
-        results.add(method, "next_item", ranking_report(full_ranks(scores, targets)), FULL, len(targets))
+        ranks = full_ranks(scores, targets)
+        results.add(method, "next_item", ranking_report(ranks), FULL, len(targets), {"ranks": ranks})
         sampled = sampled_ranks(scores, targets, exclude=histories, n_negatives=100, seed=seed, first_item=FIRST_ITEM)
-        results.add(method, "next_item", ranking_report(sampled), SAMPLED, len(targets))
+        results.add(method, "next_item", ranking_report(sampled), SAMPLED, len(targets), {"ranks": sampled})
 
 
 def binary_results(results: Results, task: str, candidates: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -144,7 +193,7 @@ def binary_results(results: Results, task: str, candidates: dict[str, tuple[np.n
     for method, (val_scores, test_scores) in candidates.items():
         cut = best_threshold(validation_labels, val_scores)
         report = binary_report(test_labels, test_scores, threshold=cut)
-        results.add(method, task, report, BINARY, len(test_labels))
+        results.add(method, task, report, BINARY, len(test_labels), {"labels": test_labels, "scores": test_scores})
 
 
 def _users_frame(spark: SparkSession, users: Sequence[str] | np.ndarray) -> DataFrame:
@@ -240,10 +289,11 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
     store.create(EVALUATION)
     frame = spark.createDataFrame([tuple(r[f] for f in EVALUATION.schema.fieldNames()) for r in rows], EVALUATION.schema)
     merged = store.merge(frame, EVALUATION)
-    text = markdown(results, as_of, model_uri)
+    heads = headline(results, seed)
+    text = markdown(results, heads, as_of, model_uri)
     report: dict[str, Any] = {"as_of": str(as_of), "model_uri": model_uri, "model_version": version, "test_users": len(test["user_id"]),
               "validation_users": len(validation["user_id"]), "planted_truth": truth, "rows": len(rows),
-              "table_version": store.version(EVALUATION), "merge": str(merged), "headline": headline(results),
+              "table_version": store.version(EVALUATION), "merge": str(merged), "headline": heads,
               "markdown": text}
     report["mlflow_run_id"] = _log_run(config, as_of, model_uri, version, results, text)
     return report
@@ -269,9 +319,10 @@ def _truth_results(results: Results, spark: SparkSession, store: DeltaStore, as_
 
     protocol = "test users vs the simulator's planted truth (restricted table, never used in training)"
     n = len(users)
-    results.add("profile_model", "truth_interests", {"top3_recall": top_k_recall(true_top, model_top, 3)}, protocol, n)
-    results.add("category_rule", "truth_interests", {"top3_recall": top_k_recall(true_top, [rule_top(u) for u in users], 3)},
-                protocol, n)
+    for method, predicted in (("profile_model", model_top), ("category_rule", [rule_top(u) for u in users])):
+        per_user = np.asarray([top_k_recall([t], [p], 3) for t, p in zip(true_top, predicted, strict=True)])
+        results.add(method, "truth_interests", {"top3_recall": top_k_recall(true_top, predicted, 3)}, protocol, n,
+                    {"values": per_user})
     sensitivity = np.asarray([truth[u]["price_sensitivity"] for u in users])
     # Sensitive shoppers pay less than the category median: the estimate is minus the paid ratio.
     paid_rule = np.asarray([rules.get(u, {}).get("paid_vs_category_median_90d") for u in users], dtype=object)
@@ -287,9 +338,9 @@ def _truth_results(results: Results, spark: SparkSession, store: DeltaStore, as_
         results.add("price_rule", "truth_price_sensitivity", {"spearman": spearman(sensitivity[has_rule], rule_estimate)},
                     protocol + "; users with a purchase (where the rule exists)", int(has_rule.sum()))
     churned = np.asarray([bool(truth[u]["churned"]) for u in users])
-    results.add("profile_model", "truth_churned", {"auc": auc(churned, _sigmoid(out_test["churn_logit"][index]))}, protocol, n)
-    results.add("churn_rule", "truth_churned", {"auc": auc(churned, _rule_vector(rules, np.asarray(users), "churn_risk_rule"))},
-                protocol, n)
+    for method, scores in (("profile_model", _sigmoid(out_test["churn_logit"][index])),
+                           ("churn_rule", _rule_vector(rules, np.asarray(users), "churn_risk_rule"))):
+        results.add(method, "truth_churned", {"auc": auc(churned, scores)}, protocol, n, {"labels": churned, "scores": scores})
     cutoff = truth[users[0]]["truth_cutoff"]
     if cutoff == as_of:
         buys = np.asarray([bool(truth[u]["will_purchase_next_window"]) for u in users])
@@ -309,8 +360,9 @@ HEADLINES = (  # (task, metric, protocol, best traditional competitors)
 )
 
 
-def headline(results: Results) -> list[dict[str, Any]]:
-    """Model vs the best traditional method per task: the measured ratio, whichever way it goes."""
+def headline(results: Results, seed: int = 0) -> list[dict[str, Any]]:
+    """Model vs the best traditional method per task: the measured ratio, whichever way it goes,
+    with 95 % paired bootstrap intervals (same test users resampled for both methods)."""
     out = []
     for task, metric, protocol, rivals in HEADLINES:
         ours = results.value("profile_model", task, metric, protocol)
@@ -318,23 +370,34 @@ def headline(results: Results) -> list[dict[str, Any]]:
         if ours is None or not scored:
             continue
         best_name, best = max(scored, key=lambda mv: mv[1] or 0.0)
-        out.append({"task": task, "metric": metric, "protocol": protocol or "planted truth", "profile_model": ours,
-                    "best_traditional": best_name, "traditional": best, "ratio": (ours / best) if best else None})
+        row: dict[str, Any] = {"task": task, "metric": metric, "protocol": protocol or "planted truth", "profile_model": ours,
+                               "best_traditional": best_name, "traditional": best, "ratio": (ours / best) if best else None}
+        where = protocol or results.protocol_of("profile_model", task, metric) or ""
+        ours_sample, theirs_sample = results.samples.get(("profile_model", task, where)), results.samples.get(
+            (best_name, task, where))
+        if ours_sample is not None and theirs_sample is not None:
+            row["intervals"] = paired_intervals(ours_sample, theirs_sample, metric, seed)
+        out.append(row)
     return out
 
 
-def markdown(results: Results, as_of: date, model_uri: str) -> str:
+def _interval(row: dict[str, Any], key: str, fmt: str = ".4f") -> str:
+    found = row.get("intervals", {}).get(key)
+    return f" [{found[0]:{fmt}}, {found[1]:{fmt}}]" if found else ""
+
+
+def markdown(results: Results, heads: list[dict[str, Any]], as_of: date, model_uri: str) -> str:
     lines = [f"# Profile model evaluation, snapshot {as_of}", "", f"Model: `{model_uri}`.", "",
              "| task | metric | protocol | method | value | users |", "|---|---|---|---|---|---|"]
     for r in results.rows:
         value = "n/a" if r["value"] is None else f"{r['value']:.4f}"
         lines.append(f"| {r['task']} | {r['metric']} | {r['protocol']} | {r['method']} | {value} | {r['users']:,} |")
-    lines += ["", "## Model vs the best traditional method", "",
+    lines += ["", "## Model vs the best traditional method (95 % paired bootstrap intervals over the test users)", "",
               "| task | metric | protocol | profile model | best traditional | value | ratio |", "|---|---|---|---|---|---|---|"]
-    for h in headline(results):
-        ratio = "n/a" if h["ratio"] is None else f"{h['ratio']:.2f}x"
-        lines.append(f"| {h['task']} | {h['metric']} | {h['protocol']} | {h['profile_model']:.4f} | {h['best_traditional']} | "
-                     f"{h['traditional']:.4f} | {ratio} |")
+    for h in heads:
+        ratio = "n/a" if h["ratio"] is None else f"{h['ratio']:.2f}x{_interval(h, 'ratio', '.2f')}"
+        lines.append(f"| {h['task']} | {h['metric']} | {h['protocol']} | {h['profile_model']:.4f}{_interval(h, 'profile_model')} | "
+                     f"{h['best_traditional']} | {h['traditional']:.4f}{_interval(h, 'traditional')} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 

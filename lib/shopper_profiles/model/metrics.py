@@ -1,4 +1,5 @@
-"""Ranking and classification metrics with the protocol in their names (numpy only).
+"""Ranking metrics with the protocol in their names (ours: no library ranks the way we need), and
+the classification/correlation metrics from sklearn and scipy.
 
 Ranks are 0-based: rank = number of other candidates scored at least as high as the target, so
 a tie never flatters a method (a popularity list ties many items; an untrained model ties all).
@@ -71,37 +72,27 @@ def ranking_report(ranks: np.ndarray, ks: Sequence[int] = (5, 10, 20), prefix: s
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC by the rank-sum statistic (ties count half); NaN when one class is absent."""
+    """ROC AUC (``sklearn.metrics.roc_auc_score``: ties count half); NaN when one class is absent."""
+    from sklearn.metrics import roc_auc_score
+
     labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
+    if labels.all() or not labels.any():
         return float("nan")
-    order = scores.argsort(kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64)))
 
 
 def binary_report(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5, prefix: str = "") -> dict[str, float]:
+    """Accuracy, precision, recall and F1 at ``threshold`` (sklearn; 0 where undefined) and AUC."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
     labels = np.asarray(labels).astype(bool)
     predicted = np.asarray(scores) >= threshold
-    tp = int((predicted & labels).sum())
-    fp = int((predicted & ~labels).sum())
-    fn = int((~predicted & labels).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {f"{prefix}accuracy": float((predicted == labels).mean()) if len(labels) else 0.0,
-            f"{prefix}precision": precision, f"{prefix}recall": recall, f"{prefix}f1": f1,
-            f"{prefix}auc": auc(labels, scores)}
+    if not len(labels):
+        return {f"{prefix}accuracy": 0.0, f"{prefix}precision": 0.0, f"{prefix}recall": 0.0, f"{prefix}f1": 0.0,
+                f"{prefix}auc": float("nan")}
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, average="binary", zero_division=0)
+    return {f"{prefix}accuracy": float(accuracy_score(labels, predicted)), f"{prefix}precision": float(precision),
+            f"{prefix}recall": float(recall), f"{prefix}f1": float(f1), f"{prefix}auc": auc(labels, scores)}
 
 
 def multiclass_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> float:
@@ -113,23 +104,13 @@ def multiclass_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    def average_ranks(x: np.ndarray) -> np.ndarray:
-        order = np.argsort(x, kind="mergesort")
-        ranks = np.empty(len(x), dtype=np.float64)
-        sorted_x = np.asarray(x)[order]
-        i = 0
-        while i < len(x):
-            j = i
-            while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
-                j += 1
-            ranks[order[i:j + 1]] = (i + j) / 2.0
-            i = j + 1
-        return ranks
-    ra, rb = average_ranks(np.asarray(a, dtype=np.float64)), average_ranks(np.asarray(b, dtype=np.float64))
-    if ra.std() == 0 or rb.std() == 0:
+    """Spearman rank correlation (``scipy.stats.spearmanr``, average ranks for ties); NaN if constant."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
         return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(a, b).statistic)
 
 
 def top_k_recall(true_sets: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], k: int = 3) -> float:
