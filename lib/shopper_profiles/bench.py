@@ -52,6 +52,23 @@ def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
+def simulated_shop(args: argparse.Namespace, name: str, users: int) -> tuple[Any, Any, Any]:
+    """A fresh bench lakehouse ``name`` with ``users`` simulated shoppers ingested: (config, spark, store)."""
+    from shopper_profiles.ingest.sources import ingest_source
+    from shopper_profiles.spark import build_spark
+    from shopper_profiles.storage import open_store
+
+    os.environ.setdefault("SHOPPER_PSEUDONYM_KEY", "benchmark-key")
+    root = RESULTS / f"lakehouse-{name}"
+    shutil.rmtree(root, ignore_errors=True)
+    args.conf_override = [*args.base_overrides, f"lakehouse.root={root}", f"simulator.users={users}"]
+    config = config_from_args(args)
+    spark = build_spark(config)
+    store = open_store(spark, config)
+    ingest_source(spark, store, config, "simulator")
+    return config, spark, store
+
+
 def bench_pipeline(args: argparse.Namespace, sizes: Sequence[int]) -> dict[str, Any]:
     """Per size, on a fresh lakehouse in one Spark session: simulator (generate + land),
     ingestion, an idempotent rerun, the feature build for the last day, and the behaviour
@@ -170,7 +187,6 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
     2 processes x 1 thread (each rank pinned to its own core), and 1 process x 2 threads.
     Weak scaling (the per-rank batch is fixed); epoch 0 (tracing, broadcast) is left out."""
     from shopper_profiles.features.build import build_snapshot
-    from shopper_profiles.ingest.sources import ingest_source
     from shopper_profiles.model.build import build_training_set
     from shopper_profiles.model.dataset import tabular_names, training_spec
     from shopper_profiles.model.evaluation import evaluate_snapshot
@@ -178,17 +194,8 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
     from shopper_profiles.model.network import ModelSpec
     from shopper_profiles.model.tracking import train_and_register
     from shopper_profiles.model.vocabulary import Vocabulary
-    from shopper_profiles.spark import build_spark
-    from shopper_profiles.storage import open_store
 
-    os.environ.setdefault("SHOPPER_PSEUDONYM_KEY", "benchmark-key")
-    root = RESULTS / "lakehouse-training"
-    shutil.rmtree(root, ignore_errors=True)
-    args.conf_override = [*args.base_overrides, f"lakehouse.root={root}", f"simulator.users={args.training_users}"]
-    config = config_from_args(args)
-    spark = build_spark(config)
-    store = open_store(spark, config)
-    ingest_source(spark, store, config, "simulator")
+    config, spark, store = simulated_shop(args, "training", args.training_users)
     sim = config.simulator
     # Labels need the following window: the last snapshot whose horizon the simulated period covers.
     as_of = sim.start_date + timedelta(days=sim.days - config.model.horizon_days)
@@ -329,21 +336,11 @@ def bench_scoring(args: argparse.Namespace) -> dict[str, Any]:
     work, so throughput is measured at scale without simulating 10x the shop)."""
 
     from shopper_profiles.features.build import build_snapshot
-    from shopper_profiles.ingest.sources import ingest_source
     from shopper_profiles.model.build import build_training_set
     from shopper_profiles.model.tracking import train_and_register
     from shopper_profiles.profiles.scoring import score_profiles
-    from shopper_profiles.spark import build_spark
-    from shopper_profiles.storage import open_store
 
-    os.environ.setdefault("SHOPPER_PSEUDONYM_KEY", "benchmark-key")
-    root = RESULTS / "lakehouse-scoring"
-    shutil.rmtree(root, ignore_errors=True)
-    args.conf_override = [*args.base_overrides, f"lakehouse.root={root}", f"simulator.users={args.scoring_users}"]
-    config = config_from_args(args)
-    spark = build_spark(config)
-    store = open_store(spark, config)
-    ingest_source(spark, store, config, "simulator")
+    config, spark, store = simulated_shop(args, "scoring", args.scoring_users)
     sim = config.simulator
     latest = sim.start_date + timedelta(days=sim.days)
     previous = latest - timedelta(days=7)
