@@ -1,10 +1,12 @@
 """The whole pipeline on the embedded default, step by step (`make run`).
 
 simulate + ingest (validated, pseudonymised, reconciled) -> the feature tables of the latest day L
--> the training snapshot D = L - horizon (its labels are observed): features, training set ->
-Horovod training (2 ranks) with the MLflow registry -> evaluation against the traditional
-profiles -> profiles scored at D (full) and refreshed at L (incremental) -> explanations ->
-audiences, similar shoppers and category demand (backtest at D on test users, forecast at L).
+-> the evaluation day E = L - horizon (the latest whose next window is observed) and the training
+day T = E - horizon (its labels end where E's test window starts: a time holdout): features,
+training set at T -> Horovod training (2 ranks) with the MLflow registry -> evaluation at E against
+the traditional profiles -> profiles scored at E (full) and refreshed at L (incremental) ->
+explanations -> audiences, similar shoppers and category demand (backtest at E on the test
+shoppers, forecast at L).
 """
 
 from __future__ import annotations
@@ -37,13 +39,26 @@ def latest_day(job: JobContext) -> date:
     return sim.start_date + timedelta(days=sim.days)
 
 
-def training_day(job: JobContext) -> date:
+def evaluation_day(job: JobContext) -> date:
     """The latest snapshot whose label window [D, D + horizon) bronze has fully seen."""
     return latest_day(job) - timedelta(days=job.config.model.horizon_days)
 
 
+def training_day(job: JobContext) -> date:
+    """One horizon before the evaluation day, so the model's labels end where the test window
+    starts (time holdout); a shop too short for that trains on the evaluation day (user holdout)."""
+    horizon = timedelta(days=job.config.model.horizon_days)
+    day = evaluation_day(job) - horizon
+    if day < job.config.simulator.start_date + horizon:
+        logger.warning("the simulated period is too short for a time holdout; training on %s (user holdout)",
+                       evaluation_day(job))
+        return evaluation_day(job)
+    return day
+
+
 def build_training_snapshot(job: JobContext) -> dict[str, Any]:
-    features = build_snapshot(job.spark, job.store, job.config, training_day(job))
+    features = {str(day): build_snapshot(job.spark, job.store, job.config, day)
+                for day in sorted({training_day(job), evaluation_day(job)})}
     return {"features": features, "training_set": build_training_set(job.spark, job.store, job.config, training_day(job))}
 
 
@@ -53,13 +68,13 @@ def train(job: JobContext) -> dict[str, Any]:
 
 
 def evaluate(job: JobContext) -> dict[str, Any]:
-    report = evaluate_snapshot(job.spark, job.store, job.config, training_day(job))
-    return {k: report[k] for k in ("model_uri", "model_version", "test_users", "rows", "headline", "mlflow_run_id")}
+    report = evaluate_snapshot(job.spark, job.store, job.config, evaluation_day(job))
+    return {k: report[k] for k in ("model_uri", "model_version", "holdout", "test_users", "rows", "headline", "mlflow_run_id")}
 
 
 def score(job: JobContext) -> dict[str, Any]:
     """Full profiles at D, then the incremental refresh at L: only shoppers with events since D."""
-    full = score_profiles(job.spark, job.store, job.config, training_day(job))
+    full = score_profiles(job.spark, job.store, job.config, evaluation_day(job))
     refresh = score_profiles(job.spark, job.store, job.config, latest_day(job), incremental=True)
     return {"full": full, "incremental": refresh}
 
@@ -68,7 +83,7 @@ def uses(job: JobContext) -> dict[str, Any]:
     latest = latest_day(job)
     return {"audiences": build_audiences(job.spark, job.store, job.config, latest),
             "similar_users": build_similar_users(job.spark, job.store, job.config, latest),
-            "demand_backtest": forecast_demand(job.spark, job.store, job.config, training_day(job), "test_users"),
+            "demand_backtest": forecast_demand(job.spark, job.store, job.config, evaluation_day(job), "test_users"),
             "demand_forecast": forecast_demand(job.spark, job.store, job.config, latest)}
 
 
@@ -90,7 +105,8 @@ STEPS: list[tuple[str, Callable[[JobContext], dict[str, Any]], Callable[[dict[st
      lambda r: "snapshot {as_of}: {splits}, {items:,} items".format(**r["training_set"])),
     ("train", train, lambda r: f"model v{r['model_version']} (champion: {r['champion']}), "
                                f"val NDCG@10 {r['metrics'].get('val_full_ndcg@10', 0):.4f}"),
-    ("evaluate", evaluate, lambda r: f"{r['test_users']} test users; model / best traditional: {_ratios(r)}"),
+    ("evaluate", evaluate, lambda r: f"{r['test_users']} test users, {r['holdout'].split(':')[0]}; "
+                                     f"model / best traditional: {_ratios(r)}"),
     ("score", score, lambda r: f"{r['full']['profiles']:,} profiles at {r['full']['as_of']} in {r['full']['seconds']}s; "
                                f"refresh at {r['incremental']['as_of']}: {r['incremental']['rescored']:,} re-scored "
                                f"({100 * r['incremental']['rescored_share']:.0f}%) in {r['incremental']['seconds']}s"),

@@ -6,7 +6,7 @@ import logging
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from shopper_profiles.config import Config
@@ -25,7 +25,10 @@ def label_window_observed(last_event: datetime | None, as_of: date, horizon_days
     return last_event is not None and last_event.date() >= as_of + timedelta(days=horizon_days - 1)
 
 
-def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, as_of: date) -> dict[str, Any]:
+def snapshot_examples(spark: SparkSession, store: DeltaStore, config: Config, as_of: date, vocabulary: Vocabulary,
+                      max_len: int | None = None) -> DataFrame:
+    """Snapshot D's features + the labels of [D, D + horizon), tokenised with ``vocabulary``: the
+    training set of D, or the evaluation set at D of a model trained on an earlier snapshot."""
     specs = feature_specs(config.features)
     snapshot = {name: store.read(spec).where(F.col("snapshot_date") == F.lit(as_of)) for name, spec in specs.items()}
     if snapshot["sequences"].limit(1).count() == 0:
@@ -39,22 +42,24 @@ def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, a
         latest = (last.date() - timedelta(days=config.model.horizon_days - 1)) if last else None
         raise ValueError(f"bronze events end at {last}, before the label window [{as_of}, {horizon_end}) is complete; "
                          f"use --as-of {latest} or earlier (model.horizon_days={config.model.horizon_days})")
-    # The vocabulary of D knows only items listed in the catalogue or seen before D.
+    return training_examples(snapshot["sequences"], snapshot["basic"], snapshot["behaviour"], snapshot["need"],
+                             snapshot["social"], events, vocabulary.frame(spark), as_of, config.model.horizon_days,
+                             max_len or config.model.max_len, list(vocabulary.categories))
+
+
+def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, as_of: date) -> dict[str, Any]:
+    """The vocabulary of D (items in the catalogue or seen before D) and the training set of D."""
+    specs = feature_specs(config.features)
     store.create(VOCAB)
-    store.overwrite(item_vocab(store.read(ITEMS), events_before(events, as_of), as_of), VOCAB, window={"snapshot_date": as_of})
+    events_cut = events_before(store.read(EVENTS), as_of)
+    store.overwrite(item_vocab(store.read(ITEMS), events_cut, as_of), VOCAB, window={"snapshot_date": as_of})
     vocabulary = Vocabulary.load(store, as_of)
-    vocab = vocabulary.frame(spark).cache()
-    categories = list(vocabulary.categories)
-    n_categories = len(categories)
     spec = training_spec(config.model.max_len)
     store.create(spec)
-    examples = training_examples(snapshot["sequences"], snapshot["basic"], snapshot["behaviour"], snapshot["need"],
-                                 snapshot["social"], events, vocab, as_of, config.model.horizon_days,
-                                 config.model.max_len, categories)
+    examples = snapshot_examples(spark, store, config, as_of, vocabulary)
     # Several files, so Petastorm can hand each rank its own row groups.
     version = store.overwrite(examples, spec, window={"snapshot_date": as_of}, target_files=8)
     counts: dict[str, int] = dict(store.read(spec).where(F.col("snapshot_date") == F.lit(as_of)).groupBy("split").count().collect())
     lineage = {s.name: store.version(s) for s in (*specs.values(), EVENTS, ITEMS)}
-    vocab.unpersist()
     return {"as_of": str(as_of), "version": version, "splits": counts, "items": vocabulary.n_items - FIRST_ITEM,
-            "categories": n_categories, "vocab_fingerprint": vocabulary.fingerprint, "inputs": lineage}
+            "categories": len(vocabulary.categories), "vocab_fingerprint": vocabulary.fingerprint, "inputs": lineage}

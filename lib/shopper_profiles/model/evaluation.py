@@ -24,7 +24,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,9 @@ from shopper_profiles.config import Config
 from shopper_profiles.features.schemas import need_spec
 from shopper_profiles.ingest.bronze import PLANTED_TRUTH
 from shopper_profiles.model import baselines
-from shopper_profiles.model.dataset import FIRST_ITEM, training_spec
-from shopper_profiles.model.inputs import load_shard
+from shopper_profiles.model.build import snapshot_examples
+from shopper_profiles.model.dataset import FIRST_ITEM
+from shopper_profiles.model.inputs import BATCH_COLUMNS
 from shopper_profiles.model.metrics import (
     auc,
     binary_report,
@@ -119,21 +120,16 @@ def paired_intervals(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray],
     their ratio, resampling the *same* users for both (paired)."""
     from scipy.stats import bootstrap
 
-    n = len(next(iter(ours.values())))
-    users = np.arange(n)
+    def both(idx: np.ndarray) -> np.ndarray:
+        rows = idx.astype(int)
+        mine, base = statistic(ours, metric, rows), statistic(theirs, metric, rows)
+        return np.array([mine, base, mine / base if base else np.nan])
 
-    def interval(fn: Callable[[np.ndarray], float]) -> tuple[float, float]:
-        found = bootstrap((users,), lambda idx: fn(idx.astype(int)), vectorized=False, paired=True, n_resamples=resamples,
-                          method="percentile", random_state=seed)
-        low, high = found.confidence_interval
-        return float(low), float(high)
-
-    def ratio(idx: np.ndarray) -> float:
-        base = statistic(theirs, metric, idx)
-        return statistic(ours, metric, idx) / base if base else float("nan")
-
-    return {"profile_model": interval(lambda idx: statistic(ours, metric, idx)),
-            "traditional": interval(lambda idx: statistic(theirs, metric, idx)), "ratio": interval(ratio)}
+    users = np.arange(len(next(iter(ours.values()))))
+    found = bootstrap((users,), both, vectorized=False, paired=True, n_resamples=resamples, method="percentile",
+                      random_state=seed)
+    low, high = found.confidence_interval
+    return {name: (float(low[i]), float(high[i])) for i, name in enumerate(("profile_model", "traditional", "ratio"))}
 
 
 def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -214,32 +210,48 @@ def _rule_vector(rules: dict[str, dict[str, Any]], users: np.ndarray, name: str,
     return np.asarray([fill if v is None else v for v in values], dtype=np.float64)
 
 
+def frame_arrays(frame: DataFrame) -> dict[str, np.ndarray]:
+    """A (small) frame as numpy columns, fixed-length list columns stacked, rows in user order."""
+    table: Any = frame.orderBy("user_id").toPandas()
+    out: dict[str, np.ndarray] = {}
+    for name in table.columns:
+        values = table[name].to_numpy()
+        if len(values) and isinstance(values[0], np.ndarray | list):
+            values = np.stack([np.asarray(v) for v in values])
+        out[name] = values
+    return out
+
+
 def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as_of: date, model_alias: str | None = None,
                       model_version: str | None = None, seed: int = 0) -> dict[str, Any]:
-    """Score the test users of the ``as_of`` training set with the registered model (a version, an
-    alias, default the champion), compute every baseline on the same users, write the evaluation
-    table and an MLflow run, and return the report. A model trained on a snapshot later than
-    ``as_of`` (it has seen the test window) or on another vocabulary is refused."""
+    """Score the test users of snapshot D = ``as_of`` with the registered model (a version, an alias,
+    default the champion), compute every baseline on the same users, write the evaluation table and
+    an MLflow run, and return the report.
+
+    The evaluation set is built here from D's feature tables and the labels of [D, D + horizon),
+    tokenised with the *model's* vocabulary, so a model trained on an earlier snapshot is evaluated
+    on a later window: **time holdout** when its training labels end by D (the model has seen
+    nothing of the test window, like the baselines, which are fitted on pre-D histories only);
+    otherwise **user holdout** (the model's train users' labels share the test window, and the
+    report says so). A model trained on a snapshot later than D, or on another vocabulary, is refused."""
     import mlflow
 
-    spec_table = training_spec(config.model.max_len)
-    files = [f for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
-    if not files:
-        raise ValueError(f"no training set for {as_of}; run jobs/build_training_set.py --as-of {as_of} first")
     registered = RegisteredModel.resolve(config, model_alias, model_version)
     snapshot = registered.training_snapshot
-    registered.check_usable(as_of, Vocabulary.load(store, snapshot) if snapshot and snapshot <= as_of else None)
-    vocabulary = Vocabulary.load(store, as_of)
-    if vocabulary.fingerprint != registered.vocab_fingerprint:
-        raise ValueError(f"the {as_of} training set is tokenised with vocabulary {vocabulary.fingerprint}, {registered.uri} "
-                         f"with {registered.vocab_fingerprint} (snapshot {snapshot}): evaluate it on a training set built "
-                         "with its vocabulary, or train a model on this snapshot")
-    data = load_shard(files)
+    vocabulary = Vocabulary.load(store, snapshot) if snapshot and snapshot <= as_of else None
+    registered.check_usable(as_of, vocabulary)
+    assert vocabulary is not None and snapshot is not None  # check_usable refused otherwise
+    horizon = config.model.horizon_days
+    holdout = ("time holdout: the model's training labels end at {end}, on or before D" if snapshot + timedelta(days=horizon) <= as_of
+               else "user holdout: the model's training users' labels [{start}, {end}) overlap the test window").format(
+        start=snapshot, end=snapshot + timedelta(days=horizon))
+    max_len = int(registered.spec.get("max_len", config.model.max_len))
+    data = frame_arrays(snapshot_examples(spark, store, config, as_of, vocabulary, max_len).select(*BATCH_COLUMNS))
     split = data["split"]
     test = {k: v[split == "test"] for k, v in data.items()}
     validation = {k: v[split == "validation"] for k, v in data.items()}
     if not len(test["user_id"]) or not len(validation["user_id"]):
-        raise ValueError(f"the {as_of} training set has {len(test['user_id'])} test and {len(validation['user_id'])} "
+        raise ValueError(f"snapshot {as_of} has {len(test['user_id'])} test and {len(validation['user_id'])} "
                          "validation users; evaluation needs both (more users, or a later snapshot)")
 
     mlflow.set_tracking_uri(config.mlflow_tracking_uri)
@@ -290,12 +302,13 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
     frame = spark.createDataFrame([tuple(r[f] for f in EVALUATION.schema.fieldNames()) for r in rows], EVALUATION.schema)
     merged = store.merge(frame, EVALUATION)
     heads = headline(results, seed)
-    text = markdown(results, heads, as_of, model_uri)
-    report: dict[str, Any] = {"as_of": str(as_of), "model_uri": model_uri, "model_version": version, "test_users": len(test["user_id"]),
+    text = markdown(results, heads, as_of, model_uri, holdout)
+    report: dict[str, Any] = {"as_of": str(as_of), "model_uri": model_uri, "model_version": version, "holdout": holdout,
+              "trained_on": str(snapshot), "test_users": len(test["user_id"]),
               "validation_users": len(validation["user_id"]), "planted_truth": truth, "rows": len(rows),
               "table_version": store.version(EVALUATION), "merge": str(merged), "headline": heads,
               "markdown": text}
-    report["mlflow_run_id"] = _log_run(config, as_of, model_uri, version, results, text)
+    report["mlflow_run_id"] = _log_run(config, as_of, model_uri, version, results, text, holdout)
     return report
 
 
@@ -386,8 +399,8 @@ def _interval(row: dict[str, Any], key: str, fmt: str = ".4f") -> str:
     return f" [{found[0]:{fmt}}, {found[1]:{fmt}}]" if found else ""
 
 
-def markdown(results: Results, heads: list[dict[str, Any]], as_of: date, model_uri: str) -> str:
-    lines = [f"# Profile model evaluation, snapshot {as_of}", "", f"Model: `{model_uri}`.", "",
+def markdown(results: Results, heads: list[dict[str, Any]], as_of: date, model_uri: str, holdout: str) -> str:
+    lines = [f"# Profile model evaluation, snapshot {as_of}", "", f"Model: `{model_uri}`; protocol: {holdout}.", "",
              "| task | metric | protocol | method | value | users |", "|---|---|---|---|---|---|"]
     for r in results.rows:
         value = "n/a" if r["value"] is None else f"{r['value']:.4f}"
@@ -401,14 +414,16 @@ def markdown(results: Results, heads: list[dict[str, Any]], as_of: date, model_u
     return "\n".join(lines) + "\n"
 
 
-def _log_run(config: Config, as_of: date, model_uri: str, version: str | None, results: Results, text: str) -> str:
+def _log_run(config: Config, as_of: date, model_uri: str, version: str | None, results: Results, text: str,
+             holdout: str) -> str:
     import mlflow
 
     from shopper_profiles.model.tracking import mlflow_name
 
     mlflow.set_experiment(config.mlflow.experiment)
     with mlflow.start_run(run_name=f"evaluation-{as_of}") as run:
-        mlflow.set_tags({"kind": "evaluation", "model_uri": model_uri, "model_version": str(version), "as_of": str(as_of)})
+        mlflow.set_tags({"kind": "evaluation", "model_uri": model_uri, "model_version": str(version), "as_of": str(as_of),
+                         "holdout": holdout})
         metrics = {}
         for r in results.rows:
             if r["value"] is not None:
