@@ -39,7 +39,9 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
     # Horovod's collective ops block a thread each: one inter-op thread deadlocks the allreduce.
     tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))
     seed = int(params["seed"])
-    tf.keras.utils.set_random_seed(seed)  # same initial weights everywhere; rank 0's are broadcast anyway
+    # distributed: each rank draws its own initial weights; only the broadcast below makes them equal
+    # (so a missing broadcast shows up as ranks that disagree, not as a silent coincidence).
+    tf.keras.utils.set_random_seed(seed + hvd.rank())
     tf.config.experimental.enable_op_determinism()  # same seed, same data -> the same weights, run after run
     if params.get("pin_cores"):  # benchmark: one core per rank, so ranks never share a core
         cores = sorted(os.sched_getaffinity(0))
@@ -111,6 +113,9 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
               "sequences_per_second": (len(history) * steps_per_epoch * int(params["batch_size"]) / elapsed) if history else 0.0}
     if hvd.rank() == 0 and params.get("weights_path"):
         model.save_weights(params["weights_path"])
+    if params.get("rank_weights_dir"):  # tests: every rank's variables, to compare them one by one
+        np.savez(os.path.join(params["rank_weights_dir"], f"rank{hvd.rank()}.npz"),
+                 **{f"{i:03d}_{v.name}": v.numpy() for i, v in enumerate(model.trainable_variables)})
     if params.get("result_dir"):
         with open(os.path.join(params["result_dir"], f"rank{hvd.rank()}.json"), "w") as handle:
             json.dump(result, handle)
