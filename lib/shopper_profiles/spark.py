@@ -10,7 +10,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from shopper_profiles.config import Config
+from shopper_profiles.config import PROJECT_ROOT, Config
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ def _local_builder(builder: SparkSession.Builder, config: Config) -> SparkSessio
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     java_opts = f"-Dderby.system.home={tmp / 'derby'} -Djava.io.tmpdir={tmp / 'spark'}"
+    quiet = PROJECT_ROOT / "conf" / "log4j2.properties"
+    if os.environ.get("SHOPPER_VERBOSE") != "1" and quiet.exists():  # start-up WARNs a user cannot act on
+        java_opts += f" -Dlog4j2.configurationFile=file:{quiet}"
     local_conf = {
         "spark.master": config.spark.master or "local[*]",
         "spark.ui.enabled": "false",

@@ -122,6 +122,19 @@ def validation_metrics(weights: str, spec: ModelSpec, data: dict[str, np.ndarray
     return metrics
 
 
+def checkpoint_dir(config: Config, as_of: date, params: dict[str, Any], data_version: int, vocab_fingerprint: str) -> str:
+    """A durable checkpoint folder per training job under the lakehouse root, keyed by what decides
+    the weights (model spec, seed, batch layout, the training set's Delta version, the vocabulary;
+    not the epoch count): rerunning an interrupted job resumes it, and asking for more epochs
+    continues the same run."""
+    import hashlib
+
+    decisive = {k: params[k] for k in ("seed", "learning_rate", "batch_size", "steps_per_epoch", "model_spec")}
+    decisive.update(data_version=data_version, vocab=vocab_fingerprint, text_init=bool(params.get("item_init")))
+    key = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{config.lakehouse_root}/_checkpoints/profile_model/{as_of}-{key}"
+
+
 def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc: int = 2,
                        launcher: str = "horovodrun", epochs: int | None = None) -> dict[str, Any]:
     import matplotlib
@@ -163,9 +176,10 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
         params: dict[str, Any] = {
             "files": files, "seed": m.seed, "learning_rate": m.learning_rate, "batch_size": m.batch_size,
             "epochs": total_epochs, "steps_per_epoch": max(1, math.ceil(counts["train"] / per_step)),
-            "threads_per_rank": max(1, (os.cpu_count() or 2) // num_proc), "checkpoint_dir": str(work / "checkpoints"),
+            "threads_per_rank": max(1, (os.cpu_count() or 2) // num_proc),
             "weights_path": weights_path, "model_spec": spec.to_dict(), "item_init": item_init,
         }
+        params["checkpoint_dir"] = checkpoint_dir(config, as_of, params, store.version(spec_table), vocabulary.fingerprint)
         ranks = run_horovodrun(params, num_proc) if launcher == "horovodrun" else run_horovod_spark(params, num_proc)
         rank0 = next(r for r in ranks if r["rank"] == 0)
         validation = load_shard(files, split="validation")

@@ -62,6 +62,8 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
     if manager.latest_checkpoint:  # resume after an interruption: every rank reads the same checkpoint
         checkpoint.restore(manager.latest_checkpoint)
     start_epoch = int(step.numpy()) // max(1, int(params["steps_per_epoch"]))
+    if start_epoch and hvd.rank() == 0:
+        print(f"{PROGRESS} resuming from {manager.latest_checkpoint} at epoch {start_epoch + 1}/{params['epochs']}", flush=True)
 
     # distributed: every rank starts from rank 0's weights and optimizer state. The optimizer's
     # slots are built first so they can be broadcast now, outside the step: one trace of the step
