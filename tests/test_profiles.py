@@ -313,3 +313,60 @@ def test_rerunning_the_training_job_resumes_from_its_durable_checkpoint(shop: Sh
     assert again["model_version"] == "2"
     longer = shop.job("train_profile_model", "--as-of", str(D1), "--np", "2", "--epochs", "3")
     assert [h["epoch"] for h in longer["history"]] == [2]  # more epochs continue the same run
+
+
+@pytest.mark.slow
+def test_training_labels_are_the_next_window_item_categories_and_price(shop: Shop) -> None:
+    from shopper_profiles.model.dataset import training_spec
+
+    rows = {r["user_id"]: r for r in shop.rows(training_spec(20), F.col("snapshot_date") == D1)}
+    vocabulary = Vocabulary.load(shop.store, D1)
+    index = {item: i for i, item in enumerate(vocabulary.item_ids) if item}
+    start, end = datetime(2024, 1, 20), datetime(2024, 2, 3)
+    events = shop.rows(EVENTS)
+    medians: dict[str, float] = {}
+    for category in {e["category"] for e in events if e["category"]}:
+        paid = sorted(e["price"] for e in events if e["category"] == category and e["event_type"] == "purchase"
+                      and e["ts"] < start)
+        if paid:
+            medians[category] = float(np.median(paid))
+    checked = 0
+    for user, row in rows.items():
+        window = sorted((e for e in events if e["user_id"] == user and start <= e["ts"] < end),
+                        key=lambda e: (e["ts"], e["event_id"]))
+        known = [e for e in window if e["item_id"] in index]
+        assert row["next_item"] == (index[known[0]["item_id"]] if known else -1), user
+        # Categories come from the vocabulary (the catalogue's category of each item touched).
+        touched = {int(vocabulary.item_category[index[e["item_id"]]]) for e in window if e["item_id"] in index}
+        touched.discard(-1)
+        assert [i for i, v in enumerate(row["next_categories"]) if v == 1.0] == sorted(touched), user
+        ratios = [e["price"] / medians[e["category"]] for e in window if e["event_type"] == "purchase"
+                  and e["category"] in medians]
+        if ratios:
+            assert row["price_next"] == pytest.approx(np.mean(ratios), rel=1e-5), user
+            checked += 1
+        else:
+            assert row["price_next"] is None or not np.isfinite(row["price_next"]), user
+    assert checked > 10
+
+
+@pytest.mark.slow
+def test_events_at_or_after_d_change_no_training_input(shop: Shop, spark: SparkSession) -> None:
+    # Last: it appends events to bronze. Plant a burst at D1 00:00 and after it for 20 shoppers.
+    from shopper_profiles.model.dataset import training_spec
+
+    before = {r["user_id"]: r for r in shop.rows(training_spec(20), F.col("snapshot_date") == D1)}
+    template = shop.store.read(EVENTS).where(F.col("ts") < datetime(2024, 1, 20)).orderBy("event_id").limit(20).collect()
+    planted = []
+    for n, e in enumerate(template):
+        for k, when in enumerate((datetime(2024, 1, 20), datetime(2024, 1, 20, 0, 0, 1), datetime(2024, 1, 25, 9))):
+            planted.append({**e.asDict(), "event_id": f"planted-{n}-{k}", "ts": when, "event_date": when.date()})
+    shop.store.append(spark.createDataFrame(planted, EVENTS.schema), EVENTS)
+    for day in (D1,):
+        shop.job("build_features", "--as-of", str(day))
+    shop.job("build_training_set", "--as-of", str(D1))
+    after = {r["user_id"]: r for r in shop.rows(training_spec(20), F.col("snapshot_date") == D1)}
+    assert set(after) == set(before)
+    for user, row in before.items():
+        for column in ("item_seq", "type_seq", "time_seq", "tabular", "history_items", "age_label", "gender_label"):
+            assert after[user][column] == row[column], (user, column)
