@@ -182,14 +182,12 @@ def build_audiences(spark: SparkSession, store: DeltaStore, config: Config, as_o
     """Materialise every defined audience for profile snapshot D (members replace partition D) and
     append this run's sizes."""
     from shopper_profiles.features.schemas import need_spec
-    from shopper_profiles.profiles.scoring import PROFILES
+    from shopper_profiles.profiles.scoring import PROFILES, profiles_at
 
     path = audiences_path(config.profiles.audiences_file)
     load_audiences(path)  # field/operator errors before any Spark work; categories need the profiles
-    profiles = store.read(PROFILES).where(F.col("as_of") == F.lit(as_of)) if store.exists(PROFILES) else None
-    first = profiles.select("interest_scores").limit(1).collect() if profiles is not None else []
-    if profiles is None or not first:
-        raise ValueError(f"no profiles for {as_of}; run jobs/score_profiles.py --as-of {as_of} first")
+    profiles = profiles_at(store, as_of)
+    first = profiles.select("interest_scores").limit(1).collect()
     definitions = load_audiences(path, sorted(first[0]["interest_scores"]))
     need = store.read(need_spec()).where(F.col("snapshot_date") == F.lit(as_of))
     store.create(AUDIENCE_MEMBERS)

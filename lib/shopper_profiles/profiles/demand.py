@@ -80,13 +80,11 @@ def forecast_demand(spark: SparkSession, store: DeltaStore, config: Config, as_o
     from shopper_profiles.ingest.bronze import EVENTS
     from shopper_profiles.model.build import label_window_observed
     from shopper_profiles.model.dataset import split_of
-    from shopper_profiles.profiles.scoring import PROFILES
+    from shopper_profiles.profiles.scoring import profiles_at
 
     if population not in POPULATIONS:
         raise ValueError(f"population {population!r}: use one of {', '.join(POPULATIONS)}")
-    profiles = store.read(PROFILES).where(F.col("as_of") == F.lit(as_of)) if store.exists(PROFILES) else None
-    if profiles is None or profiles.limit(1).count() == 0:
-        raise ValueError(f"no profiles for {as_of}; run jobs/score_profiles.py --as-of {as_of} first")
+    profiles = profiles_at(store, as_of)
     if population == "test_users":
         profiles = profiles.where(split_of(F.col("user_id")) == "test")
     horizon = config.model.horizon_days

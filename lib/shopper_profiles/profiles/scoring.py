@@ -187,6 +187,14 @@ def usable_model(store: DeltaStore, config: Config, as_of: date, alias: str | No
     return model, vocabulary
 
 
+def profiles_at(store: DeltaStore, as_of: date) -> DataFrame:
+    """Profile snapshot D, or an error saying how to make it (for the jobs built on profiles)."""
+    frame = store.read(PROFILES).where(F.col("as_of") == F.lit(as_of)) if store.exists(PROFILES) else None
+    if frame is None or frame.limit(1).count() == 0:
+        raise ValueError(f"no profiles for {as_of}; run jobs/score_profiles.py --as-of {as_of} first")
+    return frame
+
+
 def previous_snapshot(store: DeltaStore, as_of: date) -> date | None:
     """The latest profile snapshot before D, if any."""
     if not store.exists(PROFILES):

@@ -85,11 +85,9 @@ def similar_users(spark: SparkSession, profiles: DataFrame, k: int) -> DataFrame
 
 def build_similar_users(spark: SparkSession, store: DeltaStore, config: Config, as_of: date) -> dict[str, Any]:
     """The K nearest shoppers of everyone in profile snapshot D (replaces partition D)."""
-    from shopper_profiles.profiles.scoring import PROFILES
+    from shopper_profiles.profiles.scoring import profiles_at
 
-    profiles = store.read(PROFILES).where(F.col("as_of") == F.lit(as_of)) if store.exists(PROFILES) else None
-    if profiles is None or profiles.limit(1).count() == 0:
-        raise ValueError(f"no profiles for {as_of}; run jobs/score_profiles.py --as-of {as_of} first")
+    profiles = profiles_at(store, as_of)
     store.create(SIMILAR_USERS)
     version = store.overwrite(similar_users(spark, profiles, config.profiles.similar_users), SIMILAR_USERS,
                               window={"as_of": as_of})
