@@ -113,3 +113,26 @@ def test_no_group_below_k_reaches_an_aggregate_view(spark: SparkSession, store: 
     latest = duck.sql("SELECT * FROM profiles_latest").fetchdf()
     assert len(latest) == len(rows) and not {"predicted_age_band", "predicted_gender"} & set(latest.columns)
     assert latest["user_id"].str.startswith("u_").all()
+
+
+def test_a_loaded_model_is_cached_per_tracking_store_not_per_uri_alone(tmp_path: Path) -> None:
+    import mlflow
+    from shopper_profiles.model.registry import load_model_once
+
+    class Tagged(mlflow.pyfunc.PythonModel):
+        def __init__(self, tag: str) -> None:
+            self.model = tag
+
+        def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - MLflow's signature
+            return model_input
+
+    stores = {}
+    for tag in ("shop_a", "shop_b"):  # two lakehouses, each with its own version 1 of the same name
+        stores[tag] = f"sqlite:///{tmp_path / tag}.db"
+        mlflow.set_tracking_uri(stores[tag])
+        experiment = mlflow.create_experiment("profiles", artifact_location=str(tmp_path / tag / "artifacts"))
+        with mlflow.start_run(experiment_id=experiment):
+            mlflow.pyfunc.log_model(name="m", python_model=Tagged(tag), registered_model_name="shopper_profile_model")
+    assert load_model_once(stores["shop_a"], "models:/shopper_profile_model/1") == "shop_a"
+    assert load_model_once(stores["shop_b"], "models:/shopper_profile_model/1") == "shop_b"
+    assert load_model_once(stores["shop_a"], "models:/shopper_profile_model/1") == "shop_a"

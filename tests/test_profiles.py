@@ -76,6 +76,7 @@ def at(day: date):
 @pytest.mark.slow
 def test_one_profile_per_active_shopper_every_value_in_range(shop: Shop) -> None:
     report = shop.job("score_profiles", "--as-of", str(D2))
+    assert (shop.root / "mlflow-artifacts").is_dir()  # MLflow artifacts live with the lakehouse, not in ./mlruns
     sequences = shop.store.read(feature_specs(shop.config.features)["sequences"]).where(F.col("snapshot_date") == D2)
     active = {r.user_id for r in sequences.select("user_id").collect()}
     rows = shop.rows(PROFILES, at(D2))

@@ -53,7 +53,7 @@ from shopper_profiles.model.metrics import (
     top_k_recall,
 )
 from shopper_profiles.model.network import predict
-from shopper_profiles.model.registry import RegisteredModel
+from shopper_profiles.model.registry import RegisteredModel, load_model_once, use_experiment
 from shopper_profiles.model.vocabulary import Vocabulary
 from shopper_profiles.storage import DeltaStore, TableSpec
 
@@ -256,7 +256,7 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
 
     mlflow.set_tracking_uri(config.mlflow_tracking_uri)
     model_uri, version = registered.uri, registered.version
-    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+    model = load_model_once(config.mlflow_tracking_uri, model_uri)
     out_test, out_val = predict(model, test), predict(model, validation)
 
     item_category = vocabulary.item_category
@@ -420,7 +420,7 @@ def _log_run(config: Config, as_of: date, model_uri: str, version: str | None, r
 
     from shopper_profiles.model.tracking import mlflow_name
 
-    mlflow.set_experiment(config.mlflow.experiment)
+    use_experiment(config.mlflow_tracking_uri, config.mlflow.experiment)
     with mlflow.start_run(run_name=f"evaluation-{as_of}") as run:
         mlflow.set_tags({"kind": "evaluation", "model_uri": model_uri, "model_version": str(version), "as_of": str(as_of),
                          "holdout": holdout})

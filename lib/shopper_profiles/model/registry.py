@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from shopper_profiles.config import Config
 from shopper_profiles.model.vocabulary import Vocabulary
 
 CHAMPION = "champion"
+_LOADED: dict[tuple[str, str], Any] = {}
 TRAINING_SNAPSHOT_TAG = "training_snapshot"
 VOCAB_FINGERPRINT_TAG = "vocab_fingerprint"
 
@@ -79,3 +81,29 @@ class RegisteredModel:
                              f"{self.training_snapshot}, but gold/item_vocab for that snapshot is now {found}: item "
                              "tokens would point at the wrong items. Retrain on the rebuilt training set, or restore "
                              "the vocabulary the model was trained with")
+
+
+def load_model_once(tracking_uri: str, model_uri: str) -> Any:
+    """The Keras model behind a registered version, loaded at most once per Python process (Spark
+    reuses its Python workers, so scoring loads it once per executor worker, not per batch). Keyed
+    by the tracking store too: ``models:/name/1`` of one lakehouse is not version 1 of another."""
+    key = (tracking_uri, model_uri)
+    if key not in _LOADED:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+        _LOADED[key] = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+    return _LOADED[key]
+
+
+def use_experiment(tracking_uri: str, experiment: str) -> None:
+    """Point MLflow at the store and the experiment. A new experiment in a local sqlite store keeps
+    its artifacts beside the database (``<lakehouse>/mlflow-artifacts``), not in ``./mlruns`` of
+    whichever folder the job happens to run in (MLflow's default)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    if tracking_uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(experiment) is None:
+        database = Path(tracking_uri[len("sqlite:///"):])
+        mlflow.create_experiment(experiment, artifact_location=str(database.parent / "mlflow-artifacts"))
+    mlflow.set_experiment(experiment)

@@ -355,10 +355,10 @@ def run_benchmark(sequences_path: str, attributes_path: str | None, spec: Sequen
     if tracking_uri:
         import mlflow
 
+        from shopper_profiles.model.registry import use_experiment
         from shopper_profiles.model.tracking import mlflow_name
 
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_experiment(experiment or "shopper_profiles")
+        use_experiment(tracking_uri, experiment or "shopper_profiles")
         with mlflow.start_run(run_name=f"sequence-benchmark-{Path(sequences_path).stem}") as run:
             mlflow.log_params({**{k: v for k, v in asdict(spec).items() if k != "ks"}, "sequences": str(sequences_path),
                                "attributes": str(attributes_path), "users": result["users"], "items": result["items"]})

@@ -29,7 +29,7 @@ from shopper_profiles.model.dataset import VOCAB, training_spec
 from shopper_profiles.model.inputs import SEQUENCE_INPUTS, load_shard
 from shopper_profiles.model.metrics import binary_report, full_ranks, ranking_report
 from shopper_profiles.model.network import ModelSpec
-from shopper_profiles.model.registry import CHAMPION, TRAINING_SNAPSHOT_TAG, VOCAB_FINGERPRINT_TAG
+from shopper_profiles.model.registry import CHAMPION, TRAINING_SNAPSHOT_TAG, VOCAB_FINGERPRINT_TAG, use_experiment
 from shopper_profiles.model.vocabulary import Vocabulary
 from shopper_profiles.storage import DeltaStore
 
@@ -187,8 +187,7 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
         figures.mkdir()
         metrics = validation_metrics(weights_path, spec, validation, figures)
 
-        mlflow.set_tracking_uri(config.mlflow_tracking_uri)
-        mlflow.set_experiment(config.mlflow.experiment)
+        use_experiment(config.mlflow_tracking_uri, config.mlflow.experiment)
         lineage = {f"delta_version.{s.name}": store.version(s) for s in (spec_table, VOCAB)}
         with mlflow.start_run(run_name=f"profile-model-{as_of}") as run:
             mlflow.log_params({**m.model_dump(), "epochs": total_epochs, "num_proc": num_proc, "launcher": launcher,

@@ -145,7 +145,7 @@ def explain_function(tracking_uri: str, model_uri: str, categories: tuple[str, .
     names = [*tabular_names(), *(f"category_affinity[{c}]" for c in categories)]
 
     def explain(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from shopper_profiles.profiles.scoring import load_model_once
+        from shopper_profiles.model.registry import load_model_once
 
         model = load_model_once(tracking_uri, model_uri)
         for batch in batches:
@@ -194,7 +194,8 @@ def explain_snapshot(spark: Any, store: Any, config: Any, as_of: date, alias: st
     """Explain every shopper of snapshot D with the model that scored its profiles (one commit
     replacing partition D), then the deletion test on up to ``faithfulness_users`` of them."""
     from shopper_profiles.features.schemas import feature_specs
-    from shopper_profiles.profiles.scoring import load_model_once, scoring_inputs, usable_model
+    from shopper_profiles.model.registry import load_model_once
+    from shopper_profiles.profiles.scoring import scoring_inputs, usable_model
 
     model, vocabulary = usable_model(store, config, as_of, alias, version)
     p = config.profiles

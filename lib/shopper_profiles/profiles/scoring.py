@@ -27,7 +27,7 @@ from shopper_profiles.features import as_of_ts
 from shopper_profiles.features.schemas import feature_specs
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENTS, GENDERS
 from shopper_profiles.model.dataset import FIRST_ITEM, model_inputs_frame
-from shopper_profiles.model.registry import RegisteredModel
+from shopper_profiles.model.registry import RegisteredModel, load_model_once
 from shopper_profiles.model.vocabulary import Vocabulary
 from shopper_profiles.storage import DeltaStore, TableSpec
 
@@ -73,20 +73,6 @@ SCORE_COLUMNS = ("user_id", "user_embedding", "top_interest", "top_interests", "
                  "price_sensitivity_band", "churn_risk", "predicted_age_band", "predicted_gender", "recommended_items",
                  "last_event_ts")
 SCORE_SCHEMA = T.StructType([PROFILES.schema[c] for c in SCORE_COLUMNS])
-
-_EXECUTOR_MODELS: dict[str, Any] = {}
-
-
-def load_model_once(tracking_uri: str, model_uri: str) -> Any:
-    """The Keras model behind a registered version, loaded at most once per Python process
-    (Spark reuses its Python workers, so this is once per executor worker, not per batch)."""
-    if model_uri not in _EXECUTOR_MODELS:
-        import mlflow
-
-        mlflow.set_tracking_uri(tracking_uri)
-        _EXECUTOR_MODELS[model_uri] = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
-    return _EXECUTOR_MODELS[model_uri]
-
 
 @dataclass(frozen=True)
 class ProfileDecoder:
