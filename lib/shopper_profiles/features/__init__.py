@@ -25,6 +25,13 @@ def events_before(events: DataFrame, as_of: date) -> DataFrame:
     return events.where((F.col("event_date") <= F.lit(as_of)) & (F.col("ts") < F.lit(as_of_ts(as_of))))
 
 
+def events_between(events: DataFrame, start: date, end: date) -> DataFrame:
+    """Events of [start, end) in whole days (partition-pruned on event_date): the label, refresh
+    and demand windows use this one cut."""
+    return events.where((F.col("event_date") >= F.lit(start)) & (F.col("event_date") <= F.lit(end))
+                        & (F.col("ts") >= F.lit(as_of_ts(start))) & (F.col("ts") < F.lit(as_of_ts(end))))
+
+
 def edges_before(edges: DataFrame, as_of: date) -> DataFrame:
     return edges.where(F.col("ts").isNull() | (F.col("ts") < F.lit(as_of_ts(as_of))))
 

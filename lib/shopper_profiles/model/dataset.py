@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
-from shopper_profiles.features import as_of_ts, top_category
+from shopper_profiles.features import as_of_ts, events_between, top_category
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENT_TYPES, GENDERS
 from shopper_profiles.storage import TableSpec
 
@@ -169,8 +169,8 @@ def model_inputs_frame(sequences: DataFrame, basic: DataFrame, behaviour: DataFr
 def next_window_labels(events: DataFrame, vocab: DataFrame, as_of: date, horizon_days: int, n_categories: int) -> DataFrame:
     """Pure: events of [D, D + horizon) -> the labels of the users active there (first item,
     items, categories, purchase flag, price paid vs the category median of purchases before D)."""
-    start, end = as_of_ts(as_of), as_of_ts(as_of + timedelta(days=horizon_days))
-    future = events.where((F.col("ts") >= F.lit(start)) & (F.col("ts") < F.lit(end)))
+    start = as_of_ts(as_of)
+    future = events_between(events, as_of, as_of + timedelta(days=horizon_days))
     medians = events.where((F.col("ts") < F.lit(start)) & (F.col("event_type") == "purchase")).groupBy("category").agg(
         F.median("price").alias("_median"))
     future = future.join(F.broadcast(vocab.select("item_id", "item_idx", "category_idx")), "item_id", "left").join(

@@ -54,7 +54,6 @@ from shopper_profiles.model.metrics import (
 )
 from shopper_profiles.model.network import predict
 from shopper_profiles.model.registry import RegisteredModel, load_model_once, use_experiment
-from shopper_profiles.model.vocabulary import Vocabulary
 from shopper_profiles.storage import DeltaStore, TableSpec
 
 logger = logging.getLogger(__name__)
@@ -234,13 +233,9 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
     nothing of the test window, like the baselines, which are fitted on pre-D histories only);
     otherwise **user holdout** (the model's train users' labels share the test window, and the
     report says so). A model trained on a snapshot later than D, or on another vocabulary, is refused."""
-    import mlflow
-
     registered = RegisteredModel.resolve(config, model_alias, model_version)
-    snapshot = registered.training_snapshot
-    vocabulary = Vocabulary.load(store, snapshot) if snapshot and snapshot <= as_of else None
-    registered.check_usable(as_of, vocabulary)
-    assert vocabulary is not None and snapshot is not None  # check_usable refused otherwise
+    vocabulary = registered.usable_vocabulary(store, as_of)
+    snapshot = vocabulary.snapshot
     horizon = config.model.horizon_days
     holdout = ("time holdout: the model's training labels end at {end}, on or before D" if snapshot + timedelta(days=horizon) <= as_of
                else "user holdout: the model's training users' labels [{start}, {end}) overlap the test window").format(
@@ -254,7 +249,6 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
         raise ValueError(f"snapshot {as_of} has {len(test['user_id'])} test and {len(validation['user_id'])} "
                          "validation users; evaluation needs both (more users, or a later snapshot)")
 
-    mlflow.set_tracking_uri(config.mlflow_tracking_uri)
     model_uri, version = registered.uri, registered.version
     model = load_model_once(config.mlflow_tracking_uri, model_uri)
     out_test, out_val = predict(model, test), predict(model, validation)

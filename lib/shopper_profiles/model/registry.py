@@ -15,6 +15,7 @@ from typing import Any
 
 from shopper_profiles.config import Config
 from shopper_profiles.model.vocabulary import Vocabulary
+from shopper_profiles.storage import DeltaStore
 
 CHAMPION = "champion"
 _LOADED: dict[tuple[str, str], Any] = {}
@@ -65,6 +66,18 @@ class RegisteredModel:
         return cls(name=name, version=str(found.version), run_id=str(found.run_id),
                    training_snapshot=date.fromisoformat(snapshot) if snapshot else None,
                    vocab_fingerprint=tags.get(VOCAB_FINGERPRINT_TAG), spec=spec)
+
+    def usable_vocabulary(self, store: DeltaStore, as_of: date) -> Vocabulary:
+        """The vocabulary the model was trained with, once :meth:`check_usable` accepts the model for D."""
+        vocabulary = None
+        if self.training_snapshot is not None and self.training_snapshot <= as_of:
+            try:
+                vocabulary = Vocabulary.load(store, self.training_snapshot)
+            except ValueError:  # gone: check_usable says so with what to do
+                vocabulary = None
+        self.check_usable(as_of, vocabulary)
+        assert vocabulary is not None  # check_usable refuses a missing vocabulary
+        return vocabulary
 
     def check_usable(self, as_of: date, vocabulary: Vocabulary | None) -> None:
         """Refuse, saying why and what to do, a model that cannot honestly serve snapshot ``as_of``."""

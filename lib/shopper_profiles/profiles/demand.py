@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from shopper_profiles.config import Config
-from shopper_profiles.features import as_of_ts, top_category
+from shopper_profiles.features import events_between, top_category
 from shopper_profiles.storage import DeltaStore, TableSpec
 
 POPULATIONS = ("all_users", "test_users")
@@ -35,9 +35,7 @@ CATEGORY_DEMAND = TableSpec(
 
 
 def _active_per_category(events: DataFrame, users: DataFrame, start: date, end: date) -> DataFrame:
-    window = events.where((F.col("event_date") >= F.lit(start)) & (F.col("event_date") <= F.lit(end))
-                          & (F.col("ts") >= F.lit(as_of_ts(start))) & (F.col("ts") < F.lit(as_of_ts(end)))
-                          & F.col("category").isNotNull())
+    window = events_between(events, start, end).where(F.col("category").isNotNull())
     return window.join(users, "user_id").groupBy(top_category(F.col("category")).alias("category")).agg(
         F.countDistinct("user_id").alias("count"))
 

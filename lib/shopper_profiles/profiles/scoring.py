@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from shopper_profiles.config import Config
-from shopper_profiles.features import as_of_ts
+from shopper_profiles.features import events_between
 from shopper_profiles.features.schemas import feature_specs
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENTS, GENDERS
 from shopper_profiles.model.dataset import FIRST_ITEM, model_inputs_frame
@@ -160,17 +160,7 @@ def usable_model(store: DeltaStore, config: Config, as_of: date, alias: str | No
         RegisteredModel, Vocabulary]:
     """The registered model and its vocabulary, refused (with what to do) when it cannot serve D."""
     model = RegisteredModel.resolve(config, alias, version)
-    snapshot = model.training_snapshot
-    vocabulary = None
-    if snapshot is not None and snapshot <= as_of:
-        try:
-            vocabulary = Vocabulary.load(store, snapshot)
-        except ValueError:  # gone: check_usable says so with what to do
-            vocabulary = None
-    model.check_usable(as_of, vocabulary)
-    if vocabulary is None:
-        raise ValueError(f"{model.uri}: no vocabulary")  # unreachable: check_usable refuses a missing vocabulary
-    return model, vocabulary
+    return model, model.usable_vocabulary(store, as_of)
 
 
 def profiles_at(store: DeltaStore, as_of: date) -> DataFrame:
@@ -192,9 +182,7 @@ def previous_snapshot(store: DeltaStore, as_of: date) -> date | None:
 def changed_users(events: DataFrame, population: DataFrame, previous: DataFrame, since: date, as_of: date) -> DataFrame:
     """Pure: shoppers of snapshot D with an event in [since, D), plus any the previous snapshot
     does not hold (their first profile)."""
-    window = events.where((F.col("event_date") >= F.lit(since)) & (F.col("event_date") <= F.lit(as_of))
-                          & (F.col("ts") >= F.lit(as_of_ts(since))) & (F.col("ts") < F.lit(as_of_ts(as_of))))
-    active = window.select("user_id").distinct()
+    active = events_between(events, since, as_of).select("user_id").distinct()
     new = population.join(previous.select("user_id"), "user_id", "left_anti")
     return population.join(active, "user_id").unionByName(new).distinct()
 
