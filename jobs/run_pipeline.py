@@ -20,7 +20,7 @@ from typing import Any
 
 from shopper_profiles.features.build import build_snapshot
 from shopper_profiles.ingest.sources import ingest_source
-from shopper_profiles.model.build import build_training_set
+from shopper_profiles.model.build import build_training_set, example_dates
 from shopper_profiles.model.evaluation import evaluate_snapshot
 from shopper_profiles.model.tracking import train_and_register
 from shopper_profiles.profiles.audiences import build_audiences
@@ -57,8 +57,9 @@ def training_day(job: JobContext) -> date:
 
 
 def build_training_snapshot(job: JobContext) -> dict[str, Any]:
-    features = {str(day): build_snapshot(job.spark, job.store, job.config, day)
-                for day in sorted({training_day(job), evaluation_day(job)})}
+    """Features at every snapshot the training set draws examples from (T, T - 7d, ...) and at E."""
+    days = {*example_dates(job.config, training_day(job)), evaluation_day(job)}
+    features = {str(day): build_snapshot(job.spark, job.store, job.config, day) for day in sorted(days)}
     return {"features": features, "training_set": build_training_set(job.spark, job.store, job.config, training_day(job))}
 
 
@@ -102,7 +103,8 @@ STEPS: list[tuple[str, Callable[[JobContext], dict[str, Any]], Callable[[dict[st
     ("features", lambda job: build_snapshot(job.spark, job.store, job.config, latest_day(job)),
      lambda r: f"snapshot {r['as_of']}: {r['active_users']:,} shoppers, 5 tables"),
     ("training_set", build_training_snapshot,
-     lambda r: "snapshot {as_of}: {splits}, {items:,} items".format(**r["training_set"])),
+     lambda r: "snapshot {as_of} (examples as of {dates}): {splits}, {items:,} items".format(
+         dates=", ".join(r["training_set"]["example_dates"]), **r["training_set"])),
     ("train", train, lambda r: f"model v{r['model_version']} (champion: {r['champion']}), "
                                f"val NDCG@10 {r['metrics'].get('val_full_ndcg@10', 0):.4f}"),
     ("evaluate", evaluate, lambda r: f"{r['test_users']} test users, {r['holdout'].split(':')[0]}; "

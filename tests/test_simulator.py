@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import numpy as np
 import pytest
 from conftest import ingest_simulator, simulated_lakehouse
 from pyspark.sql import DataFrame, SparkSession
@@ -123,3 +124,52 @@ def test_incremental_windows_append_only_new_events(spark: SparkSession, tmp_pat
     ingest_simulator(spark, whole_config, whole_store, start, end)
     assert same_rows(whole_store.read(EVENTS).drop("load_id"), store.read(EVENTS).drop("load_id"))
     assert first.new_rows + second.new_rows == whole_store.read(EVENTS).count()
+
+
+def _phenomena(spark: SparkSession, cfg: SimulatorConfig) -> dict[str, float]:
+    """Measured in the events: share of complement purchases followed by the partner item, share
+    of consumable purchases bought again one cycle on, and for drifted shoppers the share of their
+    categorised events in the new interest before and after the drift."""
+    import pandas as pd
+    from shopper_profiles.ingest.simulator import COMPLEMENTS, CONSUMABLES, CYCLE_DAYS, FOLLOW_UP_HOURS, LEAVES
+
+    end_day = cfg.start_date + timedelta(days=cfg.days)
+    end = pd.Timestamp(end_day)
+    events = simulate_events(spark, cfg, cfg.start_date, end_day).select(
+        "user_id", "ts", "event_type", "item_id", "category").toPandas()
+    leaf = events["item_id"].str[1:3].astype(float)
+    events["leaf"], events["idx"] = leaf, events["item_id"].str[3:]
+    buys, views = events[events.event_type == "purchase"], events[events.event_type == "view"]
+    partner = {LEAVES.index(a): LEAVES.index(b) for a, b in COMPLEMENTS.items()}
+    seen = set(zip(views.user_id, views.item_id, views.ts, strict=True))
+    by_user_item: dict[tuple[str, str], list] = {}
+    for u, i, t in seen:
+        by_user_item.setdefault((u, i), []).append(t)
+    horizon = timedelta(hours=FOLLOW_UP_HOURS[1] + 2)
+    followed = [any(timedelta(0) < t - b.ts <= horizon for t in by_user_item.get((b.user_id, f"I{partner[b.leaf]:02d}{b.idx}"), []))
+                for b in buys[buys.leaf.isin(partner)].itertuples() if b.ts < end - horizon]
+    consumable = buys[buys.leaf.isin([LEAVES.index(x) for x in CONSUMABLES])]
+    times = buys.groupby(["user_id", "item_id"]).ts.apply(list).to_dict()
+    lo, hi = timedelta(days=CYCLE_DAYS[0] - 2), timedelta(days=CYCLE_DAYS[1] + 2)
+    again = [any(lo <= t - b.ts <= hi for t in times[(b.user_id, b.item_id)])
+             for b in consumable.itertuples() if b.ts < end - hi]
+    truth = simulate(spark, cfg).truth.where("drifted_to is not null").select(
+        "raw_user_id", "interest_drift_ts", "drifted_to", "top_interests").toPandas()
+    drifted = events.merge(truth, left_on="user_id", right_on="raw_user_id").dropna(subset=["category"])
+    in_new = drifted.category.str.split(" > ").str[0] == drifted.drifted_to
+    after = drifted.ts >= drifted.interest_drift_ts
+    return {"complement_followed": float(np.mean(followed)), "replenished": float(np.mean(again)),
+            "new_interest_before": float(in_new[~after].mean()), "new_interest_after": float(in_new[after].mean()),
+            "truth_has_new_interest": float(np.mean([d in t for d, t in zip(truth.drifted_to, truth.top_interests, strict=True)])),
+            "drifted_users": float(len(truth))}
+
+
+def test_planted_phenomena_show_in_the_order_of_events_and_switch_off(spark: SparkSession) -> None:
+    on = _phenomena(spark, small(users=300, days=70))
+    assert on["complement_followed"] > 0.45, on  # configured 0.6; churn and the window's end cut a few
+    assert on["replenished"] > 0.5, on  # configured 0.7
+    assert on["drifted_users"] > 60, on  # drift_share 0.4 of 300, minus drift days past the period's end
+    assert on["new_interest_before"] < 0.02 < 0.3 < on["new_interest_after"], on
+    assert on["truth_has_new_interest"] == 1.0, on  # the truth holds the interests as they stand at the cut-off
+    off = _phenomena(spark, small(users=300, days=70, complement_rate=0.0, replenishment_rate=0.0, drift_share=0.0))
+    assert off["complement_followed"] < 0.1 and off["replenished"] < 0.1 and off["drifted_users"] == 0, off

@@ -20,7 +20,8 @@ def synthetic_training_set(spark: SparkSession, store: DeltaStore, users: int = 
     for u in range(users):
         seq = rng.integers(2, N_ITEMS - 1, size=MAX_LEN).tolist()
         split = "train" if u % 10 < 8 else ("validation" if u % 10 == 8 else "test")
-        rows.append((f"user{u:04d}", __import__("datetime").date(2024, 1, 1), split, seq, [1] * MAX_LEN,
+        day = __import__("datetime").date(2024, 1, 1)
+        rows.append((f"user{u:04d}", day, day, split, seq, [1] * MAX_LEN,
                      [3] * MAX_LEN, rng.normal(size=N_TAB).astype(float).tolist(), seq[-1] + 1, [seq[-1] + 1],
                      [float(seq[-1] % N_CAT == c) for c in range(N_CAT)], float(seq[-1] % 2), float(seq[-1] % 3 == 0),
                      1.0, int(seq[-1] % 6), int(seq[-1] % 3), seq))
@@ -85,3 +86,63 @@ def test_two_rank_horovod_training_syncs_lowers_loss_and_resumes(spark: SparkSes
     after_resume, uninterrupted = np.load(tmp_path / "resumed" / "rank0.npz"), np.load(tmp_path / "straight" / "rank0.npz")
     for name in uninterrupted.files:
         assert np.array_equal(after_resume[name], uninterrupted[name]), name
+
+
+@pytest.mark.slow
+def test_early_stopping_is_decided_by_rank_0_for_all_ranks_and_registers_the_best_epoch(
+        spark: SparkSession, store: DeltaStore, tmp_path) -> None:
+    import tensorflow as tf
+    from shopper_profiles.model.inputs import validation_batches
+    from shopper_profiles.model.launch import run_horovodrun
+    from shopper_profiles.model.network import ModelSpec, build_model, multitask_loss
+
+    files = synthetic_training_set(spark, store)
+    spec = ModelSpec(n_items=N_ITEMS, n_tabular=N_TAB, n_categories=N_CAT, max_len=MAX_LEN, hidden_size=16, layers=1,
+                     heads=2, dropout=0.0, wide=True)
+    # A learning rate this high makes the validation loss turn up within a few epochs (deterministic: fixed seed).
+    params = {
+        "files": files, "seed": 3, "learning_rate": 0.03, "batch_size": 16, "epochs": 12, "steps_per_epoch": 6,
+        "threads_per_rank": 1, "checkpoint_dir": str(tmp_path / "ckpt"), "weights_path": str(tmp_path / "weights.h5"),
+        "model_spec": spec.to_dict(), "patience": 2,
+    }
+    ranks = run_horovodrun(params, num_proc=2, timeout_s=900)
+    history = ranks[0]["history"]
+    losses = [h["validation_loss"] for h in history]
+    best = int(np.argmin(losses))
+    assert ranks[0]["best_epoch"] == best
+    assert len(history) == best + 3 < 12, losses  # stopped two epochs after the best one ...
+    assert len(ranks[1]["history"]) == len(history)  # ... on every rank (rank 0's decision was broadcast)
+    assert losses[-1] > losses[best]
+    # The weights handed on for registration are the best epoch's, not the last one's.
+    model = build_model(spec)
+    model.load_weights(str(tmp_path / "weights.h5"))
+    validation = load_shard(files, split="validation")
+    total = 0.0
+    for features, labels in validation_batches(validation, 1024):
+        outputs = model(features, training=False)
+        total += float(multitask_loss(outputs, labels, features["item_seq"], model.item_embedding, model.item_bias)[0]) * len(
+            labels["next_item"])
+    assert abs(total / len(validation["user_id"]) - losses[best]) < 1e-4
+    assert tf.reduce_all(tf.equal(model.item_category, N_CAT))  # restored from the weights: no categories in this toy
+
+
+def test_item_followers_match_the_cooccurrence_baseline(spark: SparkSession) -> None:
+    """The model's co-occurrence input counts exactly what the item co-occurrence baseline counts
+    (followers within 3 events, self-pairs aside), from the examples as of T only."""
+    from datetime import date
+
+    from shopper_profiles.model import baselines
+    from shopper_profiles.model.tracking import item_followers
+
+    rng = np.random.default_rng(1)
+    day, earlier = date(2024, 3, 1), date(2024, 2, 23)
+    rows = [(f"u{u}", day, [0] * 3 + rng.integers(2, 12, size=9).tolist()) for u in range(60)]
+    rows += [(f"u{u}", earlier, [5, 6] * 6) for u in range(60)]  # another example date: must not count
+    frame = spark.createDataFrame(rows, "user_id string, example_date date, item_seq array<int>")
+    follow, strength = item_followers(frame, day, 12, k=4)
+    counts = baselines.cooccurrence([np.asarray(r[2]) for r in rows if r[1] == day], 12, window=3, first_item=2).toarray()
+    np.fill_diagonal(counts, 0)
+    for item in range(2, 12):
+        expected = sorted(((-c, j) for j, c in enumerate(counts[item]) if c > 0))[:4]
+        assert [int(j) for _, j in expected] == follow[item, :len(expected)].tolist(), item
+        assert np.allclose(strength[item, :len(expected)], np.log1p([-c for c, _ in expected]))

@@ -109,6 +109,12 @@ class SimulatorConfig(_Strict):
     dirty_rate: float = Field(ge=0, lt=0.5, description="share of events corrupted with one bad-input kind")
     duplicate_rate: float = Field(ge=0, lt=0.5)
     truth_horizon_days: int = Field(ge=1, description="next-window length for will_purchase truth")
+    complement_rate: float = Field(default=0.6, ge=0, le=1, description="chance a purchase with a complement "
+                                   "(camera -> lens) is followed by a session on the complement within two days")
+    replenishment_rate: float = Field(default=0.7, ge=0, le=1, description="chance a consumable is bought again one "
+                                      "cycle later (and rate^2 two cycles later); cycles 14-28 days per leaf")
+    drift_share: float = Field(default=0.4, ge=0, le=1, description="share of shoppers whose third interest gives way "
+                               "to a new one on a day inside the period")
 
 
 class IngestConfig(_Strict):
@@ -143,6 +149,15 @@ class ModelConfig(_Strict):
     seed: int
     text_init: bool = Field(description="initialise item embeddings from MiniLM over titles")
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="BERT hidden and attention dropout")
+    wide: bool = Field(default=True, description="rule signals (category affinity, repeat counts, rule scores) "
+                       "feed the heads linearly beside the deep part")
+    neighbours: int = Field(default=20, ge=0, description="wide path: per item, its most frequent followers in the "
+                            "training histories (co-occurrence as an input); 0 turns it off")
+    training_snapshots: int = Field(default=1, ge=1, description="feature snapshots T, T - every, ... whose shoppers "
+                                    "each give one training example (every label window ends by T + horizon)")
+    snapshot_every_days: int = Field(default=7, ge=1, description="days between those snapshots")
+    patience: int = Field(default=3, ge=0, description="epochs without validation improvement before training stops "
+                          "and the best epoch is kept (0: no early stopping, the last epoch is kept)")
 
 
 class ProfilesConfig(_Strict):

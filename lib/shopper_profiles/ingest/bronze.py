@@ -179,6 +179,8 @@ PLANTED_TRUTH = TableSpec(
             T.StructField("truth_cutoff", T.DateType(), False),
             T.StructField("will_purchase_next_window", T.BooleanType(), False),
             T.StructField("seed", T.LongType(), False),
+            T.StructField("interest_drift_ts", T.TimestampType(), True),  # the third interest gave way here
+            T.StructField("drifted_to", T.StringType(), True),  # ... to this category
         ]
     ),
     keys=("user_id",),

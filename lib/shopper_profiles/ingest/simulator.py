@@ -7,6 +7,14 @@ generated alone or inside a larger window (so incremental loads are reproducible
 Users carry latent interest mixtures over a category tree (tilted by gender and age),
 price sensitivity, purchase propensity and an optional churn time; sessions follow a diurnal
 rhythm and the view -> cart -> purchase funnel; items have power-law popularity and titles.
+
+Three real-shop phenomena make the order of events matter (a category rule sees none of them):
+*complementary follow-ups* (a purchase in a leaf with a complement -- camera -> lens, dress ->
+handbag -- is followed within two days by a session on the partner item of the complement leaf),
+*replenishment cycles* (consumables are bought again every 14-28 days, per leaf) and *interest
+drift* (for a share of shoppers the third interest gives way to a new one on a day inside the
+period). The planted truth records each: interests as they stand at the cut-off, the drift day
+and category; the complement and cycle rules are the constants below.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -43,6 +52,25 @@ CATEGORY_TREE: dict[str, dict[str, tuple[str, ...]]] = {
 }
 TOP_CATEGORIES = tuple(CATEGORY_TREE)
 LEAVES = tuple((top, sub) for top, subs in CATEGORY_TREE.items() for sub in subs)
+# Complementary follow-ups: a purchase in the first leaf leads to the partner item (same index)
+# of the second; several cross top categories, where a category rule cannot follow.
+COMPLEMENTS: dict[tuple[str, str], tuple[str, str]] = {
+    ("electronics", "cameras"): ("electronics", "audio"), ("electronics", "phones"): ("fashion", "accessories"),
+    ("electronics", "computers"): ("home", "furniture"), ("fashion", "womens"): ("fashion", "shoes"),
+    ("fashion", "mens"): ("fashion", "accessories"), ("home", "kitchen"): ("grocery", "pantry"),
+    ("sports", "cycling"): ("sports", "outdoor"), ("sports", "fitness"): ("grocery", "organic"),
+    ("books", "fiction"): ("books", "nonfiction"), ("toys", "building"): ("toys", "puzzles"),
+    ("beauty", "makeup"): ("beauty", "skincare"), ("home", "decor"): ("home", "garden"),
+}
+# Replenishment: consumables bought again after a leaf-specific cycle.
+CONSUMABLES: tuple[tuple[str, str], ...] = (
+    ("beauty", "skincare"), ("beauty", "haircare"), ("grocery", "snacks"), ("grocery", "beverages"),
+    ("grocery", "pantry"), ("grocery", "organic"),
+)
+FOLLOW_UP_HOURS = (2, 48)  # a complement session comes this long after the purchase
+CYCLE_DAYS = (14, 28)  # a consumable's cycle, drawn per leaf
+REPEATS = 2  # purchases of a consumable are repeated up to this many cycles later
+DRIFT_WEIGHT = 0.45  # the new interest's share after a drift
 ADJECTIVES = ("classic", "premium", "eco", "deluxe", "compact", "vintage", "ultra", "soft", "bold", "smart")
 BRANDS = {top: tuple(f"{top[:3].title()}{suffix}" for suffix in ("ora", "ly", "mark", "nova", "wise"))
           for top in TOP_CATEGORIES}
@@ -84,6 +112,19 @@ class RawBatch:
     def entities(self) -> dict[str, DataFrame]:
         frames = {"events": self.events, "users": self.users, "items": self.items, "social_edges": self.social_edges}
         return {name: frame for name, frame in frames.items() if frame is not None}
+
+
+def complement_of(item: str) -> str | None:
+    """The partner item a purchase of ``item`` leads to (planted truth for evaluation), or None."""
+    if len(item) != 8 or not item.startswith("I") or not item[1:].isdigit():
+        return None
+    to = COMPLEMENTS.get(LEAVES[int(item[1:3])]) if int(item[1:3]) < len(LEAVES) else None
+    return None if to is None else f"I{LEAVES.index(to):02d}{item[3:]}"
+
+
+def is_consumable(item: str) -> bool:
+    """Whether ``item`` is bought again every cycle (planted truth for evaluation)."""
+    return len(item) == 8 and item[1:3].isdigit() and int(item[1:3]) < len(LEAVES) and LEAVES[int(item[1:3])] in CONSUMABLES
 
 
 def uniform(seed: int, purpose: str, *cols: Column) -> Column:
@@ -172,8 +213,8 @@ def _users_latent(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
             tilt = tilt + F.when(F.col("age_band") == band, F.lit(tilts.get(top, 0.0))).otherwise(0.0)
         gumbel = -F.log(-F.log(uniform(seed, f"interest{c}", F.col("uid")) * 0.998 + 0.001))
         scores.append(F.struct((tilt + gumbel).alias("score"), F.lit(c).alias("cat")))
-    top3 = F.slice(F.sort_array(F.array(*scores), asc=False), 1, 3)
-    users = users.withColumn("top3", top3)
+    ranked = F.sort_array(F.array(*scores), asc=False)
+    users = users.withColumn("top3", F.slice(ranked, 1, 3)).withColumn("drift_cat", ranked[3]["cat"])
     exp_scores = [F.exp(F.col("top3")[i]["score"] - F.col("top3")[0]["score"]) for i in range(3)]
     total = exp_scores[0] + exp_scores[1] + exp_scores[2]
     young = F.col("age_band").isin("18-24", "25-34").cast("double")
@@ -189,6 +230,9 @@ def _users_latent(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
         (0.05 + 0.55 * uniform(seed, "prop", F.col("uid"))).alias("purchase_propensity"),
         (F.lit(cfg.mean_active_day_rate) * F.exp(1.2 * (uniform(seed, "act", F.col("uid")) - 0.5) * 2)).alias("active_rate"),
         F.when(churn_u < cfg.churn_share, start + F.make_interval(days=churn_day)).alias("churn_ts"),
+        # Interest drift: from this day on the third interest gives way to the fourth-ranked category.
+        F.when(uniform(seed, "drift", F.col("uid")) < cfg.drift_share,
+               F.lit(20) + (uniform(seed, "drift_day", F.col("uid")) * max(cfg.days - 20, 1)).cast("int")).alias("drift_day"),
         _pick(uniform(seed, "device", F.col("uid")), [d for d, _ in DEVICE_MIX], [w for _, w in DEVICE_MIX]).alias("device"),
         _pick(uniform(seed, "country", F.col("uid")), country_names, [c[2] for c in COUNTRIES]).alias("country"),
         F.date_sub(F.lit(cfg.start_date), (uniform(seed, "signup", F.col("uid")) * 1000).cast("int")).alias("signup_date"),
@@ -221,11 +265,14 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
     last = (end - cfg.start_date).days
     users = _users_latent(spark, cfg).select(
         "uid", "raw_user_id", "interest_cats", "interest_weights", "price_sensitivity", "purchase_propensity",
-        "active_rate", "churn_ts", "device",
+        "active_rate", "churn_ts", "device", "drift_cat", "drift_day",
     )
     # Sessions late on the day before the window can spill past midnight into it: generate
-    # from that day and keep events by timestamp, so adjacent windows compose exactly.
-    days = spark.range(first - 1, last).select(F.col("id").cast("int").alias("day"))
+    # from that day and keep events by timestamp, so adjacent windows compose exactly. Earlier
+    # days back to the longest replenishment lag are generated too (consumable sessions only):
+    # their purchases bring follow-ups into the window.
+    lookback = REPEATS * CYCLE_DAYS[1] + 3
+    days = spark.range(first - 1 - lookback, last).select(F.col("id").cast("int").alias("day"))
     day_ts = F.lit(cfg.start_date).cast("timestamp") + F.make_interval(days=F.col("day"))
     user_days = users.crossJoin(F.broadcast(days)).withColumn("day_ts", day_ts)
     # Activity fades over the two weeks before churn: the signal churn models must pick up.
@@ -246,8 +293,10 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
     start_s = F.unix_timestamp("day_ts") + hour * 3600 + (uniform(seed, "minute", *skey) * 3540).cast("long")
     cu = uniform(seed, "cat", *skey)
     w = F.col("interest_weights")
-    cat = F.when(cu < w[0], F.col("interest_cats")[0]).when(cu < w[0] + w[1], F.col("interest_cats")[1]).otherwise(
-        F.col("interest_cats")[2])
+    drifted = F.col("drift_day").isNotNull() & (F.col("day") >= F.col("drift_day"))
+    keep = F.when(drifted, F.lit(1.0 - DRIFT_WEIGHT)).otherwise(F.lit(1.0))  # the first two keep this share
+    cat = F.when(cu < w[0] * keep, F.col("interest_cats")[0]).when(cu < (w[0] + w[1]) * keep, F.col("interest_cats")[1]).otherwise(
+        F.when(drifted, F.col("drift_cat")).otherwise(F.col("interest_cats")[2]))
     sessions = sessions.select(
         "*",
         start_s.alias("session_start"),
@@ -256,6 +305,8 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
         (uniform(seed, "search", *skey) < 0.35).alias("has_search"),
         F.substring(F.sha2(F.concat_ws("|", F.lit(seed), *[c.cast("string") for c in skey]), 256), 1, 16).alias("session_id"),
     )
+    # Before the window (the lookback) only consumables matter: their purchases repeat into it.
+    sessions = sessions.where((F.col("day") >= first - 3) | F.col("leaf").isin(*[LEAVES.index(x) for x in CONSUMABLES]))
     slots = sessions.withColumn("slot", F.explode(F.sequence(F.lit(0), F.col("n_views") - 1)))
     k = (F.col("uid"), F.col("day"), F.col("session"), F.col("slot"))
     n = cfg.items_per_leaf
@@ -275,13 +326,16 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
     removed = carted & ~bought & (uniform(seed, "remove", *k) < 0.5)
     qty = 1 + (uniform(seed, "q1", *k) < 0.2).cast("int") + (uniform(seed, "q2", *k) < 0.05).cast("int")
 
-    def ev(kind: str, offset: int, when: Column | None = None, quantity: Column | None = None) -> Column:
-        value = F.struct(F.lit(kind).alias("event_type"), F.lit(offset).alias("offset"),
-                         (quantity if quantity is not None else F.lit(None).cast("int")).alias("quantity"))
+    def ev(kind: str, offset: int | Column, when: Column | None = None, quantity: Column | None = None,
+           leaf: Column | None = None, slot: Column | None = None) -> Column:
+        value = F.struct(F.lit(kind).alias("event_type"), F.lit(offset).cast("long").alias("offset"),
+                         (quantity if quantity is not None else F.lit(None).cast("int")).alias("quantity"),
+                         (leaf if leaf is not None else F.col("leaf")).alias("leaf"),
+                         (slot if slot is not None else F.col("slot")).alias("slot"))
         return value if when is None else F.when(when, value)
 
     step = (20 + uniform(seed, "step", F.col("uid"), F.col("day"), F.col("session")) * 70).cast("int")
-    actions = F.array(
+    actions = F.concat(F.array(
         ev("view", 0),
         ev("add_to_cart", 10, carted, qty),
         ev("purchase", 40, bought, qty),
@@ -289,15 +343,19 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
         ev("like", 15, uniform(seed, "like", *k) < 0.04),
         ev("share", 18, uniform(seed, "share", *k) < 0.015),
         ev("review", 60, bought & (uniform(seed, "review", *k) < 0.15)),
-    )
+    ), _caused_by_purchase(ev, bought, qty, cfg))
     item_events = slots.select(
         "*", F.explode(F.filter(actions, lambda a: a.isNotNull())).alias("a")
     ).select(
-        "uid", "raw_user_id", "day", "session", "slot", "session_id", "device", "churn_ts", "leaf",
+        "uid", "raw_user_id", "day", "session", F.col("a.slot").alias("slot"), "device", "churn_ts",
+        F.col("a.leaf").alias("leaf"),
+        F.when(F.col("a.slot") < 1000, F.col("session_id")).otherwise(F.substring(F.sha2(F.concat_ws(
+            "|", F.lit(seed), F.lit("follow"), F.col("uid"), F.col("day"), F.col("session"), F.col("a.slot")), 256), 1, 16)
+        ).alias("session_id"),
         F.col("a.event_type").alias("event_type"),
         (F.col("session_start") + 30 + F.col("slot") * step + F.col("a.offset")).alias("ts_s"),
-        item_id(F.col("leaf"), F.col("idx")).alias("item_id"),
-        item_price(seed, F.col("leaf"), F.col("idx")).alias("price"),
+        item_id(F.col("a.leaf"), F.col("idx")).alias("item_id"),
+        item_price(seed, F.col("a.leaf"), F.col("idx")).alias("price"),
         F.col("a.quantity").alias("quantity"),
         F.lit(None).cast("string").alias("query"),
     )
@@ -327,6 +385,34 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
         leaf_name(F.col("leaf")).alias("category"),
         "price", "quantity", "query", "session_id", "device",
     )
+
+
+def _caused_by_purchase(ev: Any, bought: Column, qty: Column, cfg: SimulatorConfig) -> Column:
+    """The events a slot's purchase causes later, as more actions of the same slot (one pass, no
+    second scan of the events): a session on the complement's partner item within two days, and
+    the same consumable bought again one and two cycles on. Slots 1000+ (follow-ups) and 2000+
+    (repeats) keep their event ids distinct."""
+    seed = cfg.seed
+    k = (F.col("uid"), F.col("day"), F.col("session"), F.col("slot"))
+    partner = F.create_map(*[x for a, b in COMPLEMENTS.items() for x in (F.lit(LEAVES.index(a)), F.lit(LEAVES.index(b)))])
+    to = partner[F.col("leaf")]
+    follows = bought & to.isNotNull() & (uniform(seed, "follow", *k) < cfg.complement_rate)
+    lo, hi = FOLLOW_UP_HOURS
+    lag = F.lit(40) + ((lo + uniform(seed, "follow_lag", *k) * (hi - lo)) * 3600).cast("long")
+    cart = follows & (uniform(seed, "follow_cart", *k) < 0.35)
+    slot = F.col("slot") + 1000
+    caused = [ev("view", lag, follows, None, to, slot), ev("add_to_cart", lag + 10, cart, F.lit(1), to, slot),
+              ev("purchase", lag + 40, cart & (uniform(seed, "follow_buy", *k) < 0.6), F.lit(1), to, slot)]
+    consumable = bought & F.col("leaf").isin(*[LEAVES.index(x) for x in CONSUMABLES])
+    cycle = F.lit(CYCLE_DAYS[0]) + (uniform(seed, "cycle", F.col("leaf")) * (CYCLE_DAYS[1] - CYCLE_DAYS[0] + 1)).cast("int")
+    draw = uniform(seed, "replenish", *k)  # one draw against rate^n: a second repeat only follows a first
+    for n in range(1, REPEATS + 1):
+        again = consumable & (draw < cfg.replenishment_rate ** n)
+        at = F.lit(40) + ((n * cycle + (uniform(seed, "replenish_jitter", *k, F.lit(n)) - 0.5) * 4) * 86400).cast("long")
+        slot = F.col("slot") + 1000 + 1000 * n
+        caused += [ev("view", at, again, None, None, slot), ev("add_to_cart", at + 10, again, qty, None, slot),
+                   ev("purchase", at + 40, again, qty, None, slot)]
+    return F.array(*caused)
 
 
 def simulate_social_edges(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
@@ -371,10 +457,23 @@ def planted_truth(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
               .select(F.col("user_id").alias("raw_user_id")).distinct().withColumn("buys", F.lit(True)))
     latent = _users_latent(spark, cfg)
     tops = F.array(*[F.lit(t) for t in TOP_CATEGORIES])
+    # Interests as they stand at the cut-off: a drift inside the period has replaced the third one.
+    drifted = F.col("drift_day").isNotNull() & (F.col("drift_day") < cfg.days)
+    w, c = F.col("interest_weights"), F.col("interest_cats")
+    now = F.when(drifted, F.array(
+        F.struct((w[0] * (1 - DRIFT_WEIGHT)).alias("w"), c[0].alias("c")),
+        F.struct((w[1] * (1 - DRIFT_WEIGHT)).alias("w"), c[1].alias("c")),
+        F.struct((1 - (w[0] + w[1]) * (1 - DRIFT_WEIGHT)).alias("w"), F.col("drift_cat").alias("c")),
+    )).otherwise(F.arrays_zip(w.alias("w"), c.alias("c")))
+    latent = latent.withColumn("_now", F.sort_array(now, asc=False))
+    start = F.lit(cfg.start_date).cast("timestamp")
     return latent.join(buyers, "raw_user_id", "left").select(
         "raw_user_id",
-        F.transform(F.col("interest_cats"), lambda c: F.element_at(tops, c + 1)).alias("top_interests"),
-        "interest_weights", "price_sensitivity", "purchase_propensity", "churn_ts", "age_band", "gender",
+        F.transform(F.col("_now"), lambda x: F.element_at(tops, x["c"] + 1)).alias("top_interests"),
+        F.transform(F.col("_now"), lambda x: x["w"]).alias("interest_weights"),
+        "price_sensitivity", "purchase_propensity", "churn_ts", "age_band", "gender",
+        F.when(drifted, start + F.make_interval(days=F.col("drift_day"))).alias("interest_drift_ts"),
+        F.when(drifted, F.element_at(tops, F.col("drift_cat") + 1)).alias("drifted_to"),
         (F.col("churn_ts").isNotNull() & (F.col("churn_ts") < F.lit(end).cast("timestamp"))).alias("churned"),
         F.lit(end).alias("truth_cutoff"),
         F.coalesce(F.col("buys"), F.lit(False)).alias("will_purchase_next_window"),

@@ -47,8 +47,18 @@ def snapshot_examples(spark: SparkSession, store: DeltaStore, config: Config, as
                              max_len or config.model.max_len, list(vocabulary.categories))
 
 
+def example_dates(config: Config, as_of: date) -> list[date]:
+    """The feature snapshots whose shoppers give training examples for snapshot T = ``as_of``:
+    T, T - every, ... (``model.training_snapshots`` of them), newest first."""
+    every = timedelta(days=config.model.snapshot_every_days)
+    return [as_of - i * every for i in range(config.model.training_snapshots)]
+
+
 def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, as_of: date) -> dict[str, Any]:
-    """The vocabulary of D (items in the catalogue or seen before D) and the training set of D."""
+    """The vocabulary of T = ``as_of`` (items in the catalogue or seen before T) and the training set
+    of T: one example per shopper and snapshot S in ``example_dates`` (features as of S, labels from
+    [S, S + horizon), all ending by T + horizon), every one tokenised with T's vocabulary. A shopper
+    keeps one split in every snapshot (the split is a hash of the user id)."""
     specs = feature_specs(config.features)
     store.create(VOCAB)
     events_cut = events_before(store.read(EVENTS), as_of)
@@ -57,9 +67,13 @@ def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, a
     spec = training_spec(config.model.max_len)
     store.create(spec)
     examples = snapshot_examples(spark, store, config, as_of, vocabulary)
+    for day in example_dates(config, as_of)[1:]:
+        examples = examples.unionByName(
+            snapshot_examples(spark, store, config, day, vocabulary).withColumn("snapshot_date", F.lit(as_of)))
     # Several files, so Petastorm can hand each rank its own row groups.
     version = store.overwrite(examples, spec, window={"snapshot_date": as_of}, target_files=8)
     counts: dict[str, int] = dict(store.read(spec).where(F.col("snapshot_date") == F.lit(as_of)).groupBy("split").count().collect())
     lineage = {s.name: store.version(s) for s in (*specs.values(), EVENTS, ITEMS)}
     return {"as_of": str(as_of), "version": version, "splits": counts, "items": vocabulary.n_items - FIRST_ITEM,
+            "example_dates": [str(d) for d in example_dates(config, as_of)],
             "categories": len(vocabulary.categories), "vocab_fingerprint": vocabulary.fingerprint, "inputs": lineage}

@@ -38,6 +38,8 @@ TABULAR_FEATURES: tuple[tuple[str, str, float], ...] = (
     ("activity_trend", "log1p", 1.0), ("friends_count", "log1p", 0.0), ("followers_count", "log1p", 0.0),
     ("following_count", "log1p", 0.0), ("likes_given_90d", "log1p", 0.0), ("shares_given_90d", "log1p", 0.0),
     ("shares_adopted_90d", "log1p", 0.0), ("influence_score", "id", 0.0), ("tenure_days", "log1p", 0.0),
+    # The rule profiles' own scores: the model starts from what the rules know and learns the rest.
+    ("purchase_intent_rule", "id", 0.0), ("churn_risk_rule", "id", 0.0),
 )
 
 VOCAB = TableSpec(
@@ -57,7 +59,7 @@ def training_spec(max_len: int) -> TableSpec:
     floats = T.ArrayType(T.FloatType())
     fields = [
         T.StructField("user_id", T.StringType(), False), T.StructField("snapshot_date", T.DateType(), False),
-        T.StructField("split", T.StringType(), False),
+        T.StructField("example_date", T.DateType(), False), T.StructField("split", T.StringType(), False),
         T.StructField("item_seq", ints), T.StructField("type_seq", ints), T.StructField("time_seq", ints),
         T.StructField("tabular", floats),
         T.StructField("next_item", T.IntegerType()), T.StructField("next_items", ints),
@@ -67,8 +69,10 @@ def training_spec(max_len: int) -> TableSpec:
         T.StructField("history_items", ints),
     ]
     return TableSpec("training_set", T.StructType(fields), partition_by=("snapshot_date",),
-                     keys=("user_id", "snapshot_date"),
-                     description=f"Model-ready sequences (length {max_len}), tabular features and next-window labels.")
+                     keys=("user_id", "snapshot_date", "example_date"),
+                     description=f"Model-ready sequences (length {max_len}), tabular features and next-window labels: "
+                                 "the training set of snapshot_date T (its vocabulary), one row per shopper and "
+                                 "example_date S <= T (features as of S, labels from [S, S + horizon)).")
 
 
 def split_of(user_id: Column) -> Column:
@@ -202,7 +206,8 @@ def training_examples(
     labels = next_window_labels(events, vocab, as_of, horizon_days, n_categories)
     frame = inputs.join(labels, "user_id", "left")
     return frame.select(
-        "user_id", F.lit(as_of).alias("snapshot_date"), split_of(F.col("user_id")).alias("split"),
+        "user_id", F.lit(as_of).alias("snapshot_date"), F.lit(as_of).alias("example_date"),
+        split_of(F.col("user_id")).alias("split"),
         "item_seq", "type_seq", "time_seq", "tabular",
         F.coalesce("next_item", F.lit(-1)).alias("next_item"),
         F.coalesce("next_items", F.array().cast("array<int>")).alias("next_items"),

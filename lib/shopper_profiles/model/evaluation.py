@@ -158,8 +158,40 @@ def _histories(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
     return [row[row >= FIRST_ITEM] for row in arrays["item_seq"]]
 
 
+PHENOMENON = ("test users with a next item whose latest purchase carries the planted cue; hit = the planted "
+              "item in the method's top 10")
+
+
+def planted_cues(test: dict[str, np.ndarray], item_ids: Sequence[str | None]) -> dict[str, np.ndarray]:
+    """Simulator only: per test user, the item a planted phenomenon says comes next after the
+    latest purchase in the sequence (-1 none): its complement's partner item, or the consumable
+    itself (replenishment)."""
+    from shopper_profiles.ingest.bronze import EVENT_TYPES
+    from shopper_profiles.ingest.simulator import complement_of, is_consumable
+
+    token = {item: i for i, item in enumerate(item_ids)}
+    purchase = EVENT_TYPES.index("purchase") + 1
+    cues = {"complement_follow_up": np.full(len(test["item_seq"]), -1), "replenishment": np.full(len(test["item_seq"]), -1)}
+    for row, (items, types) in enumerate(zip(test["item_seq"], test["type_seq"], strict=True)):
+        bought = np.flatnonzero((types == purchase) & (items >= FIRST_ITEM))
+        if not len(bought):
+            continue
+        item = item_ids[int(items[bought[-1]])]
+        if item is None:
+            continue
+        partner = complement_of(item)
+        if partner is not None and partner in token:
+            cues["complement_follow_up"][row] = token[partner]
+        if is_consumable(item):
+            cues["replenishment"][row] = int(items[bought[-1]])
+    return cues
+
+
 def next_item_results(results: Results, test: dict[str, np.ndarray], logits: np.ndarray, fit_histories: list[np.ndarray],
-                      item_category: np.ndarray, n_categories: int, seed: int) -> None:
+                      item_category: np.ndarray, n_categories: int, seed: int,
+                      cues: dict[str, np.ndarray] | None = None) -> None:
+    """Every method's ranking of the next item; with ``cues`` (simulator), also how often each
+    method puts a planted phenomenon's item in its top 10."""
     has_next = test["next_item"] >= 0
     targets = test["next_item"][has_next]
     histories = [h for h, keep in zip(_histories(test), has_next, strict=True) if keep]
@@ -180,6 +212,13 @@ def next_item_results(results: Results, test: dict[str, np.ndarray], logits: np.
         results.add(method, "next_item", ranking_report(ranks), FULL, len(targets), {"ranks": ranks})
         sampled = sampled_ranks(scores, targets, exclude=histories, n_negatives=100, seed=seed, first_item=FIRST_ITEM)
         results.add(method, "next_item", ranking_report(sampled), SAMPLED, len(targets), {"ranks": sampled})
+        for phenomenon, planted in (cues or {}).items():
+            rows = np.flatnonzero(planted[has_next] >= 0)
+            if len(rows):
+                top = np.argpartition(-scores[rows], 10, axis=1)[:, :10]
+                hits = (top == planted[has_next][rows][:, None]).any(axis=1).astype(np.float64)
+                results.add(method, f"planted_{phenomenon}", {"top10_hit": float(hits.mean())}, PHENOMENON, len(rows),
+                            {"values": hits})
 
 
 def binary_results(results: Results, task: str, candidates: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -259,7 +298,8 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
 
     results = Results()
     # Pre-D histories of every user fit the baselines: all of it is known at D.
-    next_item_results(results, test, out_test["next_item_logits"], _histories(data), item_category, n_categories, seed)
+    cues = planted_cues(test, vocabulary.item_ids) if store.exists(PLANTED_TRUTH) else None
+    next_item_results(results, test, out_test["next_item_logits"], _histories(data), item_category, n_categories, seed, cues)
 
     rules = _need_rules(spark, store, as_of, [*test["user_id"], *validation["user_id"]])
 
@@ -326,10 +366,15 @@ def _truth_results(results: Results, spark: SparkSession, store: DeltaStore, as_
 
     protocol = "test users vs the simulator's planted truth (restricted table, never used in training)"
     n = len(users)
+    drifted = np.asarray([truth[u]["drifted_to"] is not None for u in users])
     for method, predicted in (("profile_model", model_top), ("category_rule", [rule_top(u) for u in users])):
         per_user = np.asarray([top_k_recall([t], [p], 3) for t, p in zip(true_top, predicted, strict=True)])
         results.add(method, "truth_interests", {"top3_recall": top_k_recall(true_top, predicted, 3)}, protocol, n,
                     {"values": per_user})
+        if drifted.any():  # shoppers whose interests moved inside the period: recency matters here
+            results.add(method, "truth_interests_drifted", {"top3_recall": float(per_user[drifted].mean())},
+                        protocol + "; shoppers with a planted interest drift", int(drifted.sum()),
+                        {"values": per_user[drifted]})
     sensitivity = np.asarray([truth[u]["price_sensitivity"] for u in users])
     # Sensitive shoppers pay less than the category median: the estimate is minus the paid ratio.
     paid_rule = np.asarray([rules.get(u, {}).get("paid_vs_category_median_90d") for u in users], dtype=object)
@@ -364,6 +409,9 @@ HEADLINES = (  # (task, metric, protocol, best traditional competitors)
     ("churn_next_window", "auc", BINARY, ("churn_rule",)),
     ("truth_interests", "top3_recall", None, ("category_rule",)),
     ("truth_churned", "auc", None, ("churn_rule",)),
+    ("truth_interests_drifted", "top3_recall", None, ("category_rule",)),
+    ("planted_complement_follow_up", "top10_hit", PHENOMENON, ("popularity", "item_cooccurrence", "category_rule")),
+    ("planted_replenishment", "top10_hit", PHENOMENON, ("popularity", "item_cooccurrence", "category_rule")),
 )
 
 

@@ -84,11 +84,18 @@ def training_stream(arrays: dict[str, Any], batch_size: int, seed: int, first_ep
     return tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch).prefetch(2)
 
 
-def _examples(arrays: dict[str, Any]) -> Any:
-    import tensorflow as tf
+def validation_batches(arrays: dict[str, Any], batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """(features, labels) of ``arrays`` in order, ``batch_size`` rows at a time (the last may be short)."""
+    if not arrays or not len(arrays["item_seq"]):
+        return
+    features, labels = model_inputs(arrays), _labels(arrays)
+    for start in range(0, len(features["item_seq"]), batch_size):
+        yield ({k: v[start:start + batch_size] for k, v in features.items()},
+               {k: v[start:start + batch_size] for k, v in labels.items()})
 
-    features = model_inputs(arrays)
-    labels = {
+
+def _labels(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {
         "next_item": arrays["next_item"].astype(np.int32),
         "next_categories": arrays["next_categories"].astype(np.float32),
         "purchase_next": arrays["purchase_next"].astype(np.float32),
@@ -97,4 +104,9 @@ def _examples(arrays: dict[str, Any]) -> Any:
         "age_label": arrays["age_label"].astype(np.int32),
         "gender_label": arrays["gender_label"].astype(np.int32),
     }
-    return tf.data.Dataset.from_tensor_slices((features, labels))
+
+
+def _examples(arrays: dict[str, Any]) -> Any:
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((model_inputs(arrays), _labels(arrays)))

@@ -23,6 +23,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENT_TYPES, GENDERS  # noqa: E402
 from shopper_profiles.model.dataset import FIRST_ITEM, TIME_BUCKETS  # noqa: E402
 
+# Adam moves a weight by about the learning rate per step; the wide path's few weights must travel
+# to O(1-10) within a few epochs, so they are stored divided by this scale (a per-weight step size).
+WIDE_SCALE = 10.0
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -35,12 +39,22 @@ class ModelSpec:
     heads: int = 2
     dropout: float = 0.1
     causal: bool = True  # each position sees only its past: every position also learns the next item
+    # Wide paths: the rules' own signals (category affinity x item category, repeat counts, the
+    # tabular rule scores) reach the logits linearly, beside the deep part. Off for models saved
+    # before they existed (their spec.json has no such key).
+    wide: bool = False
+    neighbours: int = 0  # wide path: each item's top co-occurring items kept as an input (0: none)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def build_model(spec: ModelSpec, item_init: np.ndarray | None = None) -> Any:
+def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_category: np.ndarray | None = None,
+                item_popularity: np.ndarray | None = None, neighbours: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
+    """``item_category`` (category index per token, -1 none), ``item_popularity`` (token counts in
+    the training histories) and ``neighbours`` (per token its ``spec.neighbours`` most frequent
+    followers and log1p counts) feed the wide path at training time; a loaded model reads them
+    back from its weights."""
     import tensorflow as tf
     import tf_keras as keras
     from transformers import BertConfig, TFBertModel
@@ -71,6 +85,35 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None) -> Any:
             # What the tables know (category affinity, recency) shifts the sequence's next-item
             # query; zero-initialised, so training starts from the sequence alone.
             self.query_shift = keras.layers.Dense(spec.hidden_size, kernel_initializer="zeros", name="query_shift")
+            if spec.wide:
+                cats = np.full(spec.n_items, spec.n_categories, np.int32)  # n_categories = "no category"
+                if item_category is not None:
+                    known = np.asarray(item_category) >= 0
+                    cats[known] = np.asarray(item_category)[known]
+                self.item_category = self.add_weight(name="item_category", shape=(spec.n_items,), dtype=tf.int32,
+                                                     initializer=keras.initializers.Constant(cats), trainable=False)
+                pop = np.zeros(spec.n_items, np.float32) if item_popularity is None else np.asarray(item_popularity, np.float32)
+                self.item_popularity = self.add_weight(name="item_popularity", shape=(spec.n_items,),
+                                                       initializer=keras.initializers.Constant(np.log1p(pop)),
+                                                       trainable=False)
+                if spec.neighbours:
+                    follow, strength = neighbours if neighbours is not None else (
+                        np.zeros((spec.n_items, spec.neighbours), np.int32), np.zeros((spec.n_items, spec.neighbours), np.float32))
+                    self.neighbour_items = self.add_weight(name="neighbour_items", shape=follow.shape, dtype=tf.int32,
+                                                           initializer=keras.initializers.Constant(follow), trainable=False)
+                    self.neighbour_weights = self.add_weight(name="neighbour_weights", shape=strength.shape, trainable=False,
+                                                             initializer=keras.initializers.Constant(strength))
+                # next item: [affinity, log affinity, log1p(times in the sequence), is the latest item,
+                # log1p(popularity), co-occurrence with the latest items]; it starts as the category
+                # rule (log affinity + log popularity) plus co-occurrence
+                self.item_wide = self.add_weight(name="item_wide", shape=(6,), trainable=True, initializer=keras.initializers.Constant(
+                    np.array([0.0, 1.0, 0.0, 0.0, 1.0, 1.0]) / WIDE_SCALE))
+                # interests: affinity and log affinity, one weight each for every category (the
+                # ranking of a shopper's categories is the rule's; per-category weights only add noise)
+                self.interest_wide = self.add_weight(name="interest_wide", shape=(2,), trainable=True,
+                                                     initializer=keras.initializers.Constant(np.array([0.0, 1.0]) / WIDE_SCALE))
+                # intent, churn, price: linear in the normalised tables (logistic regression beside the tower)
+                self.tabular_wide = keras.layers.Dense(3, kernel_initializer="zeros", name="tabular_wide")
             self.category_head = keras.layers.Dense(spec.n_categories, name="interests")
             self.intent_head = keras.layers.Dense(1, name="purchase_intent")
             self.churn_head = keras.layers.Dense(1, name="churn")
@@ -91,12 +134,13 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None) -> Any:
             bert_inputs = {"inputs_embeds": embeds, "token_type_ids": inputs["type_seq"], "attention_mask": mask}
             hidden = self.bert(bert_inputs, training=training).last_hidden_state
             last = hidden[:, -1, :]  # sequences are left-padded: the last position is the latest event
-            tabular = self.tabular_tower(self.tabular_norm(inputs["tabular"], training=training))
+            normed = self.tabular_norm(inputs["tabular"], training=training)
+            tabular = self.tabular_tower(normed)
             user = self.user_projection(tf.concat([last, tabular], axis=-1))
             # Causal: the last position is trained at every history step to predict the next item,
             # so it scores the next item directly; otherwise the joined user embedding does.
             scorer = last + self.query_shift(tabular) if spec.causal else user
-            return {
+            out = {
                 "sequence_hidden": hidden,
                 "user_embedding": user,
                 "next_item_logits": tf.matmul(scorer, self.item_embedding, transpose_b=True) + self.item_bias,
@@ -107,6 +151,47 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None) -> Any:
                 "age_logits": self.age_head(user),
                 "gender_logits": self.gender_head(user),
             }
+            if spec.wide:
+                self.add_wide(inputs, normed, out)
+            return out
+
+        def followers(self, items: Any, real: Any, batch: Any) -> Any:
+            """[batch, n_items]: the co-occurrence strength of every item after the user's last three
+            items (weights 1, 1/2, 1/3 from the latest back), as the co-occurrence baseline scores."""
+            latest = items[:, -3:][:, ::-1]  # [batch, 3], latest first
+            weight = real[:, -3:][:, ::-1] * tf.constant([1.0, 0.5, 1.0 / 3.0])
+            follow = tf.gather(self.neighbour_items, latest)  # [batch, 3, K]
+            strength = tf.gather(self.neighbour_weights, latest) * weight[:, :, None]
+            cells = tf.range(batch)[:, None, None] * spec.n_items + follow
+            summed = tf.math.unsorted_segment_sum(tf.reshape(strength, [-1]), tf.reshape(cells, [-1]), batch * spec.n_items)
+            return tf.reshape(summed, [batch, spec.n_items])
+
+        def add_wide(self, inputs: dict[str, Any], normed: Any, out: dict[str, Any]) -> None:
+            """What a rule profile computes, as inputs the heads weigh: the next-item logit gains
+            the user's affinity to the item's category and the item's repeat counts; interests gain
+            the affinities; intent, churn and price a linear term in the (normalised) tables."""
+            items = inputs["item_seq"]
+            affinity = tf.maximum(inputs["tabular"][:, spec.n_tabular - spec.n_categories:], 0.0)  # shares: >= 0
+            with_none = tf.concat([affinity, tf.zeros_like(affinity[:, :1])], axis=1)
+            item_affinity = tf.gather(with_none, self.item_category, axis=1)  # [batch, n_items]
+            real = tf.cast(items >= FIRST_ITEM, tf.float32)
+            batch = tf.shape(items)[0]
+            # Per-user item counts without a [batch, length, n_items] one-hot: one segment per (user, item).
+            cells = tf.range(batch)[:, None] * spec.n_items + items
+            counts = tf.reshape(tf.math.unsorted_segment_sum(tf.reshape(real, [-1]), tf.reshape(cells, [-1]),
+                                                             batch * spec.n_items), [batch, spec.n_items])
+            latest = tf.one_hot(items[:, -1], spec.n_items) * real[:, -1:]
+            w = self.item_wide * WIDE_SCALE
+            out["next_item_logits"] += (w[0] * item_affinity + w[1] * tf.math.log(item_affinity + 0.01)
+                                        + w[2] * tf.math.log1p(counts) + w[3] * latest + w[4] * self.item_popularity)
+            if spec.neighbours:
+                out["next_item_logits"] += w[5] * self.followers(items, real, batch)
+            v = self.interest_wide * WIDE_SCALE
+            out["interest_logits"] += v[0] * affinity + v[1] * tf.math.log(affinity + 0.01)
+            linear = self.tabular_wide(normed) * WIDE_SCALE
+            out["intent_logit"] += linear[:, 0]
+            out["churn_logit"] += linear[:, 1]
+            out["price"] += linear[:, 2]
 
     model = ProfileModel()
     dummy = {"item_seq": tf.zeros((1, spec.max_len), tf.int32), "type_seq": tf.zeros((1, spec.max_len), tf.int32),

@@ -25,7 +25,7 @@ import pandas as pd
 
 from shopper_profiles.config import PROJECT_ROOT, Config
 from shopper_profiles.ingest.bronze import AGE_BANDS, GENDERS
-from shopper_profiles.model.dataset import VOCAB, training_spec
+from shopper_profiles.model.dataset import FIRST_ITEM, VOCAB, training_spec
 from shopper_profiles.model.inputs import SEQUENCE_INPUTS, load_shard
 from shopper_profiles.model.metrics import binary_report, full_ranks, ranking_report
 from shopper_profiles.model.network import ModelSpec
@@ -122,6 +122,57 @@ def validation_metrics(weights: str, spec: ModelSpec, data: dict[str, np.ndarray
     return metrics
 
 
+def history_popularity(training_set: Any, as_of: date, n_items: int) -> np.ndarray:
+    """How often each token occurs in the input histories of the examples as of T = ``as_of`` (every
+    user: all of it is known at T), the popularity the wide path and the popularity baseline both
+    start from."""
+    from pyspark.sql import functions as F
+
+    counts = np.zeros(n_items, dtype=np.float32)
+    latest = training_set.where(F.col("example_date") == F.lit(as_of))
+    rows = latest.select(F.explode("item_seq").alias("item")).where(F.col("item") >= FIRST_ITEM).groupBy("item").count()
+    for row in rows.collect():
+        if row["item"] < n_items:
+            counts[row["item"]] = row["count"]
+    return counts
+
+
+def item_followers(training_set: Any, as_of: date, n_items: int, k: int, window: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Per token its ``k`` most frequent followers (another item within ``window`` events after it
+    in one history, as the co-occurrence baseline counts them) and log1p of those counts, from the
+    input histories of the examples as of T = ``as_of``. Counted in Spark; only n_items x k returns."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.window import Window
+
+    follow = np.zeros((n_items, max(k, 1)), dtype=np.int32)
+    strength = np.zeros((n_items, max(k, 1)), dtype=np.float32)
+    if not k:
+        return follow, strength
+    steps = training_set.where(F.col("example_date") == F.lit(as_of)).select(
+        "user_id", F.posexplode("item_seq").alias("pos", "item")).where(F.col("item") >= FIRST_ITEM)
+    a, b = steps.alias("a"), steps.alias("b")
+    pairs = a.join(b, (F.col("a.user_id") == F.col("b.user_id")) & (F.col("b.pos") > F.col("a.pos"))
+                   & (F.col("b.pos") <= F.col("a.pos") + window) & (F.col("a.item") != F.col("b.item")))
+    counts = pairs.groupBy(F.col("a.item").alias("item"), F.col("b.item").alias("next")).count()
+    ranked = counts.withColumn("_r", F.row_number().over(Window.partitionBy("item").orderBy(F.desc("count"), "next")))
+    for row in ranked.where(F.col("_r") <= k).collect():
+        if row["item"] < n_items and row["next"] < n_items:
+            follow[row["item"], row["_r"] - 1] = row["next"]
+            strength[row["item"], row["_r"] - 1] = np.log1p(row["count"])
+    return follow, strength
+
+
+def _training_code_fingerprint() -> str:
+    import hashlib
+
+    from shopper_profiles.model import inputs, network, train
+
+    digest = hashlib.sha256()
+    for module in (network, train, inputs):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def checkpoint_dir(config: Config, as_of: date, params: dict[str, Any], data_version: int, vocab_fingerprint: str) -> str:
     """A durable checkpoint folder per training job under the lakehouse root, keyed by what decides
     the weights (model spec, seed, batch layout, the training set's Delta version, the vocabulary;
@@ -130,7 +181,10 @@ def checkpoint_dir(config: Config, as_of: date, params: dict[str, Any], data_ver
     import hashlib
 
     decisive = {k: params[k] for k in ("seed", "learning_rate", "batch_size", "steps_per_epoch", "model_spec")}
-    decisive.update(data_version=data_version, vocab=vocab_fingerprint, text_init=bool(params.get("item_init")))
+    # The data files themselves (a rebuilt table starts its versions again at 0) and the training
+    # code: a checkpoint written by other code or from other files must never be resumed.
+    decisive.update(data_version=data_version, vocab=vocab_fingerprint, text_init=bool(params.get("item_init")),
+                    files=sorted(os.path.basename(f) for f in params["files"]), code=_training_code_fingerprint())
     key = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:12]
     return f"{config.lakehouse_root}/_checkpoints/profile_model/{as_of}-{key}"
 
@@ -158,7 +212,8 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
     first = snapshot.select("next_categories", "tabular").limit(1).collect()[0]
     n_categories, n_tabular = len(first["next_categories"]), len(first["tabular"])
     spec = ModelSpec(n_items=n_items, n_tabular=n_tabular, n_categories=n_categories, max_len=m.max_len,
-                     hidden_size=m.hidden_size, layers=m.layers, heads=m.heads, dropout=m.dropout)
+                     hidden_size=m.hidden_size, layers=m.layers, heads=m.heads, dropout=m.dropout, wide=m.wide,
+                     neighbours=m.neighbours if m.wide else 0)
     # Only this snapshot's files: the reader must not see other snapshots' rows.
     files = [f for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
     work = Path(tempfile.mkdtemp(prefix="profile-train-"))
@@ -170,6 +225,13 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             init = title_embeddings(list(vocabulary.titles), m.hidden_size, seed=m.seed)
             item_init = str(work / "item_init.npy")
             np.save(item_init, init)
+        item_category = str(work / "item_category.npy")
+        np.save(item_category, vocabulary.item_category.astype(np.int32))
+        item_popularity = str(work / "item_popularity.npy")
+        np.save(item_popularity, history_popularity(snapshot, as_of, n_items))
+        follow, strength = item_followers(snapshot, as_of, n_items, spec.neighbours)
+        np.save(work / "neighbour_items.npy", follow)
+        np.save(work / "neighbour_weights.npy", strength)
         total_epochs = epochs or m.epochs
         per_step = m.batch_size * num_proc
         weights_path = str(work / "weights.h5")
@@ -178,6 +240,9 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             "epochs": total_epochs, "steps_per_epoch": max(1, math.ceil(counts["train"] / per_step)),
             "threads_per_rank": max(1, (os.cpu_count() or 2) // num_proc),
             "weights_path": weights_path, "model_spec": spec.to_dict(), "item_init": item_init,
+            "item_category": item_category, "item_popularity": item_popularity, "patience": m.patience,
+            "neighbour_items": str(work / "neighbour_items.npy") if spec.neighbours else None,
+            "neighbour_weights": str(work / "neighbour_weights.npy"),
         }
         params["checkpoint_dir"] = checkpoint_dir(config, as_of, params, store.version(spec_table), vocabulary.fingerprint)
         ranks = run_horovodrun(params, num_proc) if launcher == "horovodrun" else run_horovod_spark(params, num_proc)
@@ -197,6 +262,10 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
                              VOCAB_FINGERPRINT_TAG: vocabulary.fingerprint, **{k: str(v) for k, v in lineage.items()}})
             for entry in rank0["history"]:
                 mlflow.log_metric("train_loss", entry["loss"], step=entry["epoch"])
+                if "validation_loss" in entry:
+                    mlflow.log_metric("validation_loss", entry["validation_loss"], step=entry["epoch"])
+            if rank0.get("best_epoch") is not None:
+                mlflow.set_tag("best_epoch", str(rank0["best_epoch"]))  # the registered weights are this epoch's
             mlflow.log_metrics({**{mlflow_name(k): v for k, v in metrics.items()}, "sequences_per_second": rank0["sequences_per_second"],
                                 "input_wait_share": rank0["input_wait_seconds"] / max(rank0["seconds"], 1e-9)})
             figure, axis = plt.subplots(figsize=(5, 3))
@@ -227,6 +296,7 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             version = str(info.registered_model_version)
             promoted = _maybe_promote(config.mlflow.registered_model, version, metrics.get("val_full_ndcg@10", 0.0))
             return {"run_id": run.info.run_id, "model_version": version, "champion": promoted, "metrics": metrics,
+                    "best_epoch": rank0.get("best_epoch"),
                     "history": rank0["history"], "ranks": len(ranks), "weights_checksums": [r["weights_checksum"] for r in ranks],
                     "model_uri": f"models:/{config.mlflow.registered_model}/{version}"}
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from typing import Any
 
@@ -26,7 +27,7 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
-    from shopper_profiles.model.inputs import load_shard, training_stream
+    from shopper_profiles.model.inputs import load_shard, training_stream, validation_batches
     from shopper_profiles.model.network import ModelSpec, build_model, multitask_loss
 
     hvd.init()  # distributed: one process per rank
@@ -54,10 +55,16 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
                          "files (target_files) or run fewer ranks")
     spec = ModelSpec(**params["model_spec"])
     item_init = np.load(params["item_init"]) if params.get("item_init") else None
-    model = build_model(spec, item_init)
+    item_category = np.load(params["item_category"]) if params.get("item_category") else None
+    item_popularity = np.load(params["item_popularity"]) if params.get("item_popularity") else None
+    neighbours = (np.load(params["neighbour_items"]), np.load(params["neighbour_weights"])) if params.get("neighbour_items") else None
+    model = build_model(spec, item_init, item_category, item_popularity, neighbours)
     optimizer = tf.keras.optimizers.Adam(learning_rate=float(params["learning_rate"]) * hvd.size())  # distributed: scaled lr
     step = tf.Variable(0, dtype=tf.int64, name="step")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    # Early stopping's state lives in the checkpoint, so a resumed run stops where an uninterrupted one would.
+    best_loss = tf.Variable(np.inf, dtype=tf.float64, name="best_validation_loss")
+    best_epoch = tf.Variable(-1, dtype=tf.int64, name="best_epoch")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, best_loss=best_loss, best_epoch=best_epoch)
     manager = tf.train.CheckpointManager(checkpoint, params["checkpoint_dir"], max_to_keep=2)
     if manager.latest_checkpoint:  # resume after an interruption: every rank reads the same checkpoint
         checkpoint.restore(manager.latest_checkpoint)
@@ -83,6 +90,28 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         return loss, parts
 
+    patience = int(params.get("patience", 0))
+    validation = load_shard(params["files"], split="validation") if patience and hvd.rank() == 0 else {}
+    # Not "*.weights.h5": tf_keras would write its v3 layout, which the legacy loader cannot read.
+    best_weights = os.path.join(params["checkpoint_dir"], "best_weights.h5")
+    if hvd.rank() == 0:
+        os.makedirs(params["checkpoint_dir"], exist_ok=True)
+
+    @tf.function
+    def validation_step(features: dict[str, Any], labels: dict[str, Any]) -> Any:
+        outputs = model(features, training=False)
+        table, bias = (model.item_embedding, model.item_bias) if spec.causal else (None, None)
+        return multitask_loss(outputs, labels, features["item_seq"], table, bias)[0]
+
+    def validation_loss() -> float:
+        """Rank 0's multitask loss on the validation users (row-weighted over batches of 1,024)."""
+        total, rows_seen = 0.0, 0
+        for features, labels in validation_batches(validation, 1024):
+            n = len(labels["next_item"])
+            total += float(validation_step(features, labels)) * n
+            rows_seen += n
+        return total / max(rows_seen, 1)
+
     history: list[dict[str, float]] = []
     steps_per_epoch = int(params["steps_per_epoch"])
     started = time.perf_counter()
@@ -102,19 +131,46 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
         mean_loss = float(hvd.allreduce(tf.constant(np.mean(losses), tf.float32), op=hvd.Average))
         history.append({"epoch": epoch, "loss": mean_loss, "step": int(step.numpy()),
                         "seconds": time.perf_counter() - epoch_start, "input_wait_seconds": epoch_wait})
+        stop = 0
+        note = ""
+        if patience and hvd.rank() == 0:  # distributed: rank 0 judges the epoch on the validation users
+            val = validation_loss()
+            history[-1]["validation_loss"] = val
+            if not np.isfinite(val):
+                raise FloatingPointError(f"validation loss is {val} after epoch {epoch + 1}: lower model.learning_rate "
+                                         "or check the training set's tabular features for inf/NaN")
+            if val < float(best_loss.numpy()):
+                best_loss.assign(val)
+                best_epoch.assign(epoch)
+                model.save_weights(best_weights)
+                note = f" validation {val:.4f} (best)"
+            else:
+                note = f" validation {val:.4f} (best {float(best_loss.numpy()):.4f} at epoch {int(best_epoch.numpy()) + 1})"
+                stop = int(epoch - int(best_epoch.numpy()) >= patience)
         if hvd.rank() == 0:  # distributed: only rank 0 writes checkpoints and reports progress
             save_start = time.perf_counter()
             manager.save(checkpoint_number=int(step.numpy()))
             history[-1]["checkpoint_seconds"] = time.perf_counter() - save_start
-            print(f"{PROGRESS} epoch {epoch + 1}/{params['epochs']} loss {mean_loss:.4f} {history[-1]['seconds']:.1f}s",
+            print(f"{PROGRESS} epoch {epoch + 1}/{params['epochs']} loss {mean_loss:.4f}{note} {history[-1]['seconds']:.1f}s",
                   flush=True)
+        # distributed: rank 0's decision reaches every rank, so all leave the loop together
+        if patience and int(hvd.broadcast(tf.constant(stop, tf.int32), root_rank=0, name="early_stop")):
+            if hvd.rank() == 0:
+                print(f"{PROGRESS} early stop: no validation improvement for {patience} epochs; keeping epoch "
+                      f"{int(best_epoch.numpy()) + 1}", flush=True)
+            break
     elapsed = time.perf_counter() - started
     checksum = float(sum(float(tf.reduce_sum(tf.abs(v))) for v in model.trainable_variables))
     result = {"rank": hvd.rank(), "size": hvd.size(), "rows": rows, "history": history, "weights_checksum": checksum,
               "steps": int(step.numpy()), "seconds": elapsed, "input_wait_seconds": input_wait,
               "sequences_per_second": (len(history) * steps_per_epoch * int(params["batch_size"]) / elapsed) if history else 0.0}
+    result["best_epoch"] = int(best_epoch.numpy()) if patience else None
+    result["best_validation_loss"] = float(best_loss.numpy()) if patience else None
     if hvd.rank() == 0 and params.get("weights_path"):
-        model.save_weights(params["weights_path"])
+        if patience and os.path.exists(best_weights):  # the best validation epoch is what gets registered
+            shutil.copyfile(best_weights, params["weights_path"])
+        else:
+            model.save_weights(params["weights_path"])
     if params.get("rank_weights_dir"):  # tests: every rank's variables, to compare them one by one
         np.savez(os.path.join(params["rank_weights_dir"], f"rank{hvd.rank()}.npz"),
                  **{f"{i:03d}_{v.name}": v.numpy() for i, v in enumerate(model.trainable_variables)})
