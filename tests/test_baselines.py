@@ -42,6 +42,14 @@ def test_category_rule_prefers_the_favourite_category_then_popularity() -> None:
     assert list(np.argsort(-scores[0])[:4]) == [1, 2, 3, 4]
 
 
+def test_repeat_buy_ranks_the_users_own_items_by_count_then_popularity() -> None:
+    pop = np.array([0, 0, 1, 9, 4, 50], dtype=float)
+    scores = baselines.repeat_scores(pop, [np.array([0, 2, 4, 2, 1])], first_item=2)
+    # Item 2 twice, item 4 once, then the rest by popularity (5 before 3); mask (1) and padding count nothing.
+    assert list(np.argsort(-scores[0])[:4]) == [2, 4, 5, 3]
+    assert scores[0, 2] - scores[0, 4] == pytest.approx(1.0 + 0.5 * (pop[2] - pop[4]) / (pop.max() + 1.0))
+
+
 def test_best_threshold_maximises_f1() -> None:
     labels = np.array([0, 0, 1, 1, 1, 0])
     scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9, 0.7])

@@ -9,7 +9,8 @@ from conftest import run_job
 from pyspark.sql import SparkSession
 
 SMALL = ["simulator.users=120", "simulator.days=20", "simulator.items_per_leaf=10", "model.hidden_size=16", "model.layers=1",
-         "model.max_len=20", "model.batch_size=16", "model.epochs=2", "model.text_init=false"]
+         "model.max_len=20", "model.batch_size=16", "model.epochs=2", "model.text_init=false",
+         "model.training_snapshots=1"]
 
 
 def overrides(root) -> list[str]:

@@ -17,27 +17,38 @@ def test_training_set_then_train_register_and_score(spark: SparkSession, tmp_pat
     conf = []
     for item in (f"lakehouse.root={root}", "simulator.users=300", "simulator.days=40", "simulator.items_per_leaf=15",
                  "model.hidden_size=16", "model.layers=1", "model.max_len=20", "model.batch_size=32",
-                 "model.text_init=true"):
+                 "model.text_init=true", "model.training_snapshots=2"):
         conf += ["--conf-override", item]
     run_job("ingest_events", ["--source", "simulator", *conf])
     as_of = "2024-01-26"  # 40 simulated days end 2024-02-10: the 14-day label window must fit
     run_job("build_features", ["--as-of", as_of, *conf])
+    with pytest.raises(ValueError, match="no behaviour_sequences for 2024-01-19"):  # the earlier snapshot is missing
+        run_job("build_training_set", ["--as-of", as_of, *conf])
+    run_job("build_features", ["--as-of", "2024-01-19", *conf])
     built = run_job("build_training_set", ["--as-of", as_of, *conf])
     assert set(built["splits"]) == {"train", "validation", "test"}
-    assert built["inputs"]["behaviour_sequences"] == 1
+    assert built["example_dates"] == [as_of, "2024-01-19"]
 
     from deltalake import DeltaTable
 
-    rows = DeltaTable(str(root / "gold" / "training_set")).to_pyarrow_table().to_pylist()
-    # 37 scalar features, then the need family's category affinity, one share per category.
-    assert all(len(r["item_seq"]) == 20 and len(r["tabular"]) == 37 + built["categories"] for r in rows)
-    # Labels come only from [D, D + 14 days): a user with no event there is labelled churned.
+    everything = DeltaTable(str(root / "gold" / "training_set")).to_pyarrow_table().to_pylist()
+    assert {str(r["snapshot_date"]) for r in everything} == {as_of}  # all tokenised with T's vocabulary
+    by_date = {d: [r for r in everything if str(r["example_date"]) == d] for d in (as_of, "2024-01-19")}
+    assert by_date[as_of] and by_date["2024-01-19"] and len(by_date[as_of]) + len(by_date["2024-01-19"]) == len(everything)
+    split = {r["user_id"]: r["split"] for r in by_date[as_of]}
+    assert all(split.get(r["user_id"], r["split"]) == r["split"] for r in by_date["2024-01-19"])  # one split per shopper
+    # 39 scalar features (the two rule scores last), then the need family's category affinity, one share per category.
+    assert all(len(r["item_seq"]) == 20 and len(r["tabular"]) == 39 + built["categories"] for r in everything)
+    # Labels come only from [S, S + 14 days) of each example's own snapshot S: no event there = churned.
     events = spark.read.parquet(*DeltaTable(str(root / "bronze" / "events")).file_uris())
-    window = events.where((F.col("ts") >= "2024-01-26") & (F.col("ts") < "2024-02-09"))
-    active_next = {r.user_id for r in window.select("user_id").distinct().collect()}
-    assert {r["user_id"] for r in rows if r["churn_next"] == 0.0} == active_next & {r["user_id"] for r in rows}
-    buyers = {r.user_id for r in window.where("event_type = 'purchase'").select("user_id").distinct().collect()}
-    assert {r["user_id"] for r in rows if r["purchase_next"] == 1.0} == buyers & {r["user_id"] for r in rows}
+    for day, end in ((as_of, "2024-02-09"), ("2024-01-19", "2024-02-02")):
+        rows = by_date[day]
+        window = events.where((F.col("ts") >= day) & (F.col("ts") < end))
+        active_next = {r.user_id for r in window.select("user_id").distinct().collect()}
+        assert {r["user_id"] for r in rows if r["churn_next"] == 0.0} == active_next & {r["user_id"] for r in rows}
+        buyers = {r.user_id for r in window.where("event_type = 'purchase'").select("user_id").distinct().collect()}
+        assert {r["user_id"] for r in rows if r["purchase_next"] == 1.0} == buyers & {r["user_id"] for r in rows}
+    rows = by_date[as_of]
 
     first = run_job("train_profile_model", ["--as-of", as_of, "--np", "2", "--epochs", "2", *conf])
     assert first["ranks"] == 2 and first["champion"] is True
@@ -70,7 +81,8 @@ def test_training_set_then_train_register_and_score(spark: SparkSession, tmp_pat
     table = spark.read.parquet(*DeltaTable(str(root / "gold" / "model_evaluation")).file_uris())
     found = {(r.method, r.task) for r in table.select("method", "task").distinct().collect()}
     assert {("profile_model", "next_item"), ("popularity", "next_item"), ("item_cooccurrence", "next_item"),
-            ("category_rule", "next_item"), ("intent_rule", "purchase_next_window"), ("rfm_rule", "purchase_next_window"),
+            ("category_rule", "next_item"), ("repeat_buy", "next_item"), ("intent_rule", "purchase_next_window"),
+            ("rfm_rule", "purchase_next_window"),
             ("churn_rule", "churn_next_window"), ("profile_model", "truth_interests"), ("category_rule", "truth_interests"),
             ("churn_rule", "truth_churned"), ("majority_class", "gender")} <= found
     protocols = {r.protocol for r in table.where("task = 'next_item'").select("protocol").distinct().collect()}

@@ -29,7 +29,8 @@ from shopper_profiles.storage import DeltaStore, open_store
 
 D1, D2 = date(2024, 1, 20), date(2024, 1, 27)  # training snapshot, later scoring snapshot (40 simulated days)
 SHOP = ["simulator.users=300", "simulator.days=40", "simulator.items_per_leaf=10", "model.hidden_size=16", "model.layers=1",
-        "model.max_len=20", "model.batch_size=32", "model.epochs=2", "model.text_init=false"]
+        "model.max_len=20", "model.batch_size=32", "model.epochs=2", "model.text_init=false",
+         "model.training_snapshots=1"]
 
 
 @dataclass

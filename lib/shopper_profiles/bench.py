@@ -187,7 +187,7 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
     2 processes x 1 thread (each rank pinned to its own core), and 1 process x 2 threads.
     Weak scaling (the per-rank batch is fixed); epoch 0 (tracing, broadcast) is left out."""
     from shopper_profiles.features.build import build_snapshot
-    from shopper_profiles.model.build import build_training_set
+    from shopper_profiles.model.build import build_training_set, example_dates
     from shopper_profiles.model.dataset import tabular_names, training_spec
     from shopper_profiles.model.evaluation import evaluate_snapshot
     from shopper_profiles.model.launch import run_horovodrun
@@ -199,7 +199,8 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
     sim = config.simulator
     # Labels need the following window: the last snapshot whose horizon the simulated period covers.
     as_of = sim.start_date + timedelta(days=sim.days - config.model.horizon_days)
-    build_snapshot(spark, store, config, as_of)
+    for day in example_dates(config, as_of):  # every snapshot the training set draws examples from
+        build_snapshot(spark, store, config, day)
     built = build_training_set(spark, store, config, as_of)
     m = config.model
     n_items = Vocabulary.load(store, as_of).n_items

@@ -8,7 +8,9 @@ code serves the simulator's training set and public sequence files:
   training histories; a user scores the items that followed their latest items (recent ones
   weigh more), popularity breaks ties;
 - *category rule* (the RFM/rule profile's recommendation): the user's favourite categories
-  by share of history, best sellers first inside each.
+  by share of history, best sellers first inside each;
+- *repeat buy* (personal popularity): the items the user touched most often, popularity breaking
+  ties -- the strongest simple baseline on reorder-heavy shops.
 """
 
 from __future__ import annotations
@@ -83,3 +85,12 @@ def category_shares(histories: Sequence[np.ndarray], item_category: np.ndarray, 
             np.add.at(out[row], cats, 1.0)
             out[row] /= len(cats)
     return out
+
+
+def repeat_scores(pop: np.ndarray, histories: Sequence[np.ndarray], first_item: int = 1) -> np.ndarray:
+    """How often each user touched each item, plus popularity scaled below 1 so it only breaks ties."""
+    scores = np.broadcast_to(0.5 * pop / (pop.max() + 1.0), (len(histories), len(pop))).copy()
+    for row, items in enumerate(histories):
+        real = items[items >= first_item]
+        np.add.at(scores[row], real, 1.0)
+    return scores

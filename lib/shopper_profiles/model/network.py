@@ -5,6 +5,11 @@ MiniLM sentence embeddings of the titles) + time-bucket embedding as ``inputs_em
 action type goes in through BERT's token-type embeddings. The user embedding is the last
 (most recent) position's hidden state joined with the tabular tower; heads predict the next
 item, next-window categories, purchase intent, churn, price sensitivity and demographics.
+
+Wide paths (``ModelSpec.wide``): the rules' own signals reach the heads linearly beside the deep
+part -- category affinity x item category, repeat counts, popularity and co-occurrence followers
+for the next item, affinities for interests, the normalised tables (rule scores included) for
+intent, churn and price -- so a model given the rules' inputs can always do what the rules do.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from shopper_profiles.model.dataset import FIRST_ITEM, TIME_BUCKETS  # noqa: E40
 
 # Adam moves a weight by about the learning rate per step; the wide path's few weights must travel
 # to O(1-10) within a few epochs, so they are stored divided by this scale (a per-weight step size).
-WIDE_SCALE = 10.0
+WIDE_SCALE = 30.0
 
 
 @dataclass(frozen=True)
@@ -104,10 +109,14 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
                     self.neighbour_weights = self.add_weight(name="neighbour_weights", shape=strength.shape, trainable=False,
                                                              initializer=keras.initializers.Constant(strength))
                 # next item: [affinity, log affinity, log1p(times in the sequence), is the latest item,
-                # log1p(popularity), co-occurrence with the latest items]; it starts as the category
-                # rule (log affinity + log popularity) plus co-occurrence
+                # log1p(popularity), co-occurrence with the latest items]; it starts as the rules'
+                # sum: category rule (log affinity + log popularity), repeat buy and co-occurrence
                 self.item_wide = self.add_weight(name="item_wide", shape=(6,), trainable=True, initializer=keras.initializers.Constant(
-                    np.array([0.0, 1.0, 0.0, 0.0, 1.0, 1.0]) / WIDE_SCALE))
+                    np.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0]) / WIDE_SCALE))
+                # The deep part's share of the next-window item logits starts small: the model begins
+                # as the sum of the rules and lets the sequence in as far as it earns its place.
+                self.deep_gate = self.add_weight(name="deep_gate", shape=(), trainable=True,
+                                                 initializer=keras.initializers.Constant(0.1 / WIDE_SCALE))
                 # interests: affinity and log affinity, one weight each for every category (the
                 # ranking of a shopper's categories is the rule's; per-category weights only add noise)
                 self.interest_wide = self.add_weight(name="interest_wide", shape=(2,), trainable=True,
@@ -182,8 +191,9 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
                                                              batch * spec.n_items), [batch, spec.n_items])
             latest = tf.one_hot(items[:, -1], spec.n_items) * real[:, -1:]
             w = self.item_wide * WIDE_SCALE
-            out["next_item_logits"] += (w[0] * item_affinity + w[1] * tf.math.log(item_affinity + 0.01)
-                                        + w[2] * tf.math.log1p(counts) + w[3] * latest + w[4] * self.item_popularity)
+            rules = (w[0] * item_affinity + w[1] * tf.math.log(item_affinity + 0.01) + w[2] * tf.math.log1p(counts)
+                     + w[3] * latest + w[4] * self.item_popularity)
+            out["next_item_logits"] = self.deep_gate * WIDE_SCALE * out["next_item_logits"] + rules
             if spec.neighbours:
                 out["next_item_logits"] += w[5] * self.followers(items, real, batch)
             v = self.interest_wide * WIDE_SCALE
