@@ -131,7 +131,7 @@ def _phenomena(spark: SparkSession, cfg: SimulatorConfig) -> dict[str, float]:
     of consumable purchases bought again one cycle on, and for drifted shoppers the share of their
     categorised events in the new interest before and after the drift."""
     import pandas as pd
-    from shopper_profiles.ingest.simulator import COMPLEMENTS, CONSUMABLES, CYCLE_DAYS, FOLLOW_UP_HOURS, LEAVES
+    from shopper_profiles.ingest.simulator import COMPLEMENTS, CONSUMABLE_LEAVES, CYCLE_DAYS, FOLLOW_UP_HOURS, LEAVES
 
     end_day = cfg.start_date + timedelta(days=cfg.days)
     end = pd.Timestamp(end_day)
@@ -148,7 +148,7 @@ def _phenomena(spark: SparkSession, cfg: SimulatorConfig) -> dict[str, float]:
     horizon = timedelta(hours=FOLLOW_UP_HOURS[1] + 2)
     followed = [any(timedelta(0) < t - b.ts <= horizon for t in by_user_item.get((b.user_id, f"I{partner[b.leaf]:02d}{b.idx}"), []))
                 for b in buys[buys.leaf.isin(partner)].itertuples() if b.ts < end - horizon]
-    consumable = buys[buys.leaf.isin([LEAVES.index(x) for x in CONSUMABLES])]
+    consumable = buys[buys.leaf.isin(CONSUMABLE_LEAVES)]
     times = buys.groupby(["user_id", "item_id"]).ts.apply(list).to_dict()
     lo, hi = timedelta(days=CYCLE_DAYS[0] - 2), timedelta(days=CYCLE_DAYS[1] + 2)
     again = [any(lo <= t - b.ts <= hi for t in times[(b.user_id, b.item_id)])

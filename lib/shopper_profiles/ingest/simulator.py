@@ -67,6 +67,7 @@ CONSUMABLES: tuple[tuple[str, str], ...] = (
     ("beauty", "skincare"), ("beauty", "haircare"), ("grocery", "snacks"), ("grocery", "beverages"),
     ("grocery", "pantry"), ("grocery", "organic"),
 )
+CONSUMABLE_LEAVES = tuple(LEAVES.index(leaf) for leaf in CONSUMABLES)
 FOLLOW_UP_HOURS = (2, 48)  # a complement session comes this long after the purchase
 CYCLE_DAYS = (14, 28)  # a consumable's cycle, drawn per leaf
 REPEATS = 2  # purchases of a consumable are repeated up to this many cycles later
@@ -114,17 +115,23 @@ class RawBatch:
         return {name: frame for name, frame in frames.items() if frame is not None}
 
 
+def _leaf_of(item: str) -> int | None:
+    """The leaf index inside a simulator item id (``item_id``'s "I%02d%05d"), or None for other ids."""
+    if len(item) != 8 or not item.startswith("I") or not item[1:].isdigit() or int(item[1:3]) >= len(LEAVES):
+        return None
+    return int(item[1:3])
+
+
 def complement_of(item: str) -> str | None:
     """The partner item a purchase of ``item`` leads to (planted truth for evaluation), or None."""
-    if len(item) != 8 or not item.startswith("I") or not item[1:].isdigit():
-        return None
-    to = COMPLEMENTS.get(LEAVES[int(item[1:3])]) if int(item[1:3]) < len(LEAVES) else None
+    leaf = _leaf_of(item)
+    to = None if leaf is None else COMPLEMENTS.get(LEAVES[leaf])
     return None if to is None else f"I{LEAVES.index(to):02d}{item[3:]}"
 
 
 def is_consumable(item: str) -> bool:
     """Whether ``item`` is bought again every cycle (planted truth for evaluation)."""
-    return len(item) == 8 and item[1:3].isdigit() and int(item[1:3]) < len(LEAVES) and LEAVES[int(item[1:3])] in CONSUMABLES
+    return _leaf_of(item) in CONSUMABLE_LEAVES
 
 
 def uniform(seed: int, purpose: str, *cols: Column) -> Column:
@@ -243,6 +250,18 @@ def _users_latent(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
     )
 
 
+def _interests_at(drifted: Column) -> Column:
+    """A shopper's interest mixture, [struct(w, c)] for their three categories: as drawn, or after a
+    drift (the first two keep 1 - DRIFT_WEIGHT of their shares, the new one takes the rest). Events
+    and the planted truth both read it, so the truth is the mixture the events were drawn from."""
+    w, c = F.col("interest_weights"), F.col("interest_cats")
+    return F.when(drifted, F.array(
+        F.struct((w[0] * (1 - DRIFT_WEIGHT)).alias("w"), c[0].alias("c")),
+        F.struct((w[1] * (1 - DRIFT_WEIGHT)).alias("w"), c[1].alias("c")),
+        F.struct((1 - (w[0] + w[1]) * (1 - DRIFT_WEIGHT)).alias("w"), F.col("drift_cat").alias("c")),
+    )).otherwise(F.arrays_zip(w.alias("w"), c.alias("c")))
+
+
 def simulate_users(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
     """Observed basic attributes: demographics missing for 15% (missing values are real)."""
     seed = cfg.seed
@@ -292,11 +311,8 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
             .when(hu < 0.9, 18 + (hv * 5).cast("int")).otherwise((hv * 24).cast("int")))
     start_s = F.unix_timestamp("day_ts") + hour * 3600 + (uniform(seed, "minute", *skey) * 3540).cast("long")
     cu = uniform(seed, "cat", *skey)
-    w = F.col("interest_weights")
-    drifted = F.col("drift_day").isNotNull() & (F.col("day") >= F.col("drift_day"))
-    keep = F.when(drifted, F.lit(1.0 - DRIFT_WEIGHT)).otherwise(F.lit(1.0))  # the first two keep this share
-    cat = F.when(cu < w[0] * keep, F.col("interest_cats")[0]).when(cu < (w[0] + w[1]) * keep, F.col("interest_cats")[1]).otherwise(
-        F.when(drifted, F.col("drift_cat")).otherwise(F.col("interest_cats")[2]))
+    mix = _interests_at(F.col("drift_day").isNotNull() & (F.col("day") >= F.col("drift_day")))
+    cat = F.when(cu < mix[0]["w"], mix[0]["c"]).when(cu < mix[0]["w"] + mix[1]["w"], mix[1]["c"]).otherwise(mix[2]["c"])
     sessions = sessions.select(
         "*",
         start_s.alias("session_start"),
@@ -306,7 +322,7 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
         F.substring(F.sha2(F.concat_ws("|", F.lit(seed), *[c.cast("string") for c in skey]), 256), 1, 16).alias("session_id"),
     )
     # Before the window (the lookback) only consumables matter: their purchases repeat into it.
-    sessions = sessions.where((F.col("day") >= first - 3) | F.col("leaf").isin(*[LEAVES.index(x) for x in CONSUMABLES]))
+    sessions = sessions.where((F.col("day") >= first - 3) | F.col("leaf").isin(*CONSUMABLE_LEAVES))
     slots = sessions.withColumn("slot", F.explode(F.sequence(F.lit(0), F.col("n_views") - 1)))
     k = (F.col("uid"), F.col("day"), F.col("session"), F.col("slot"))
     n = cfg.items_per_leaf
@@ -403,7 +419,7 @@ def _caused_by_purchase(ev: Any, bought: Column, qty: Column, cfg: SimulatorConf
     slot = F.col("slot") + 1000
     caused = [ev("view", lag, follows, None, to, slot), ev("add_to_cart", lag + 10, cart, F.lit(1), to, slot),
               ev("purchase", lag + 40, cart & (uniform(seed, "follow_buy", *k) < 0.6), F.lit(1), to, slot)]
-    consumable = bought & F.col("leaf").isin(*[LEAVES.index(x) for x in CONSUMABLES])
+    consumable = bought & F.col("leaf").isin(*CONSUMABLE_LEAVES)
     cycle = F.lit(CYCLE_DAYS[0]) + (uniform(seed, "cycle", F.col("leaf")) * (CYCLE_DAYS[1] - CYCLE_DAYS[0] + 1)).cast("int")
     draw = uniform(seed, "replenish", *k)  # one draw against rate^n: a second repeat only follows a first
     for n in range(1, REPEATS + 1):
@@ -459,13 +475,7 @@ def planted_truth(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
     tops = F.array(*[F.lit(t) for t in TOP_CATEGORIES])
     # Interests as they stand at the cut-off: a drift inside the period has replaced the third one.
     drifted = F.col("drift_day").isNotNull() & (F.col("drift_day") < cfg.days)
-    w, c = F.col("interest_weights"), F.col("interest_cats")
-    now = F.when(drifted, F.array(
-        F.struct((w[0] * (1 - DRIFT_WEIGHT)).alias("w"), c[0].alias("c")),
-        F.struct((w[1] * (1 - DRIFT_WEIGHT)).alias("w"), c[1].alias("c")),
-        F.struct((1 - (w[0] + w[1]) * (1 - DRIFT_WEIGHT)).alias("w"), F.col("drift_cat").alias("c")),
-    )).otherwise(F.arrays_zip(w.alias("w"), c.alias("c")))
-    latent = latent.withColumn("_now", F.sort_array(now, asc=False))
+    latent = latent.withColumn("_now", F.sort_array(_interests_at(drifted), asc=False))
     start = F.lit(cfg.start_date).cast("timestamp")
     return latent.join(buyers, "raw_user_id", "left").select(
         "raw_user_id",
