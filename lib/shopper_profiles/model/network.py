@@ -164,16 +164,21 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
                 self.add_wide(inputs, normed, out)
             return out
 
+        def per_item(self, items: Any, values: Any, batch: Any) -> Any:
+            """[batch, n_items]: ``values`` summed per (row, item) over the trailing axes of ``items``
+            (same shape, rows first), without a one-hot over every item: one segment per cell."""
+            rows = tf.reshape(tf.range(batch), [-1] + [1] * (len(items.shape) - 1))
+            cells = rows * spec.n_items + items
+            summed = tf.math.unsorted_segment_sum(tf.reshape(values, [-1]), tf.reshape(cells, [-1]), batch * spec.n_items)
+            return tf.reshape(summed, [batch, spec.n_items])
+
         def followers(self, items: Any, real: Any, batch: Any) -> Any:
             """[batch, n_items]: the co-occurrence strength of every item after the user's last three
             items (weights 1, 1/2, 1/3 from the latest back), as the co-occurrence baseline scores."""
             latest = items[:, -3:][:, ::-1]  # [batch, 3], latest first
             weight = real[:, -3:][:, ::-1] * tf.constant([1.0, 0.5, 1.0 / 3.0])
             follow = tf.gather(self.neighbour_items, latest)  # [batch, 3, K]
-            strength = tf.gather(self.neighbour_weights, latest) * weight[:, :, None]
-            cells = tf.range(batch)[:, None, None] * spec.n_items + follow
-            summed = tf.math.unsorted_segment_sum(tf.reshape(strength, [-1]), tf.reshape(cells, [-1]), batch * spec.n_items)
-            return tf.reshape(summed, [batch, spec.n_items])
+            return self.per_item(follow, tf.gather(self.neighbour_weights, latest) * weight[:, :, None], batch)
 
         def add_wide(self, inputs: dict[str, Any], normed: Any, out: dict[str, Any]) -> None:
             """What a rule profile computes, as inputs the heads weigh: the next-item logit gains
@@ -185,10 +190,7 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
             item_affinity = tf.gather(with_none, self.item_category, axis=1)  # [batch, n_items]
             real = tf.cast(items >= FIRST_ITEM, tf.float32)
             batch = tf.shape(items)[0]
-            # Per-user item counts without a [batch, length, n_items] one-hot: one segment per (user, item).
-            cells = tf.range(batch)[:, None] * spec.n_items + items
-            counts = tf.reshape(tf.math.unsorted_segment_sum(tf.reshape(real, [-1]), tf.reshape(cells, [-1]),
-                                                             batch * spec.n_items), [batch, spec.n_items])
+            counts = self.per_item(items, real, batch)  # times each item occurs in the sequence
             latest = tf.one_hot(items[:, -1], spec.n_items) * real[:, -1:]
             w = self.item_wide * WIDE_SCALE
             rules = (w[0] * item_affinity + w[1] * tf.math.log(item_affinity + 0.01) + w[2] * tf.math.log1p(counts)

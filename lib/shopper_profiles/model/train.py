@@ -79,12 +79,16 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
     hvd.broadcast_variables(model.variables, root_rank=0)
     hvd.broadcast_variables(optimizer.variables() if callable(optimizer.variables) else optimizer.variables, root_rank=0)
 
+    def loss_of(features: dict[str, Any], labels: dict[str, Any], training: bool) -> Any:
+        """(multitask loss, its parts); causal models add the history's next-item loss."""
+        outputs = model(features, training=training)
+        table, bias = (model.item_embedding, model.item_bias) if spec.causal else (None, None)
+        return multitask_loss(outputs, labels, features["item_seq"], table, bias)
+
     @tf.function
     def train_step(features: dict[str, Any], labels: dict[str, Any]) -> Any:
         with tf.GradientTape() as tape:
-            outputs = model(features, training=True)
-            table, bias = (model.item_embedding, model.item_bias) if spec.causal else (None, None)
-            loss, parts = multitask_loss(outputs, labels, features["item_seq"], table, bias)
+            loss, parts = loss_of(features, labels, training=True)
         tape = hvd.DistributedGradientTape(tape)  # distributed: allreduce gradients
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
@@ -99,9 +103,7 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
 
     @tf.function
     def validation_step(features: dict[str, Any], labels: dict[str, Any]) -> Any:
-        outputs = model(features, training=False)
-        table, bias = (model.item_embedding, model.item_bias) if spec.causal else (None, None)
-        return multitask_loss(outputs, labels, features["item_seq"], table, bias)[0]
+        return loss_of(features, labels, training=False)[0]
 
     def validation_loss() -> float:
         """Rank 0's multitask loss on the validation users (row-weighted over batches of 1,024)."""
