@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: venv run test lint bench sql clean-lakehouse
+.PHONY: venv run run-online-retail test lint bench sql clean-lakehouse
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -18,6 +18,11 @@ venv:
 ## run: the main job on the embedded default (simulator -> lakehouse), end to end
 run: venv
 	$(PY) jobs/run_pipeline.py --env $(ENV)
+
+## run-online-retail: the same pipeline on real data (UCI Online Retail from data.dir), in its own lakehouse
+run-online-retail: venv
+	$(PY) jobs/run_pipeline.py --env $(ENV) --source online_retail --steps ingest,training_set,train,evaluate \
+		--conf-override lakehouse.root=lakehouse-online_retail
 
 ## test: the whole test suite (slow tests included)
 test: venv

@@ -1,4 +1,5 @@
-"""The whole pipeline on the embedded default, step by step (`make run`).
+"""The whole pipeline on the embedded default, step by step (`make run`), or on a real source
+(`--source online_retail`, `make run-online-retail`).
 
 simulate + ingest (validated, pseudonymised, reconciled) -> the feature tables of the latest day L
 -> the evaluation day E = L - horizon (the latest whose next window is observed) and the training
@@ -18,8 +19,10 @@ from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from typing import Any
 
+from pyspark.sql import functions as F
 from shopper_profiles.features.build import build_snapshot
-from shopper_profiles.ingest.sources import ingest_source
+from shopper_profiles.ingest.bronze import EVENTS
+from shopper_profiles.ingest.sources import SOURCES, ingest_source
 from shopper_profiles.model.build import build_training_set, example_dates
 from shopper_profiles.model.evaluation import evaluate_snapshot
 from shopper_profiles.model.tracking import train_and_register
@@ -34,9 +37,20 @@ from shopper_profiles.smoke import run_smoke
 logger = logging.getLogger("run_pipeline")
 
 
+def observed_days(job: JobContext) -> tuple[date, date]:
+    """The first day with events and the day after the last one: the simulator's configured
+    period, or what bronze holds for a real source (each source in its own lakehouse)."""
+    if job.args.source == "simulator":
+        sim = job.config.simulator
+        return sim.start_date, sim.start_date + timedelta(days=sim.days)
+    if not job.store.exists(EVENTS):
+        raise ValueError(f"no bronze events in {job.config.lakehouse_root}; run the ingest step for {job.args.source} first")
+    first, last = job.store.read(EVENTS).agg(F.min("ts"), F.max("ts")).collect()[0]
+    return first.date(), last.date() + timedelta(days=1)
+
+
 def latest_day(job: JobContext) -> date:
-    sim = job.config.simulator
-    return sim.start_date + timedelta(days=sim.days)
+    return observed_days(job)[1]
 
 
 def evaluation_day(job: JobContext) -> date:
@@ -49,38 +63,41 @@ def training_day(job: JobContext) -> date:
     starts (time holdout); a shop too short for that trains on the evaluation day (user holdout)."""
     horizon = timedelta(days=job.config.model.horizon_days)
     day = evaluation_day(job) - horizon
-    if day < job.config.simulator.start_date + horizon:
-        logger.warning("the simulated period is too short for a time holdout; training on %s (user holdout)",
+    if day < observed_days(job)[0] + horizon:
+        logger.warning("the observed period is too short for a time holdout; training on %s (user holdout)",
                        evaluation_day(job))
         return evaluation_day(job)
     return day
 
 
-def build_training_snapshot(job: JobContext) -> dict[str, Any]:
+def build_training_snapshot(job: JobContext, _: dict[str, Any] | None = None) -> dict[str, Any]:
     """Features at every snapshot the training set draws examples from (T, T - 7d, ...) and at E."""
     days = {*example_dates(job.config, training_day(job)), evaluation_day(job)}
     features = {str(day): build_snapshot(job.spark, job.store, job.config, day) for day in sorted(days)}
     return {"features": features, "training_set": build_training_set(job.spark, job.store, job.config, training_day(job))}
 
 
-def train(job: JobContext) -> dict[str, Any]:
+def train(job: JobContext, _: dict[str, Any] | None = None) -> dict[str, Any]:
     report = train_and_register(job.store, job.config, training_day(job), num_proc=2)
     return {k: report[k] for k in ("run_id", "model_version", "champion", "metrics", "model_uri", "history")}
 
 
-def evaluate(job: JobContext) -> dict[str, Any]:
-    report = evaluate_snapshot(job.spark, job.store, job.config, evaluation_day(job))
-    return {k: report[k] for k in ("model_uri", "model_version", "holdout", "test_users", "rows", "headline", "mlflow_run_id")}
+def evaluate(job: JobContext, done: dict[str, Any]) -> dict[str, Any]:
+    """The model this run trained (else the champion) against the traditional profiles at E."""
+    trained = done["train"]["model_version"] if "train" in done else None
+    report = evaluate_snapshot(job.spark, job.store, job.config, evaluation_day(job), model_version=trained)
+    return {k: report[k] for k in ("model_uri", "model_version", "holdout", "test_users", "rows", "headline", "results",
+                                "mlflow_run_id")}
 
 
-def score(job: JobContext) -> dict[str, Any]:
+def score(job: JobContext, _: dict[str, Any] | None = None) -> dict[str, Any]:
     """Full profiles at D, then the incremental refresh at L: only shoppers with events since D."""
     full = score_profiles(job.spark, job.store, job.config, evaluation_day(job))
     refresh = score_profiles(job.spark, job.store, job.config, latest_day(job), incremental=True)
     return {"full": full, "incremental": refresh}
 
 
-def uses(job: JobContext) -> dict[str, Any]:
+def uses(job: JobContext, _: dict[str, Any] | None = None) -> dict[str, Any]:
     latest = latest_day(job)
     return {"audiences": build_audiences(job.spark, job.store, job.config, latest),
             "similar_users": build_similar_users(job.spark, job.store, job.config, latest),
@@ -95,12 +112,13 @@ def _ratios(report: dict[str, Any]) -> str:
     return ", ".join(f"{label(h)} {h['ratio']:.2f}x" for h in report["headline"] if h["ratio"] is not None)
 
 
-STEPS: list[tuple[str, Callable[[JobContext], dict[str, Any]], Callable[[dict[str, Any]], str]]] = [
-    ("smoke", lambda job: run_smoke(job.spark, job.store), lambda r: f"{r['rows']:,} rows round-tripped"),
-    ("ingest", lambda job: ingest_source(job.spark, job.store, job.config, "simulator"),
+# Each step gets the job and the reports of the steps run before it.
+STEPS: list[tuple[str, Callable[[JobContext, dict[str, Any]], dict[str, Any]], Callable[[dict[str, Any]], str]]] = [
+    ("smoke", lambda job, _: run_smoke(job.spark, job.store), lambda r: f"{r['rows']:,} rows round-tripped"),
+    ("ingest", lambda job, _: ingest_source(job.spark, job.store, job.config, job.args.source, path=job.args.path),
      lambda r: "events: {input_rows:,} in = {accepted_rows:,} accepted + {quarantined_rows:,} quarantined + "
                "{duplicate_rows:,} duplicates".format(**r["entities"]["events"])),
-    ("features", lambda job: build_snapshot(job.spark, job.store, job.config, latest_day(job)),
+    ("features", lambda job, _: build_snapshot(job.spark, job.store, job.config, latest_day(job)),
      lambda r: f"snapshot {r['as_of']}: {r['active_users']:,} shoppers, 5 tables"),
     ("training_set", build_training_snapshot,
      lambda r: "snapshot {as_of} (examples as of {dates}): {splits}, {items:,} items".format(
@@ -112,7 +130,7 @@ STEPS: list[tuple[str, Callable[[JobContext], dict[str, Any]], Callable[[dict[st
     ("score", score, lambda r: f"{r['full']['profiles']:,} profiles at {r['full']['as_of']} in {r['full']['seconds']}s; "
                                f"refresh at {r['incremental']['as_of']}: {r['incremental']['rescored']:,} re-scored "
                                f"({100 * r['incremental']['rescored_share']:.0f}%) in {r['incremental']['seconds']}s"),
-    ("explain", lambda job: explain_snapshot(job.spark, job.store, job.config, latest_day(job)),
+    ("explain", lambda job, _: explain_snapshot(job.spark, job.store, job.config, latest_day(job)),
      lambda r: "{rows:,} rows; deletion test (top vs random events, logit drop): interest {a:.3f} vs {b:.3f}, "
                "intent {c:.3f} vs {d:.3f}".format(
                    rows=r["rows"], a=r["faithfulness"]["top_interest"]["drop_top_events"],
@@ -150,6 +168,10 @@ def closing_summary(job: JobContext, report: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = job_parser(__doc__ or "")
     parser.add_argument("--steps", help="comma-separated subset of: " + ", ".join(name for name, _, _ in STEPS))
+    parser.add_argument("--source", default="simulator", choices=SOURCES,
+                        help="data to run on (default: the simulator); a real source reads its file from data.dir "
+                             "and its period from bronze -- give it its own lakehouse (--conf-override lakehouse.root=...)")
+    parser.add_argument("--path", help="input file of a real source (default: data.dir/<its file>)")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON at the end")
     job = start_job(parser, argv)
     wanted = set(job.args.steps.split(",")) if job.args.steps else {name for name, _, _ in STEPS}
@@ -162,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for number, (name, step, summary) in enumerate(chosen, 1):
         step_started = time.time()
         logger.info("[%d/%d] %s ...", number, len(chosen), name)
-        report[name] = step(job)
+        report[name] = step(job, report)
         report[name]["seconds"] = round(time.time() - step_started, 1)
         logger.info("[%d/%d] %s done in %.0fs: %s", number, len(chosen), name, report[name]["seconds"], summary(report[name]))
     report["seconds"] = round(time.time() - started, 1)

@@ -65,12 +65,12 @@ def test_full_ranks_with_ties_never_flatter() -> None:
 
 def test_sequence_loss_uses_only_real_next_items() -> None:
     tf = pytest.importorskip("tensorflow")
-    from shopper_profiles.model.network import sequence_loss
+    from shopper_profiles.model.encoder import sequence_loss
 
     hidden = np.array([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.5]]], dtype=np.float32)
     table = np.array([[0, 0], [0, 0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     item_seq = np.array([[0, 2, 1, 3]], dtype=np.int32)  # targets 2, [MASK], 3: positions 0 and 2 count
-    loss = float(sequence_loss(tf.constant(hidden), tf.constant(item_seq), tf.constant(table)))
+    loss = float(sequence_loss(tf.constant(hidden), tf.constant(item_seq), tf.constant(table), first_item=2))
 
     def ce(h: np.ndarray, target: int) -> float:
         logits = table @ h

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from shopper_profiles.model.metrics import (
     auc,
+    basket_metrics,
     binary_report,
     full_ranks,
     hit_rate,
@@ -39,6 +40,21 @@ def test_a_nan_or_inf_score_is_never_a_hit() -> None:
     assert sampled_ranks(scores[:1], np.array([0]), n_negatives=3, seed=0).tolist() == [3]
     assert sampled_ranks(np.array([[0.5, np.nan, 0.9, np.nan]]), np.array([2]), exclude=[[0]], n_negatives=4,
                          seed=0).tolist() == [4]
+
+
+def test_basket_recall_and_ndcg_exact_values_ties_against_the_basket() -> None:
+    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5],      # basket {1, 3}: positions 2 and 4
+                       [0.5, 0.5, 0.5, 0.1, np.nan],   # basket {0}: two ties ahead of it, a NaN counts ahead too
+                       [np.nan, 0.1, 0.2, 0.3, 0.4]])  # basket {0, 4}: the NaN basket item is a miss
+    found = basket_metrics(scores, [[1, 3], [0], [4, 0]], ks=(2, 4))
+    assert found["recall@2"].tolist() == [0.5, 0.0, 0.5]
+    assert found["recall@4"].tolist() == [1.0, 1.0, 0.5]
+    ideal2 = 1 + 1 / math.log2(3)
+    assert found["ndcg@2"] == pytest.approx([(1 / math.log2(3)) / ideal2, 0.0, 1 / ideal2])
+    assert found["ndcg@4"][0] == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / ideal2)
+    assert found["ndcg@4"][1] == pytest.approx(1 / math.log2(5))  # rank 4 of a one-item basket
+    with pytest.raises(ValueError, match="empty basket"):
+        basket_metrics(scores[:1], [[]])
 
 
 def test_hr_and_ndcg_exact_values() -> None:

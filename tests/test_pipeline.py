@@ -56,3 +56,45 @@ def test_ingest_then_backfill_then_whole_pipeline(spark: SparkSession, tmp_path,
     assert set(whole["audiences"]["audiences"]["sizes"]) >= {"churn_risk_high_spenders", "loyal_full_price"}
     assert whole["audiences"]["similar_users"]["rows"] == 10 * refresh["profiles"]
     assert whole["audiences"]["demand_backtest"]["observed"] is True
+
+
+@pytest.mark.slow
+def test_online_retail_through_the_product_pipeline(spark: SparkSession, tmp_path, monkeypatch) -> None:
+    """Real data through the product's own jobs (ingest -> features -> training set -> Horovod
+    training -> evaluation), its period read from bronze: every eighth customer of UCI Online Retail
+    plus the first lines without a customer (quarantined)."""
+    import csv
+    import gzip
+    from datetime import datetime, timedelta
+
+    from shopper_profiles.config import load_config
+
+    monkeypatch.setenv("SHOPPER_PSEUDONYM_KEY", "pipeline")
+    source = load_config("local").data_dir + "/online_retail.csv.gz"
+    path, kept, anonymous, last = tmp_path / "retail.csv", 0, 0, datetime.min
+    with gzip.open(source, "rt", newline="") as handle, open(path, "w", newline="") as out:
+        rows, writer = csv.reader(handle), csv.writer(out)
+        writer.writerow(next(rows))
+        for row in rows:
+            customer = row[6]
+            if (customer and int(float(customer)) % 8 == 0) or (not customer and anonymous < 200):
+                writer.writerow(row)
+                kept += 1
+                anonymous += not customer
+                if customer:
+                    last = max(last, datetime.fromisoformat(row[4]))
+    report = run_job("run_pipeline", ["--source", "online_retail", "--path", str(path),
+                                      "--steps", "ingest,training_set,train,evaluate", *overrides(tmp_path / "retail")])
+    events = report["ingest"]["entities"]["events"]
+    assert events["input_rows"] == kept and report["ingest"]["balanced"] and events["quarantined_rows"] >= anonymous
+    # The period comes from bronze, not the simulator's calendar: E = the day after the last
+    # invoice - 14 days, T = E - 14 days (a time holdout).
+    evaluation_day = last.date() + timedelta(days=1) - timedelta(days=14)
+    assert report["training_set"]["training_set"]["as_of"] == str(evaluation_day - timedelta(days=14))
+    assert set(report["training_set"]["features"]) == {str(evaluation_day - timedelta(days=14)), str(evaluation_day)}
+    assert report["evaluate"]["holdout"].startswith("time holdout")
+    tasks = {row["task"]: row for row in report["evaluate"]["headline"]}
+    # Next-basket recall@20 against repeat buy and co-purchase (Online Retail has no categories to rank by).
+    assert tasks["next_basket"]["metric"] == "recall@20" and 0 <= tasks["next_basket"]["profile_model"] <= 1
+    assert {"purchase_next_window", "churn_next_window"} <= set(tasks)
+    assert not any(task.startswith(("truth_", "planted_")) for task in tasks)  # no planted truth on real data

@@ -341,6 +341,10 @@ def test_training_labels_are_the_next_window_item_categories_and_price(shop: Sho
                         key=lambda e: (e["ts"], e["event_id"]))
         known = [e for e in window if e["item_id"] in index]
         assert row["next_item"] == (index[known[0]["item_id"]] if known else -1), user
+        # The window's items in order of first touch, padded to the sequence length; the basket = items bought.
+        first_touch = list(dict.fromkeys(index[e["item_id"]] for e in known))[:20]
+        assert row["window_items"] == first_touch + [0] * (20 - len(first_touch)), user
+        assert row["next_basket"] == sorted({index[e["item_id"]] for e in known if e["event_type"] == "purchase"}), user
         # Categories come from the vocabulary (the catalogue's category of each item touched).
         touched = {int(vocabulary.item_category[index[e["item_id"]]]) for e in window if e["item_id"] in index}
         touched.discard(-1)

@@ -93,3 +93,24 @@ def test_the_job_runs_on_any_file_of_the_format(tmp_path) -> None:
                                              "--out", str(out), "--conf-override", f"lakehouse.root={tmp_path / 'lh'}"])
     assert report["epochs"] == 1 and report["attributes_path"] is None
     assert json.loads(out.read_text())["metrics"]["test_full_hr@10"] == pytest.approx(report["metrics"]["test_full_hr@10"])
+
+
+def test_one_encoder_serves_the_profile_model_and_the_benchmark() -> None:
+    """Both models run the same encoder layer, and its positions are aligned to the right: a batch
+    trimmed of its padding columns gives the latest event the same hidden state as the full one."""
+    tf = pytest.importorskip("tensorflow")
+    from shopper_profiles.model.network import ModelSpec, build_model
+    from shopper_profiles.model.sequential import CausalSequenceModel, SequentialSpec
+
+    tf.keras.utils.set_random_seed(3)
+    profile = build_model(ModelSpec(n_items=30, n_tabular=8, n_categories=2, max_len=12, hidden_size=16, layers=1))
+    benchmark = CausalSequenceModel(SequentialSpec(max_len=12, hidden_size=16, layers=1), 30, None, 0)
+    assert type(profile.encoder).__name__ == type(benchmark.encoder).__name__ == "SequenceEncoder"
+    items = np.zeros((2, 12), np.int32)
+    items[0, -3:], items[1, -5:] = [4, 5, 6], [7, 8, 9, 10, 11]
+    for encoder in (profile.encoder, benchmark.encoder):
+        full = encoder(tf.constant(items), training=False)[:, -1, :].numpy()
+        trimmed = encoder(tf.constant(items[:, -5:]), training=False)[:, -1, :].numpy()
+        np.testing.assert_allclose(trimmed, full, atol=1e-5)
+    # The profile model's deep next-item scores are the latest hidden state against the tied item table.
+    assert profile.item_embedding is profile.encoder.item_embedding

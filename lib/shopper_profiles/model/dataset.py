@@ -62,7 +62,8 @@ def training_spec(max_len: int) -> TableSpec:
         T.StructField("example_date", T.DateType(), False), T.StructField("split", T.StringType(), False),
         T.StructField("item_seq", ints), T.StructField("type_seq", ints), T.StructField("time_seq", ints),
         T.StructField("tabular", floats),
-        T.StructField("next_item", T.IntegerType()), T.StructField("next_items", ints),
+        T.StructField("next_item", T.IntegerType()), T.StructField("next_items", ints), T.StructField("next_basket", ints),
+        T.StructField("window_items", ints),
         T.StructField("next_categories", floats), T.StructField("purchase_next", T.FloatType()),
         T.StructField("churn_next", T.FloatType()), T.StructField("price_next", T.FloatType()),
         T.StructField("age_label", T.IntegerType()), T.StructField("gender_label", T.IntegerType()),
@@ -109,6 +110,12 @@ def _left_pad(values: Column, length: int, pad: Any = 0) -> Column:
     """Keep the last ``length`` values and pad on the left with ``pad`` to exactly ``length``."""
     tail = F.slice(values, F.greatest(F.lit(1), F.size(values) - length + 1), length)
     return F.concat(F.array_repeat(F.lit(pad), F.lit(length) - F.size(tail)), tail)
+
+
+def _right_pad(values: Column, length: int, pad: Any = 0) -> Column:
+    """Keep the first ``length`` values and pad on the right with ``pad`` to exactly ``length``."""
+    head = F.slice(values, 1, length)
+    return F.concat(head, F.array_repeat(F.lit(pad), F.lit(length) - F.size(head)))
 
 
 def sequence_tokens(sequences: DataFrame, vocab: DataFrame, as_of: date, max_len: int) -> DataFrame:
@@ -172,7 +179,8 @@ def model_inputs_frame(sequences: DataFrame, basic: DataFrame, behaviour: DataFr
 
 def next_window_labels(events: DataFrame, vocab: DataFrame, as_of: date, horizon_days: int, n_categories: int) -> DataFrame:
     """Pure: events of [D, D + horizon) -> the labels of the users active there (first item,
-    items, categories, purchase flag, price paid vs the category median of purchases before D)."""
+    items touched, the basket of items bought, categories, purchase flag, price paid vs the
+    category median of purchases before D; ``_window``: the items in order of first touch)."""
     start = as_of_ts(as_of)
     future = events_between(events, as_of, as_of + timedelta(days=horizon_days))
     medians = events.where((F.col("ts") < F.lit(start)) & (F.col("event_type") == "purchase")).groupBy("category").agg(
@@ -184,6 +192,11 @@ def next_window_labels(events: DataFrame, vocab: DataFrame, as_of: date, horizon
     next_item = with_order.where("_r = 1").select("user_id", F.col("item_idx").alias("next_item"))
     labels = future.groupBy("user_id").agg(
         F.array_distinct(F.collect_list(F.col("item_idx"))).alias("next_items"),
+        # The window's items in order of first touch (ties by event id): a deterministic prefix.
+        F.array_distinct(F.transform(F.array_sort(F.collect_list(F.when(F.col("item_idx").isNotNull(), F.struct(
+            "ts", "event_id", "item_idx")))), lambda e: e["item_idx"])).alias("_window"),
+        F.array_sort(F.array_distinct(F.collect_list(F.when(F.col("event_type") == "purchase", F.col("item_idx")))))
+        .alias("next_basket"),
         F.collect_set("category_idx").alias("_cats"),
         F.max((F.col("event_type") == "purchase").cast("float")).alias("purchase_next"),
         F.avg(F.when(F.col("event_type") == "purchase", F.col("price") / F.col("_median"))).cast("float").alias("price_next"),
@@ -191,7 +204,8 @@ def next_window_labels(events: DataFrame, vocab: DataFrame, as_of: date, horizon
     multi_hot = F.transform(F.sequence(F.lit(0), F.lit(n_categories - 1)),
                             lambda i: F.array_contains(F.col("_cats"), i).cast("float"))
     return labels.join(next_item, "user_id", "left").select(
-        "user_id", "next_item", "next_items", multi_hot.alias("next_categories"), "purchase_next", "price_next")
+        "user_id", "next_item", "next_items", "next_basket", multi_hot.alias("next_categories"), "purchase_next",
+        "price_next", "_window")
 
 
 def training_examples(
@@ -211,6 +225,8 @@ def training_examples(
         "item_seq", "type_seq", "time_seq", "tabular",
         F.coalesce("next_item", F.lit(-1)).alias("next_item"),
         F.coalesce("next_items", F.array().cast("array<int>")).alias("next_items"),
+        F.coalesce("next_basket", F.array().cast("array<int>")).alias("next_basket"),
+        _right_pad(F.coalesce("_window", F.array().cast("array<int>")), max_len).alias("window_items"),
         F.coalesce("next_categories", F.array_repeat(F.lit(0.0).cast("float"), n_categories)).alias("next_categories"),
         F.coalesce("purchase_next", F.lit(0.0)).cast("float").alias("purchase_next"),
         F.col("next_categories").isNull().cast("float").alias("churn_next"),  # no event at all in the next window

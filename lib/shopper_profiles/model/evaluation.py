@@ -1,7 +1,14 @@
 """Honest evaluation of a registered profile model against traditional profiles, on the test users.
 
+Test users: under a time holdout (the model's training labels end by D) every shopper outside the
+validation split -- the model keeps no per-shopper weights and saw nothing of [D, D + horizon), so
+the train split's shoppers are test evidence too (demographics, static training labels, stay on the
+test split); under a user holdout, the test split only. Validation shoppers choose thresholds.
+
 Every number carries its protocol. The same users, split and labels serve every method:
 
+- next basket (the items bought in [D, D + horizon)): recall@k and NDCG@k over all items, history
+  included (reorders are real), same methods as the next item;
 - next item (first item touched in [D, D + horizon)): **full** ranking over every item (the
   user's history stays in: repeat views are real next items) beside **sampled100** (the target
   vs 100 uniform items the user never touched); model vs popularity, item co-occurrence, the
@@ -43,6 +50,7 @@ from shopper_profiles.model.dataset import FIRST_ITEM
 from shopper_profiles.model.inputs import BATCH_COLUMNS
 from shopper_profiles.model.metrics import (
     auc,
+    basket_metrics,
     binary_report,
     full_ranks,
     hit_rate,
@@ -74,6 +82,7 @@ EVALUATION = TableSpec(
 
 FULL = "full ranking over all items, history included"
 SAMPLED = "target vs 100 uniform unseen negatives"
+BASKET = "items bought in [D, D + horizon), full ranking over all items, history included; recall = share of the basket in the top k"
 BINARY = "test users; threshold maximising F1 on validation users"
 
 
@@ -111,6 +120,8 @@ def statistic(sample: dict[str, np.ndarray], metric: str, rows: np.ndarray) -> f
         return hit_rate(ranks, int(k)) if name == "hr" else ndcg(ranks, int(k))
     if "labels" in sample:
         return auc(sample["labels"][rows], sample["scores"][rows])
+    if metric in sample:  # per-user values of several metrics (e.g. a basket's recall@k and ndcg@k)
+        return float(np.mean(sample[metric][rows]))
     return float(np.mean(sample["values"][rows]))
 
 
@@ -188,37 +199,45 @@ def planted_cues(test: dict[str, np.ndarray], item_ids: Sequence[str | None]) ->
     return cues
 
 
-def next_item_results(results: Results, test: dict[str, np.ndarray], logits: np.ndarray, fit_histories: list[np.ndarray],
-                      item_category: np.ndarray, n_categories: int, seed: int,
-                      cues: dict[str, np.ndarray] | None = None) -> None:
-    """Every method's ranking of the next item; with ``cues`` (simulator), also how often each
-    method puts a planted phenomenon's item in its top 10."""
-    has_next = test["next_item"] >= 0
-    targets = test["next_item"][has_next]
-    histories = [h for h, keep in zip(_histories(test), has_next, strict=True) if keep]
+def ranking_results(results: Results, test: dict[str, np.ndarray], logits: np.ndarray, fit_histories: list[np.ndarray],
+                    item_category: np.ndarray, n_categories: int, seed: int,
+                    cues: dict[str, np.ndarray] | None = None) -> None:
+    """Every method scores every item once per test user; the scores are judged on the next item
+    (full and sampled), on the next basket (the items bought in the window) and, with ``cues``
+    (simulator), on how often a planted phenomenon's item lands in the top 10."""
+    histories = _histories(test)
     n_items = logits.shape[1]
     pop = baselines.popularity(fit_histories, n_items, FIRST_ITEM)
     scorers: dict[str, Callable[[], np.ndarray]] = {
-        "profile_model": lambda: logits[has_next].astype(np.float64),
-        "popularity": lambda: baselines.popularity_scores(pop, len(targets)),
+        "profile_model": lambda: logits.astype(np.float64),
+        "popularity": lambda: baselines.popularity_scores(pop, len(histories)),
         "item_cooccurrence": lambda: baselines.cooccurrence_scores(
             baselines.cooccurrence(fit_histories, n_items, first_item=FIRST_ITEM), pop, histories, first_item=FIRST_ITEM),
         "category_rule": lambda: baselines.category_rule_scores(
             item_category, pop, baselines.category_shares(histories, item_category, n_categories, FIRST_ITEM)),
         "repeat_buy": lambda: baselines.repeat_scores(pop, histories, FIRST_ITEM),
     }
+    has_next = np.flatnonzero(test["next_item"] >= 0)
+    targets = test["next_item"][has_next]
+    bought = np.flatnonzero([len(b) > 0 for b in test["next_basket"]])
     for method, score in scorers.items():
         scores = score()
         scores[:, :FIRST_ITEM] = -np.inf  # padding and mask are never recommendations
-        ranks = full_ranks(scores, targets)
-        results.add(method, "next_item", ranking_report(ranks), FULL, len(targets), {"ranks": ranks})
-        sampled = sampled_ranks(scores, targets, exclude=histories, n_negatives=100, seed=seed, first_item=FIRST_ITEM)
-        results.add(method, "next_item", ranking_report(sampled), SAMPLED, len(targets), {"ranks": sampled})
+        if len(has_next):
+            ranks = full_ranks(scores[has_next], targets)
+            results.add(method, "next_item", ranking_report(ranks), FULL, len(targets), {"ranks": ranks})
+            sampled = sampled_ranks(scores[has_next], targets, exclude=[histories[i] for i in has_next], n_negatives=100,
+                                    seed=seed, first_item=FIRST_ITEM)
+            results.add(method, "next_item", ranking_report(sampled), SAMPLED, len(targets), {"ranks": sampled})
+        if len(bought):
+            per_user = basket_metrics(scores[bought], [test["next_basket"][i] for i in bought])
+            results.add(method, "next_basket", {k: float(v.mean()) for k, v in per_user.items()}, BASKET, len(bought),
+                        per_user)
         for phenomenon, planted in (cues or {}).items():
-            rows = np.flatnonzero(planted[has_next] >= 0)
+            rows = np.flatnonzero((planted >= 0) & (test["next_item"] >= 0))
             if len(rows):
                 top = np.argpartition(-scores[rows], 10, axis=1)[:, :10]
-                hits = (top == planted[has_next][rows][:, None]).any(axis=1).astype(np.float64)
+                hits = (top == planted[rows][:, None]).any(axis=1).astype(np.float64)
                 results.add(method, f"planted_{phenomenon}", {"top10_hit": float(hits.mean())}, PHENOMENON, len(rows),
                             {"values": hits})
 
@@ -257,7 +276,9 @@ def frame_arrays(frame: DataFrame) -> dict[str, np.ndarray]:
     for name in table.columns:
         values = table[name].to_numpy()
         if len(values) and isinstance(values[0], np.ndarray | list):
-            values = np.stack([np.asarray(v) for v in values])
+            rows = [np.asarray(v) for v in values]
+            ragged = len({len(r) for r in rows}) > 1  # variable-length lists (baskets) stay one array per row
+            values = np.array(rows + [None], dtype=object)[:-1] if ragged else np.stack(rows)
         out[name] = values
     return out
 
@@ -278,13 +299,19 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
     vocabulary = registered.usable_vocabulary(store, as_of)
     snapshot = vocabulary.snapshot
     horizon = config.model.horizon_days
-    holdout = ("time holdout: the model's training labels end at {end}, on or before D" if snapshot + timedelta(days=horizon) <= as_of
-               else "user holdout: the model's training users' labels [{start}, {end}) overlap the test window").format(
-        start=snapshot, end=snapshot + timedelta(days=horizon))
+    time_holdout = snapshot + timedelta(days=horizon) <= as_of
+    holdout = (f"time holdout: the model's training labels end at {snapshot + timedelta(days=horizon)}, on or before D; "
+               "evaluated on every shopper outside the validation split (training saw no label of the test window; "
+               "demographics, which never change, on the test split only)" if time_holdout else
+               f"user holdout: the model's training users' labels [{snapshot}, {snapshot + timedelta(days=horizon)}) "
+               "overlap the test window; evaluated on the test split only")
     max_len = int(registered.spec.get("max_len", config.model.max_len))
-    data = frame_arrays(snapshot_examples(spark, store, config, as_of, vocabulary, max_len).select(*BATCH_COLUMNS))
+    data = frame_arrays(snapshot_examples(spark, store, config, as_of, vocabulary, max_len).select(*BATCH_COLUMNS, "next_basket"))
     split = data["split"]
-    test = {k: v[split == "test"] for k, v in data.items()}
+    # Under a time holdout the train split's shoppers are as unseen in the test window as the test
+    # split's (the model keeps no per-shopper weights): ten times the evidence, tighter intervals.
+    evaluated = (split != "validation") if time_holdout else (split == "test")
+    test = {k: v[evaluated] for k, v in data.items()}
     validation = {k: v[split == "validation"] for k, v in data.items()}
     if not len(test["user_id"]) or not len(validation["user_id"]):
         raise ValueError(f"snapshot {as_of} has {len(test['user_id'])} test and {len(validation['user_id'])} "
@@ -300,8 +327,8 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
 
     results = Results()
     # Pre-D histories of every user fit the baselines: all of it is known at D.
-    cues = planted_cues(test, vocabulary.item_ids) if store.exists(PLANTED_TRUTH) else None
-    next_item_results(results, test, out_test["next_item_logits"], _histories(data), item_category, n_categories, seed, cues)
+    cues = planted_cues(test, vocabulary.item_ids) if _has_truth(store) else None
+    ranking_results(results, test, out_test["next_item_logits"], _histories(data), item_category, n_categories, seed, cues)
 
     rules = _need_rules(spark, store, as_of, [*test["user_id"], *validation["user_id"]])
 
@@ -320,14 +347,15 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
 
     train_rows = split == "train"
     for task, label, logits_key in (("age_band", "age_label", "age_logits"), ("gender", "gender_label", "gender_logits")):
-        known = test[label] >= 0
+        known = (test[label] >= 0) & (test["split"] == "test")  # a train shopper's demographics were training labels
         if not known.any():
             continue
-        results.add("profile_model", task, {"accuracy": multiclass_accuracy(test[label], _softmax(out_test[logits_key]))},
+        stated = np.where(known, test[label], -1)
+        results.add("profile_model", task, {"accuracy": multiclass_accuracy(stated, _softmax(out_test[logits_key]))},
                     "test users with a stated (not imputed) value", int(known.sum()))
         train_labels = data[label][train_rows]
         majority = np.bincount(train_labels[train_labels >= 0]).argmax() if (train_labels >= 0).any() else 0
-        results.add("majority_class", task, {"accuracy": float((test[label][known] == majority).mean())},
+        results.add("majority_class", task, {"accuracy": float((stated[known] == majority).mean())},
                     "test users with a stated (not imputed) value; majority of train users", int(known.sum()))
 
     truth = _truth_results(results, spark, store, as_of, test, out_test, rules, category_names)
@@ -342,16 +370,21 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
     report: dict[str, Any] = {"as_of": str(as_of), "model_uri": model_uri, "model_version": version, "holdout": holdout,
               "trained_on": str(snapshot), "test_users": len(test["user_id"]),
               "validation_users": len(validation["user_id"]), "planted_truth": truth, "rows": len(rows),
-              "table_version": store.version(EVALUATION), "merge": str(merged), "headline": heads,
+              "table_version": store.version(EVALUATION), "merge": str(merged), "headline": heads, "results": results.rows,
               "markdown": text}
     report["mlflow_run_id"] = _log_run(config, as_of, model_uri, version, results, text, holdout)
     return report
 
 
+def _has_truth(store: DeltaStore) -> bool:
+    """The simulator plants a truth; real sources leave the table empty (or absent)."""
+    return store.exists(PLANTED_TRUTH) and store.read(PLANTED_TRUTH).limit(1).count() > 0
+
+
 def _truth_results(results: Results, spark: SparkSession, store: DeltaStore, as_of: date, test: dict[str, np.ndarray],
                    out_test: dict[str, np.ndarray], rules: dict[str, dict[str, Any]], category_names: dict[int, str]) -> bool:
-    """Planted-truth recovery on the simulator; False when there is no truth table (real data)."""
-    if not store.exists(PLANTED_TRUTH):
+    """Planted-truth recovery on the simulator; False when there is no truth (real data)."""
+    if not _has_truth(store):
         return False
     truth = {r["user_id"]: r for r in store.read(PLANTED_TRUTH).join(_users_frame(spark, test["user_id"]), "user_id").collect()}
     index = [i for i, u in enumerate(test["user_id"]) if u in truth]
@@ -407,6 +440,7 @@ def _truth_results(results: Results, spark: SparkSession, store: DeltaStore, as_
 HEADLINES = (  # (task, metric, protocol, best traditional competitors)
     ("next_item", "ndcg@10", FULL, ("popularity", "item_cooccurrence", "category_rule", "repeat_buy")),
     ("next_item", "ndcg@10", SAMPLED, ("popularity", "item_cooccurrence", "category_rule", "repeat_buy")),
+    ("next_basket", "recall@20", BASKET, ("popularity", "item_cooccurrence", "category_rule", "repeat_buy")),
     ("purchase_next_window", "auc", BINARY, ("intent_rule", "rfm_rule")),
     ("churn_next_window", "auc", BINARY, ("churn_rule",)),
     ("truth_interests", "top3_recall", None, ("category_rule",)),

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-BATCH_COLUMNS = ("user_id", "split", "item_seq", "type_seq", "time_seq", "tabular", "next_item", "next_categories",
+BATCH_COLUMNS = ("user_id", "split", "item_seq", "type_seq", "time_seq", "tabular", "next_item", "window_items", "next_categories",
                  "purchase_next", "churn_next", "price_next", "age_label", "gender_label")
 
 
@@ -97,6 +97,7 @@ def validation_batches(arrays: dict[str, Any], batch_size: int) -> Iterator[tupl
 def _labels(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
     return {
         "next_item": arrays["next_item"].astype(np.int32),
+        "window_items": arrays["window_items"].astype(np.int32),
         "next_categories": arrays["next_categories"].astype(np.float32),
         "purchase_next": arrays["purchase_next"].astype(np.float32),
         "churn_next": arrays["churn_next"].astype(np.float32),

@@ -71,6 +71,32 @@ def ranking_report(ranks: np.ndarray, ks: Sequence[int] = (5, 10, 20), prefix: s
     return out
 
 
+def basket_metrics(scores: np.ndarray, baskets: Sequence[Sequence[int] | np.ndarray],
+                   ks: Sequence[int] = (10, 20)) -> dict[str, np.ndarray]:
+    """Per user ``recall@k`` (share of the basket in the top k) and ``ndcg@k`` (binary gains over
+    the ideal order) of a *set* of targets, e.g. the items bought in the next window. Ties are
+    broken against the basket and a non-finite basket score is a miss, as in :func:`full_ranks`."""
+    n_items, top_k = scores.shape[1], max(ks)
+    out = {f"{name}@{k}": np.zeros(len(baskets)) for k in ks for name in ("recall", "ndcg")}
+    discounts = 1.0 / np.log2(np.arange(2, top_k + 2))
+    for row, basket in enumerate(baskets):
+        basket = np.unique(np.asarray(basket, dtype=np.int64))
+        if not len(basket):
+            raise ValueError(f"user row {row} has an empty basket; keep only users who bought something")
+        wanted = np.zeros(n_items, dtype=bool)
+        wanted[basket] = True
+        key = np.array(scores[row], dtype=np.float64, copy=True)
+        key[np.isnan(key) & ~wanted] = np.inf  # a NaN candidate counts as ahead
+        key[~np.isfinite(key) & wanted] = -np.inf  # a NaN/inf target is a miss
+        order = np.lexsort((wanted, -key))[:top_k]  # ties: the other items first
+        hits = wanted[order].astype(np.float64)
+        for k in ks:
+            ideal = discounts[:min(k, len(basket))].sum()
+            out[f"recall@{k}"][row] = hits[:k].sum() / len(basket)
+            out[f"ndcg@{k}"][row] = (hits[:k] * discounts[:k]).sum() / ideal
+    return out
+
+
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC (``sklearn.metrics.roc_auc_score``: ties count half); NaN when one class is absent."""
     from sklearn.metrics import roc_auc_score

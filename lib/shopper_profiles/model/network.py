@@ -1,4 +1,5 @@
-"""The profile model: a transformers ``TFBertModel`` over behaviour tokens plus a tabular tower.
+"""The profile model: the shared sequence encoder (``encoder.py``: a transformers ``TFBertModel``)
+over behaviour tokens plus a tabular tower.
 
 Tokens: item embedding (tied with the next-item output layer, optionally initialised from
 MiniLM sentence embeddings of the titles) + time-bucket embedding as ``inputs_embeds``; the
@@ -27,6 +28,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENT_TYPES, GENDERS  # noqa: E402
 from shopper_profiles.model.dataset import FIRST_ITEM, TIME_BUCKETS  # noqa: E402
+from shopper_profiles.model.encoder import next_item_loss, sequence_loss  # noqa: E402,F401  (one loss for both models)
 
 # Adam moves a weight by about the learning rate per step; the wide path's few weights must travel
 # to O(1-10) within a few epochs, so they are stored divided by this scale (a per-weight step size).
@@ -62,26 +64,20 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
     back from its weights."""
     import tensorflow as tf
     import tf_keras as keras
-    from transformers import BertConfig, TFBertModel
 
-    config = BertConfig(
-        vocab_size=4, hidden_size=spec.hidden_size, num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
-        intermediate_size=4 * spec.hidden_size, max_position_embeddings=spec.max_len + 2,
-        type_vocab_size=len(EVENT_TYPES) + 1, hidden_dropout_prob=spec.dropout, attention_probs_dropout_prob=spec.dropout,
-        is_decoder=spec.causal,
-    )
+    from shopper_profiles.model.encoder import EncoderSpec, build_encoder
 
     class ProfileModel(keras.Model):
         def __init__(self) -> None:
             super().__init__(name="profile_model")
-            initializer = (keras.initializers.Constant(item_init) if item_init is not None
-                           else keras.initializers.TruncatedNormal(stddev=0.02))
-            self.item_embedding = self.add_weight(name="item_embedding", shape=(spec.n_items, spec.hidden_size),
-                                                  initializer=initializer, trainable=True)
+            # The shared sequence encoder (the Amazon benchmark's too); title-initialised items are
+            # already at the initialiser's scale, so they are not scaled up.
+            self.encoder = build_encoder(EncoderSpec(
+                n_items=spec.n_items, max_len=spec.max_len, hidden_size=spec.hidden_size, layers=spec.layers,
+                heads=spec.heads, dropout=spec.dropout, causal=spec.causal, n_types=len(EVENT_TYPES) + 1,
+                time_buckets=TIME_BUCKETS, scale_items=False), item_init=item_init)
             # Per-item output bias: popularity is most of what a next-item score knows at first.
             self.item_bias = self.add_weight(name="item_bias", shape=(spec.n_items,), initializer="zeros", trainable=True)
-            self.time_embedding = keras.layers.Embedding(TIME_BUCKETS + 1, spec.hidden_size, name="time_embedding")
-            self.bert = TFBertModel(config, name="bert")
             # Per-feature scaling (LayerNorm would mix a row's unrelated features into one scale).
             self.tabular_norm = keras.layers.BatchNormalization(name="tabular_norm")
             self.tabular_tower = keras.Sequential([keras.layers.Dense(spec.hidden_size, activation="gelu"),
@@ -130,18 +126,19 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
             self.age_head = keras.layers.Dense(len(AGE_BANDS), name="age_band")
             self.gender_head = keras.layers.Dense(len(GENDERS), name="gender")
 
+        @property
+        def item_embedding(self) -> Any:
+            """The item table the encoder reads and the next-item scores use (tied)."""
+            return self.encoder.item_embedding
+
         def token_embeddings(self, inputs: dict[str, Any]) -> Any:
             """What BERT reads per position: item embedding + time-bucket embedding."""
-            return tf.gather(self.item_embedding, inputs["item_seq"]) + self.time_embedding(inputs["time_seq"])
+            return self.encoder.token_embeddings(inputs["item_seq"], inputs["time_seq"])
 
         def call(self, inputs: dict[str, Any], training: bool = False, embeds: Any = None) -> dict[str, Any]:
             """``embeds`` replaces the token embeddings (explanations interpolate them)."""
             items = inputs["item_seq"]
-            embeds = self.token_embeddings(inputs) if embeds is None else embeds
-            mask = tf.cast(tf.not_equal(items, 0), tf.int32)
-            # Keras layers need a first positional argument: transformers TF models take a dict.
-            bert_inputs = {"inputs_embeds": embeds, "token_type_ids": inputs["type_seq"], "attention_mask": mask}
-            hidden = self.bert(bert_inputs, training=training).last_hidden_state
+            hidden = self.encoder(items, inputs["type_seq"], inputs["time_seq"], training=training, embeds=embeds)
             last = hidden[:, -1, :]  # sequences are left-padded: the last position is the latest event
             normed = self.tabular_norm(inputs["tabular"], training=training)
             tabular = self.tabular_tower(normed)
@@ -260,26 +257,6 @@ def predict(model: Any, arrays: dict[str, Any], batch: int = 512) -> dict[str, n
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def next_item_loss(hidden: Any, targets: Any, present: Any, item_table: Any, item_bias: Any = None) -> Any:
-    """Mean full-softmax cross-entropy over every item of the ``targets`` at the ``present``
-    positions of ``hidden`` (only those positions reach the softmax)."""
-    import tensorflow as tf
-
-    logits = tf.matmul(tf.boolean_mask(hidden, present), item_table, transpose_b=True)
-    if item_bias is not None:
-        logits += item_bias
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.boolean_mask(targets, present), logits)
-    return tf.reduce_sum(losses) / tf.maximum(tf.cast(tf.size(losses), tf.float32), 1.0)
-
-
-def sequence_loss(hidden: Any, item_seq: Any, item_table: Any, item_bias: Any = None) -> Any:
-    """Causal next-item loss at every history position: the history itself is the densest
-    label a shopper gives."""
-    targets = item_seq[:, 1:]
-    # Padding and item-less events (searches) are no targets.
-    return next_item_loss(hidden[:, :-1, :], targets, targets >= FIRST_ITEM, item_table, item_bias)
-
-
 def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any], item_seq: Any = None, item_table: Any = None,
                    item_bias: Any = None) -> Any:
     """Sum of the head losses; each head counts only the rows that have its label. With the
@@ -290,10 +267,15 @@ def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any], item_seq: An
         mask = tf.cast(mask, tf.float32)
         return tf.reduce_sum(values * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
-    next_item = labels["next_item"]
-    has_next = next_item >= 0
-    item_loss = masked_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        tf.maximum(next_item, 0), outputs["next_item_logits"]), has_next)
+    # Next items: the softmax should put mass on every item of the window, not only the first one
+    # (a profile's top items are what the shopper will touch in the next window, reorders included):
+    # per shopper the mean cross-entropy over the window's items, in order of first touch.
+    window = labels["window_items"]
+    present = tf.cast(window >= FIRST_ITEM, tf.float32)
+    log_probs = tf.gather(tf.nn.log_softmax(outputs["next_item_logits"]), tf.maximum(window, 0), batch_dims=1)
+    touched = tf.reduce_sum(present, axis=1)
+    per_shopper = -tf.reduce_sum(log_probs * present, axis=1) / tf.maximum(touched, 1.0)
+    item_loss = masked_mean(per_shopper, touched > 0)
     interest = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels["next_categories"], outputs["interest_logits"]))
     intent = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels["purchase_next"], outputs["intent_logit"]))
     churn = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels["churn_next"], outputs["churn_logit"]))
@@ -305,7 +287,7 @@ def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any], item_seq: An
     parts = {"next_item": item_loss, "interests": interest, "intent": intent, "churn": churn, "price": price,
              "age": age, "gender": gender}
     if item_seq is not None and item_table is not None:
-        parts["sequence"] = sequence_loss(outputs["sequence_hidden"], item_seq, item_table, item_bias)
+        parts["sequence"] = sequence_loss(outputs["sequence_hidden"], item_seq, item_table, item_bias, FIRST_ITEM)
     return tf.add_n(list(parts.values())), parts
 
 

@@ -7,10 +7,10 @@ ALL items; the user's own earlier items are removed from the ranking (S3-Rec's
 ``rating_pred[train_matrix > 0] = 0``); HR@K and NDCG@K for K = 5, 10, 20. A sampled protocol
 (target vs 100 uniform negatives the user never touched) is reported beside it, never instead.
 
-The model is the profile model's sequence encoder in causal form: a transformers
+The model is the profile model's own sequence encoder (``encoder.py``): a transformers
 ``TFBertModel`` with ``is_decoder=True`` (each position sees only its past), item embeddings
-tied with the output layer (optionally plus the mean of the item's attribute embeddings), and a
-full softmax over every item at every position (the cross-entropy loss that lets SASRec-style
+tied with the output layer (plus the mean of the item's attribute embeddings), and a full
+softmax over every item at every position (the cross-entropy loss that lets SASRec-style
 models beat their sampled-loss published numbers).
 """
 
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from shopper_profiles.model.baselines import cooccurrence, cooccurrence_scores, popularity, popularity_scores
+from shopper_profiles.model.encoder import EncoderSpec, build_encoder, next_item_loss
 from shopper_profiles.model.metrics import full_ranks, ranking_report, sampled_ranks
-from shopper_profiles.model.network import next_item_loss
 
 logger = logging.getLogger(__name__)
 
@@ -138,56 +138,28 @@ def evaluation_inputs(sequences: list[np.ndarray], max_len: int, stage: str) -> 
 
 
 class CausalSequenceModel:
-    """TFBertModel (causal) over item tokens; scores are dot products with the item table."""
+    """The shared sequence encoder (``encoder.py``, causal) over item tokens; scores are dot
+    products with the item table."""
 
     def __init__(self, spec: SequentialSpec, n_items: int, attributes: np.ndarray | None, n_attributes: int) -> None:
-        import tensorflow as tf
-        import tf_keras as keras
-        from transformers import BertConfig, TFBertModel
-
         self.spec = spec
         self.n_items = n_items
-        config = BertConfig(
-            vocab_size=4, hidden_size=spec.hidden_size, num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
-            intermediate_size=4 * spec.hidden_size, max_position_embeddings=spec.max_len, type_vocab_size=1,
-            hidden_dropout_prob=spec.dropout, attention_probs_dropout_prob=spec.dropout, is_decoder=True,
-            hidden_act="gelu", initializer_range=0.02,
-        )
-        init = keras.initializers.TruncatedNormal(stddev=0.02)
-        self.item_embedding = tf.Variable(init((n_items, spec.hidden_size)), name="item_embedding")
-        self.attributes = tf.constant(attributes) if attributes is not None and spec.use_attributes else None
-        self.attribute_embedding = (tf.Variable(init((n_attributes, spec.hidden_size)), name="attribute_embedding")
-                                    if self.attributes is not None else None)
-        self.bert = TFBertModel(config, name="bert")
-        self.bert({"inputs_embeds": tf.zeros((1, spec.max_len, spec.hidden_size)),
-                   "attention_mask": tf.ones((1, spec.max_len), tf.int32)})
+        use = attributes is not None and spec.use_attributes
+        self.encoder = build_encoder(
+            EncoderSpec(n_items=n_items, max_len=spec.max_len, hidden_size=spec.hidden_size, layers=spec.layers,
+                        heads=spec.heads, dropout=spec.dropout, causal=True),
+            attributes=attributes if use else None, n_attributes=n_attributes if use else 0)
 
     @property
     def variables(self) -> list[Any]:
-        extra = [self.attribute_embedding] if self.attribute_embedding is not None else []
-        return [self.item_embedding, *extra, *self.bert.trainable_variables]
+        return list(self.encoder.trainable_variables)
 
     def item_table(self) -> Any:
-        import tensorflow as tf
-
-        if self.attributes is None:
-            return self.item_embedding
-        vectors = tf.gather(self.attribute_embedding, self.attributes)  # [items, attrs, hidden]
-        present = tf.cast(self.attributes > 0, tf.float32)[:, :, None]
-        mean = tf.reduce_sum(vectors * present, 1) / tf.maximum(tf.reduce_sum(present, 1), 1.0)
-        return self.item_embedding + mean
+        return self.encoder.item_table()
 
     def encode(self, items: Any, table: Any, training: bool) -> Any:
-        """Hidden states [batch, length, hidden] for left-padded ``items`` (the latest item
-        always sits at the last position id, whatever the batch's length)."""
-        import tensorflow as tf
-
-        length = tf.shape(items)[1]
-        positions = tf.range(self.spec.max_len - length, self.spec.max_len)[None, :] + tf.zeros_like(items)
-        mask = tf.cast(items > 0, tf.int32)
-        embeds = tf.gather(table, items) * (self.spec.hidden_size ** 0.5)
-        return self.bert({"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions},
-                         training=training).last_hidden_state
+        """Hidden states [batch, length, hidden] for left-padded ``items``."""
+        return self.encoder(items, training=training, table=table)
 
     def user_vectors(self, items: Any) -> Any:
         return self.encode(items, self.item_table(), training=False)[:, -1, :]

@@ -103,10 +103,12 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
 
     @tf.function
     def validation_step(features: dict[str, Any], labels: dict[str, Any]) -> Any:
-        return loss_of(features, labels, training=False)[0]
+        # The profile's heads judge an epoch; the history's next-item loss only helps train the
+        # encoder (it measures positions inside the validation users' past, and overfits first).
+        return multitask_loss(model(features, training=False), labels)[0]
 
     def validation_loss() -> float:
-        """Rank 0's multitask loss on the validation users (row-weighted over batches of 1,024)."""
+        """Rank 0's head losses on the validation users (row-weighted over batches of 1,024)."""
         total, rows_seen = 0.0, 0
         for features, labels in validation_batches(validation, 1024):
             n = len(labels["next_item"])
@@ -119,7 +121,12 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     input_wait = 0.0
     stream = iter(training_stream(shard, int(params["batch_size"]), seed, start_epoch, int(params["epochs"]), steps_per_epoch))
-    for epoch in range(start_epoch, int(params["epochs"])):
+    last_epoch = int(params["epochs"])
+    if patience and start_epoch and start_epoch - 1 - int(best_epoch.numpy()) >= patience:
+        last_epoch = start_epoch  # the checkpointed run had already stopped early: nothing left to train
+        if hvd.rank() == 0:
+            print(f"{PROGRESS} stopped early before the restart; keeping epoch {int(best_epoch.numpy()) + 1}", flush=True)
+    for epoch in range(start_epoch, last_epoch):
         losses: list[float] = []
         epoch_start, epoch_wait = time.perf_counter(), 0.0
         for _ in range(steps_per_epoch):

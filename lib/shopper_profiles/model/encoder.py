@@ -1,0 +1,119 @@
+"""The one sequence encoder: a causal transformers ``TFBertModel`` over item tokens, shared by the
+profile model (``network.build_model``) and the public-benchmark model (``sequential``).
+
+Each position reads one item embedding from a table that is also the next-item output layer (tied),
+optionally plus the mean of the item's attribute embeddings, a time-bucket embedding and an action
+type (BERT's token types). Sequences are left-padded and position ids are aligned to the right, so
+the latest event always sits at the last position id whatever a batch's length (batches trimmed of
+their all-padding columns cost less and mean the same). The loss is the full softmax over every
+item at every position whose next token is a real item.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    n_items: int  # table rows, padding (0) included
+    max_len: int
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.5
+    causal: bool = True  # each position sees only its past, so every position learns the next item
+    n_types: int = 1  # action types + 1 (0: padding); 1 = no action types
+    time_buckets: int = 0  # time-bucket embeddings (0: none)
+    # Multiply item embeddings by sqrt(hidden) (SASRec's scale for randomly initialised tables);
+    # off where the table starts from title embeddings already at the initialiser's scale.
+    scale_items: bool = True
+
+
+def build_encoder(spec: EncoderSpec, item_init: np.ndarray | None = None, attributes: np.ndarray | None = None,
+                  n_attributes: int = 0, name: str = "encoder") -> Any:
+    """A keras layer: ``encoder(items, types, times, training)`` -> hidden states [batch, length, hidden].
+    ``attributes`` [n_items, k] holds attribute ids + 1 per item (0 none)."""
+    import tensorflow as tf
+    import tf_keras as keras
+    from transformers import BertConfig, TFBertModel
+
+    config = BertConfig(
+        vocab_size=4, hidden_size=spec.hidden_size, num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
+        intermediate_size=4 * spec.hidden_size, max_position_embeddings=spec.max_len, type_vocab_size=spec.n_types,
+        hidden_dropout_prob=spec.dropout, attention_probs_dropout_prob=spec.dropout, is_decoder=spec.causal,
+        hidden_act="gelu", initializer_range=0.02,
+    )
+
+    class SequenceEncoder(keras.layers.Layer):
+        def __init__(self) -> None:
+            super().__init__(name=name)
+            init = (keras.initializers.Constant(item_init) if item_init is not None
+                    else keras.initializers.TruncatedNormal(stddev=0.02))
+            self.item_embedding = self.add_weight(name="item_embedding", shape=(spec.n_items, spec.hidden_size),
+                                                  initializer=init, trainable=True)
+            self.attributes = tf.constant(attributes) if attributes is not None else None
+            self.attribute_embedding = (self.add_weight(name="attribute_embedding", shape=(n_attributes, spec.hidden_size),
+                                                        initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+                                                        trainable=True) if attributes is not None else None)
+            self.time_embedding = (keras.layers.Embedding(spec.time_buckets + 1, spec.hidden_size, name="time_embedding")
+                                   if spec.time_buckets else None)
+            self.bert = TFBertModel(config, name="bert")
+
+        def item_table(self) -> Any:
+            """[n_items, hidden]: what an item is, at the input and at the output (tied)."""
+            if self.attributes is None:
+                return self.item_embedding
+            vectors = tf.gather(self.attribute_embedding, self.attributes)  # [items, attrs, hidden]
+            present = tf.cast(self.attributes > 0, tf.float32)[:, :, None]
+            mean = tf.reduce_sum(vectors * present, 1) / tf.maximum(tf.reduce_sum(present, 1), 1.0)
+            return self.item_embedding + mean
+
+        def token_embeddings(self, items: Any, times: Any = None, table: Any = None) -> Any:
+            """What BERT reads per position (explanations interpolate these)."""
+            embeds = tf.gather(self.item_table() if table is None else table, items)
+            if spec.scale_items:
+                embeds = embeds * (spec.hidden_size ** 0.5)
+            if self.time_embedding is not None and times is not None:
+                embeds = embeds + self.time_embedding(times)
+            return embeds
+
+        def call(self, items: Any, types: Any = None, times: Any = None, training: bool = False, embeds: Any = None,
+                 table: Any = None) -> Any:
+            length = tf.shape(items)[1]
+            positions = tf.range(spec.max_len - length, spec.max_len)[None, :] + tf.zeros_like(items)
+            bert_inputs = {"inputs_embeds": self.token_embeddings(items, times, table) if embeds is None else embeds,
+                           "attention_mask": tf.cast(tf.not_equal(items, 0), tf.int32), "position_ids": positions}
+            if types is not None:
+                bert_inputs["token_type_ids"] = types
+            return self.bert(bert_inputs, training=training).last_hidden_state
+
+    encoder = SequenceEncoder()
+    dummy = tf.ones((1, spec.max_len), tf.int32)
+    encoder(dummy, dummy if spec.n_types > 1 else None, dummy if spec.time_buckets else None)
+    return encoder
+
+
+def next_item_loss(hidden: Any, targets: Any, present: Any, item_table: Any, item_bias: Any = None) -> Any:
+    """Mean full-softmax cross-entropy over every item of the ``targets`` at the ``present``
+    positions of ``hidden`` (only those positions reach the softmax)."""
+    import tensorflow as tf
+
+    logits = tf.matmul(tf.boolean_mask(hidden, present), item_table, transpose_b=True)
+    if item_bias is not None:
+        logits += item_bias
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.boolean_mask(targets, present), logits)
+    return tf.reduce_sum(losses) / tf.maximum(tf.cast(tf.size(losses), tf.float32), 1.0)
+
+
+def sequence_loss(hidden: Any, item_seq: Any, item_table: Any, item_bias: Any = None, first_item: int = 1) -> Any:
+    """Causal next-item loss at every history position (the history is the densest label a
+    shopper gives); tokens below ``first_item`` (padding, mask, item-less events) are no targets."""
+    targets = item_seq[:, 1:]
+    return next_item_loss(hidden[:, :-1, :], targets, targets >= first_item, item_table, item_bias)
