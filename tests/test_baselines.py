@@ -77,3 +77,24 @@ def test_sequence_loss_uses_only_real_next_items() -> None:
         return float(np.log(np.exp(logits).sum()) - logits[target])
 
     assert loss == pytest.approx((ce(hidden[0, 0], 2) + ce(hidden[0, 2], 3)) / 2, rel=1e-5)
+
+
+def test_an_untrained_wide_model_ranks_shoppers_as_its_rules_do() -> None:
+    """Intent, churn and price start at the rule scores the tables hold (a model given the rules'
+    inputs begins where the rules are and learns from there)."""
+    pytest.importorskip("tensorflow")
+    from scipy.stats import spearmanr
+    from shopper_profiles.model.dataset import TABULAR_FEATURES
+    from shopper_profiles.model.network import RULE_INPUTS, ModelSpec, build_model, predict
+
+    names = [name for name, _, _ in TABULAR_FEATURES]
+    n_categories, rows = 4, 64
+    model = build_model(ModelSpec(n_items=20, n_tabular=len(names) + n_categories, n_categories=n_categories, max_len=8,
+                                  hidden_size=16, layers=1, wide=True))
+    rng = np.random.default_rng(0)
+    arrays = {"item_seq": rng.integers(2, 20, (rows, 8)), "type_seq": np.ones((rows, 8), int),
+              "time_seq": np.ones((rows, 8), int), "tabular": rng.normal(size=(rows, len(names) + n_categories))}
+    out = predict(model, arrays)
+    for head, feature in zip(("intent_logit", "churn_logit", "price"), RULE_INPUTS, strict=True):
+        rule = arrays["tabular"][:, names.index(feature)]
+        assert spearmanr(out[head], rule).statistic > 0.999, head

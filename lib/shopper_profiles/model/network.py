@@ -27,7 +27,7 @@ import numpy as np
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENT_TYPES, GENDERS  # noqa: E402
-from shopper_profiles.model.dataset import FIRST_ITEM, TIME_BUCKETS  # noqa: E402
+from shopper_profiles.model.dataset import FIRST_ITEM, TABULAR_FEATURES, TIME_BUCKETS  # noqa: E402
 from shopper_profiles.model.encoder import next_item_loss, sequence_loss  # noqa: E402,F401  (one loss for both models)
 
 # Adam moves a weight by about the learning rate per step; the wide path's few weights must travel
@@ -54,6 +54,22 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# Where each of intent, churn and price starts: the rule score the tables already hold.
+RULE_INPUTS = ("purchase_intent_rule", "churn_risk_rule", "paid_vs_category_median_90d")
+
+
+def rule_start(spec: ModelSpec) -> np.ndarray:
+    """[n_tabular, 3]: weight 1 from each head's rule feature (the tables' layout is TABULAR_FEATURES,
+    then one affinity per category), so each head starts ranking shoppers as its rule does; zeros
+    for tables of another layout."""
+    kernel = np.zeros((spec.n_tabular, 3), np.float32)
+    names = [name for name, _, _ in TABULAR_FEATURES]
+    if spec.n_tabular == len(names) + spec.n_categories:
+        for head, feature in enumerate(RULE_INPUTS):
+            kernel[names.index(feature), head] = 1.0
+    return kernel
 
 
 def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_category: np.ndarray | None = None,
@@ -117,12 +133,17 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
                 # ranking of a shopper's categories is the rule's; per-category weights only add noise)
                 self.interest_wide = self.add_weight(name="interest_wide", shape=(2,), trainable=True,
                                                      initializer=keras.initializers.Constant(np.array([0.0, 1.0]) / WIDE_SCALE))
-                # intent, churn, price: linear in the normalised tables (logistic regression beside the tower)
-                self.tabular_wide = keras.layers.Dense(3, kernel_initializer="zeros", name="tabular_wide")
+                # intent, churn, price: linear in the normalised tables (logistic regression beside the
+                # tower), starting at the rules: the intent and churn rule scores, the paid-vs-median ratio
+                self.tabular_wide = keras.layers.Dense(3, kernel_initializer=keras.initializers.Constant(
+                    rule_start(spec) / WIDE_SCALE), name="tabular_wide")
             self.category_head = keras.layers.Dense(spec.n_categories, name="interests")
-            self.intent_head = keras.layers.Dense(1, name="purchase_intent")
-            self.churn_head = keras.layers.Dense(1, name="churn")
-            self.price_head = keras.layers.Dense(1, name="price_sensitivity")
+            # With the wide path these deep heads start at zero: the model starts as the rules and the
+            # deep part earns its share (a zero last layer still learns: its inputs are not zero).
+            deep_start = "zeros" if spec.wide else "glorot_uniform"
+            self.intent_head = keras.layers.Dense(1, kernel_initializer=deep_start, name="purchase_intent")
+            self.churn_head = keras.layers.Dense(1, kernel_initializer=deep_start, name="churn")
+            self.price_head = keras.layers.Dense(1, kernel_initializer=deep_start, name="price_sensitivity")
             self.age_head = keras.layers.Dense(len(AGE_BANDS), name="age_band")
             self.gender_head = keras.layers.Dense(len(GENDERS), name="gender")
 
