@@ -276,23 +276,87 @@ def headline_table(headline: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def bench_retail(args: argparse.Namespace) -> dict[str, Any]:
-    """UCI Online Retail through the product's own pipeline (ingest -> features -> training set ->
-    Horovod training -> evaluation) in a fresh bench lakehouse."""
+def run_pipeline(args: argparse.Namespace, name: str, *argv: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """``jobs/run_pipeline.py`` (ingest -> features -> training set -> Horovod training -> evaluation)
+    in a fresh bench lakehouse ``name``, exactly as a user runs it."""
     import importlib.util
 
     os.environ.setdefault("SHOPPER_PSEUDONYM_KEY", "benchmark-key")
-    root = RESULTS / "lakehouse-online_retail"
+    root = RESULTS / f"lakehouse-{name}"
     shutil.rmtree(root, ignore_errors=True)
     spec = importlib.util.spec_from_file_location("run_pipeline", PROJECT_ROOT / "jobs" / "run_pipeline.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    overrides = [x for o in [*args.base_overrides, f"lakehouse.root={root}"] for x in ("--conf-override", o)]
-    return dict(module.main(["--env", args.env, "--source", "online_retail", "--steps", RETAIL_STEPS, *overrides]))
+    pairs = [x for o in [*args.base_overrides, f"lakehouse.root={root}", *overrides] for x in ("--conf-override", o)]
+    return dict(module.main(["--env", args.env, "--steps", MODEL_STEPS, *argv, *pairs]))
 
 
-RETAIL_STEPS = "ingest,training_set,train,evaluate"
+MODEL_STEPS = "ingest,training_set,train,evaluate"
+
+
+def bench_retail(args: argparse.Namespace) -> dict[str, Any]:
+    """UCI Online Retail through the product's own pipeline."""
+    return run_pipeline(args, "online_retail", "--source", "online_retail")
+
+
+def bench_scaling(args: argparse.Namespace) -> dict[str, Any]:
+    """The same pipeline on simulated shops of growing size: per headline task the model / best
+    traditional ratio at each size, plotted (docs/scaling.png and an MLflow run)."""
+    sizes = [int(s) for s in args.scaling_users.split(",")]
+    runs = []
+    for users in sizes:
+        logger.info("scaling: %s simulated shoppers", f"{users:,}")
+        started = time.perf_counter()
+        report = run_pipeline(args, f"scaling-{users}", overrides=[f"simulator.users={users}"])
+        runs.append({"users": users, "seconds": round(time.perf_counter() - started, 1),
+                     "test_users": report["evaluate"]["test_users"], "headline": report["evaluate"]["headline"],
+                     "training_rows": report["training_set"]["training_set"]["splits"]})
+    tasks = [f"{h['task']} ({'sampled' if 'negatives' in h['protocol'] else h['metric']})" for h in runs[0]["headline"]]
+    ratios: dict[str, list[float | None]] = {t: [] for t in tasks}
+    intervals: dict[str, list[tuple[float, float] | None]] = {t: [] for t in tasks}
+    for run in runs:
+        found = {f"{h['task']} ({'sampled' if 'negatives' in h['protocol'] else h['metric']})": h for h in run["headline"]}
+        for task in tasks:
+            row = found.get(task, {})
+            ratios[task].append(row.get("ratio"))
+            intervals[task].append(tuple(row["intervals"]["ratio"]) if "intervals" in row else None)
+    from shopper_profiles.model.plots import scaling_plot
+
+    figure = REPORT.parent / "scaling.png"
+    scaling_plot(sizes, ratios, intervals, figure)
+    config = config_from_args(args)
+    try:
+        import mlflow
+
+        from shopper_profiles.model.registry import use_experiment
+
+        use_experiment(config.mlflow_tracking_uri, config.mlflow.experiment)
+        with mlflow.start_run(run_name="scaling-curve"):
+            mlflow.log_artifact(str(figure))
+            mlflow.log_dict({"sizes": sizes, "ratios": ratios}, "scaling.json")
+    except Exception as error:  # the plot in docs/ is the deliverable; MLflow is a copy
+        logger.warning("scaling curve not logged to MLflow: %s", error)
+    return {"sizes": sizes, "runs": runs, "ratios": ratios, "intervals": intervals, "figure": str(figure)}
+
+
+def render_scaling(result: dict[str, Any], meta: dict[str, Any]) -> str:
+    sizes = result["sizes"]
+    lines = ["## Data-scaling curve: model / best traditional per task ([#12] deliverable 6)", "", *_meta_lines(meta),
+             "- Protocol: per size a fresh simulated shop (`simulator.users`), then `jobs/run_pipeline.py --steps "
+             f"{MODEL_STEPS}` with the environment's settings (time holdout; evaluated on every shopper outside the "
+             "validation split); ratio = profile model / the best traditional method on that task, 95 % paired "
+             "bootstrap interval in brackets. Plot: `docs/scaling.png` (also in MLflow, run `scaling-curve`).",
+             "- Runs: " + "; ".join(f"{r['users']:,} shoppers: {r['seconds'] / 60:.1f} min, {r['test_users']:,} evaluated, "
+                                    f"training rows {r['training_rows']}" for r in result["runs"]), "",
+             "| task | " + " | ".join(f"{s:,}" for s in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for task, values in result["ratios"].items():
+        cells = []
+        for value, interval in zip(values, result["intervals"][task], strict=True):
+            cells.append("-" if value is None else f"{value:.2f}x" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else ""))
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    lines += ["", "![model / best traditional by shop size](scaling.png)"]
+    return "\n".join(lines) + "\n"
 RETAIL_ROWS = (("next_basket", ("recall@20", "ndcg@20", "recall@10")), ("next_item", ("ndcg@10", "hr@10")),
                ("purchase_next_window", ("auc", "f1")), ("churn_next_window", ("auc", "f1")))
 
@@ -301,7 +365,7 @@ def render_retail(result: dict[str, Any], meta: dict[str, Any]) -> str:
     ingest, training, evaluation = result["ingest"]["entities"]["events"], result["training_set"], result["evaluate"]
     t = training["training_set"]
     lines = ["## UCI Online Retail through the product pipeline ([#12] deliverable 5)", "", *_meta_lines(meta),
-             f"- Same as `make run-online-retail`: `jobs/run_pipeline.py --source online_retail --steps {RETAIL_STEPS}`; the "
+             f"- Same as `make run-online-retail`: `jobs/run_pipeline.py --source online_retail --steps {MODEL_STEPS}`; the "
              "period comes from bronze (E = the day after the last invoice - horizon, T = E - horizon).",
              f"- Ingest: {ingest['input_rows']:,} lines = {ingest['accepted_rows']:,} accepted + {ingest['quarantined_rows']:,} "
              f"quarantined (mostly lines without a customer) + {ingest['duplicate_rows']:,} duplicates.",
@@ -499,8 +563,9 @@ def write_section(name: str, body: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = add_config_arguments(argparse.ArgumentParser(description=__doc__))
-    parser.add_argument("--suite", choices=["pipeline", "sequences", "training", "scoring", "retail"], action="append",
-                        help="default: all but retail (run it with --suite retail or make run-online-retail)")
+    parser.add_argument("--suite", choices=["pipeline", "sequences", "training", "scoring", "retail", "scaling"],
+                        action="append", help="default: all but retail and scaling (each runs the whole model pipeline)")
+    parser.add_argument("--scaling-users", default="4000,16000,64000", help="simulated shop sizes of the scaling suite")
     parser.add_argument("--scoring-users", type=int, default=10000, help="simulated shoppers of the scoring suite")
     parser.add_argument("--scoring-scale", type=int, default=10, help="replication factor for the large scoring size")
     parser.add_argument("--training-users", type=int, default=4000, help="simulated users of the training suite")
@@ -538,6 +603,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "retail" in suites:
         out["retail"] = bench_retail(args)
         write_section("retail", render_retail(out["retail"], meta))
+    if "scaling" in suites:
+        out["scaling"] = bench_scaling(args)
+        write_section("scaling", render_scaling(out["scaling"], meta))
     (RESULTS / f"latest-{'-'.join(suites)}.json").write_text(json.dumps({"meta": meta, **out}, indent=2))
     print(json.dumps(out, indent=2))
     return out
