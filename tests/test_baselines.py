@@ -98,3 +98,27 @@ def test_an_untrained_wide_model_ranks_shoppers_as_its_rules_do() -> None:
     for head, feature in zip(("intent_logit", "churn_logit", "price"), RULE_INPUTS, strict=True):
         rule = arrays["tabular"][:, names.index(feature)]
         assert spearmanr(out[head], rule).statistic > 0.999, head
+
+
+def test_followers_as_an_input_match_the_counts_and_never_count_the_pair_being_predicted() -> None:
+    tf = pytest.importorskip("tensorflow")
+    from shopper_profiles.model.baselines import cooccurrence, top_followers
+    from shopper_profiles.model.encoder import follower_cells, recent_items
+
+    histories = [np.array([1, 2, 3]), np.array([1, 2, 4]), np.array([1, 3, 3])]
+    follow, strength = top_followers(cooccurrence(histories, 5, window=3), k=2)
+    # Followers of 1: 2 (x2), 3 (x3 counting both 3s of the last history) -> 3 first; self-pairs (3 -> 3) aside.
+    assert follow[1].tolist() == [3, 2] and strength[1] == pytest.approx(np.log1p([3, 2]))
+    assert follow[3].tolist() == [0, 0] and strength[3].tolist() == [0.0, 0.0]
+    recent = recent_items(tf.constant([[1, 2]]))[0]  # position 0: [1, 0, 0]; position 1: [2, 1, 0]
+    assert recent.numpy().tolist() == [[1, 0, 0], [2, 1, 0]]
+    logits = np.zeros((2, 5), np.float32)
+    cells, values = follower_cells(recent, tf.constant(follow), tf.constant(strength))
+    scored = tf.tensor_scatter_nd_add(logits, cells, values).numpy()
+    assert scored[0].tolist() == pytest.approx([0, 0, np.log1p(2), np.log1p(3), 0])
+    # Position 1: 2's followers (3: x1, 4: x1) at weight 1, plus 1's at weight 1/2.
+    assert scored[1].tolist() == pytest.approx([0, 0, np.log1p(2) / 2, np.log1p(1) + np.log1p(3) / 2, np.log1p(1)])
+    # Training on target 3 after [.., 1]: this very pair was counted once, so 1 -> 3 counts 2, not 3.
+    cells, values = follower_cells(recent[:1], tf.constant(follow), tf.constant(strength), targets=tf.constant([3]))
+    own = tf.tensor_scatter_nd_add(logits[:1], cells, values).numpy()[0]
+    assert own[3] == pytest.approx(np.log1p(2)) and own[2] == pytest.approx(np.log1p(2))

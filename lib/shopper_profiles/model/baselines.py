@@ -44,6 +44,24 @@ def cooccurrence(histories: Sequence[np.ndarray], n_items: int, window: int = 3,
     return sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(n_items, n_items))
 
 
+def top_followers(matrix: sparse.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per item its ``k`` most frequent followers in a co-occurrence ``matrix`` (self-pairs aside;
+    ties by item id) and log1p of their counts: the co-occurrence signal as a model input."""
+    n_items = matrix.shape[0]
+    follow = np.zeros((n_items, k), dtype=np.int32)
+    strength = np.zeros((n_items, k), dtype=np.float32)
+    matrix = matrix.tocsr()
+    for item in range(n_items):
+        start, end = matrix.indptr[item], matrix.indptr[item + 1]
+        others, counts = matrix.indices[start:end], matrix.data[start:end]
+        keep = others != item
+        others, counts = others[keep], counts[keep]
+        order = np.lexsort((others, -counts))[:k]
+        follow[item, :len(order)] = others[order]
+        strength[item, :len(order)] = np.log1p(counts[order])
+    return follow, strength
+
+
 def popularity_scores(pop: np.ndarray, users: int) -> np.ndarray:
     return np.broadcast_to(pop, (users, len(pop))).copy()
 

@@ -19,6 +19,10 @@ import numpy as np
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+# Adam moves a weight by about the learning rate per step; a handful of input weights (the rules'
+# signals) must travel to O(1-10) within a few epochs, so they are stored divided by this scale.
+WIDE_SCALE = 30.0
+
 
 @dataclass(frozen=True)
 class EncoderSpec:
@@ -100,15 +104,51 @@ def build_encoder(spec: EncoderSpec, item_init: np.ndarray | None = None, attrib
     return encoder
 
 
-def next_item_loss(hidden: Any, targets: Any, present: Any, item_table: Any, item_bias: Any = None) -> Any:
+def recent_items(items: Any) -> Any:
+    """[batch, length, 3]: at each position its item and the two before it (latest first, 0 none)."""
+    import tensorflow as tf
+
+    def back(steps: int) -> Any:
+        return tf.pad(items, [[0, 0], [steps, 0]])[:, :tf.shape(items)[1]]
+
+    return tf.stack([items, back(1), back(2)], axis=-1)
+
+
+def follower_cells(recent: Any, neighbour_items: Any, neighbour_weights: Any, targets: Any = None) -> tuple[Any, Any]:
+    """Co-occurrence as an input: for rows of ``recent`` [rows, 3] (latest item first, 0 none), the
+    (row, item) cells of those items' top followers and their log1p counts weighted 1, 1/2, 1/3 (the
+    co-occurrence baseline's sum), to add onto [rows, n_items] logits with ``tf.tensor_scatter_nd_add``
+    (repeated cells add up). With training ``targets``, a follower that is the row's own target counts
+    one occurrence less: the pair being predicted must not be its own evidence."""
+    import tensorflow as tf
+
+    follow = tf.gather(neighbour_items, recent)  # [rows, 3, K]
+    strength = tf.gather(neighbour_weights, recent)
+    if targets is not None:
+        own = tf.equal(follow, tf.cast(targets, follow.dtype)[:, None, None])
+        strength = tf.where(own, tf.math.log1p(tf.maximum(tf.math.expm1(strength) - 1.0, 0.0)), strength)
+    strength *= tf.constant([1.0, 0.5, 1.0 / 3.0])[None, :, None] * tf.cast(recent > 0, tf.float32)[:, :, None]
+    rows = tf.broadcast_to(tf.range(tf.shape(recent)[0])[:, None, None], tf.shape(follow))
+    cells = tf.stack([tf.reshape(rows, [-1]), tf.reshape(tf.cast(follow, tf.int32), [-1])], axis=1)
+    return cells, tf.reshape(strength, [-1])
+
+
+def next_item_loss(hidden: Any, targets: Any, present: Any, item_table: Any, item_bias: Any = None,
+                   followers: tuple[Any, Any, Any, Any] | None = None) -> Any:
     """Mean full-softmax cross-entropy over every item of the ``targets`` at the ``present``
-    positions of ``hidden`` (only those positions reach the softmax)."""
+    positions of ``hidden`` (only those positions reach the softmax). ``followers`` = (recent items
+    [batch, length, 3], neighbour items, neighbour weights, weight) adds the co-occurrence input."""
     import tensorflow as tf
 
     logits = tf.matmul(tf.boolean_mask(hidden, present), item_table, transpose_b=True)
     if item_bias is not None:
         logits += item_bias
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.boolean_mask(targets, present), logits)
+    kept = tf.boolean_mask(targets, present)
+    if followers is not None:
+        recent, neighbour_items, neighbour_weights, weight = followers
+        cells, values = follower_cells(tf.boolean_mask(recent, present), neighbour_items, neighbour_weights, kept)
+        logits = tf.tensor_scatter_nd_add(logits, cells, weight * values)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(kept, logits)
     return tf.reduce_sum(losses) / tf.maximum(tf.cast(tf.size(losses), tf.float32), 1.0)
 
 

@@ -28,11 +28,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENT_TYPES, GENDERS  # noqa: E402
 from shopper_profiles.model.dataset import FIRST_ITEM, TABULAR_FEATURES, TIME_BUCKETS  # noqa: E402
-from shopper_profiles.model.encoder import next_item_loss, sequence_loss  # noqa: E402,F401  (one loss for both models)
-
-# Adam moves a weight by about the learning rate per step; the wide path's few weights must travel
-# to O(1-10) within a few epochs, so they are stored divided by this scale (a per-weight step size).
-WIDE_SCALE = 30.0
+from shopper_profiles.model.encoder import WIDE_SCALE, next_item_loss, sequence_loss  # noqa: E402,F401  (one loss for both models)
 
 
 @dataclass(frozen=True)

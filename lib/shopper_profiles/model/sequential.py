@@ -27,8 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from shopper_profiles.model.baselines import cooccurrence, cooccurrence_scores, popularity, popularity_scores
-from shopper_profiles.model.encoder import EncoderSpec, build_encoder, next_item_loss
+from shopper_profiles.model.baselines import cooccurrence, cooccurrence_scores, popularity, popularity_scores, top_followers
+from shopper_profiles.model.encoder import (
+    WIDE_SCALE,
+    EncoderSpec,
+    build_encoder,
+    follower_cells,
+    next_item_loss,
+    recent_items,
+)
 from shopper_profiles.model.metrics import full_ranks, ranking_report, sampled_ranks
 
 logger = logging.getLogger(__name__)
@@ -60,6 +67,7 @@ class SequentialSpec:
     seed: int = 42
     threads: int = 0  # 0: every core
     use_attributes: bool = True
+    neighbours: int = 20  # co-occurrence as an input: each item's top followers in the training histories (0: off)
     ks: tuple[int, ...] = field(default=(5, 10, 20))
 
 
@@ -141,7 +149,10 @@ class CausalSequenceModel:
     """The shared sequence encoder (``encoder.py``, causal) over item tokens; scores are dot
     products with the item table."""
 
-    def __init__(self, spec: SequentialSpec, n_items: int, attributes: np.ndarray | None, n_attributes: int) -> None:
+    def __init__(self, spec: SequentialSpec, n_items: int, attributes: np.ndarray | None, n_attributes: int,
+                 neighbours: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        import tensorflow as tf
+
         self.spec = spec
         self.n_items = n_items
         use = attributes is not None and spec.use_attributes
@@ -149,10 +160,32 @@ class CausalSequenceModel:
             EncoderSpec(n_items=n_items, max_len=spec.max_len, hidden_size=spec.hidden_size, layers=spec.layers,
                         heads=spec.heads, dropout=spec.dropout, causal=True),
             attributes=attributes if use else None, n_attributes=n_attributes if use else 0)
+        # Co-occurrence as an input (as in the profile model): a learned weight on the followers'
+        # strengths, starting at 1 (the baseline's own scale), stored / WIDE_SCALE so Adam moves it.
+        self.neighbours = (tf.constant(neighbours[0]), tf.constant(neighbours[1])) if neighbours is not None else None
+        self.follower_weight: Any = tf.Variable(1.0 / WIDE_SCALE, name="follower_weight") if neighbours is not None else None
 
     @property
     def variables(self) -> list[Any]:
-        return list(self.encoder.trainable_variables)
+        extra = [self.follower_weight] if self.follower_weight is not None else []
+        return [*self.encoder.trainable_variables, *extra]
+
+    def followers(self, items: Any) -> tuple[Any, Any, Any, Any] | None:
+        """What the loss needs to add the co-occurrence input at every position of ``items``."""
+        if self.neighbours is None:
+            return None
+        return recent_items(items), *self.neighbours, self.follower_weight * WIDE_SCALE
+
+    def next_scores(self, items: Any, table: Any) -> Any:
+        """[batch, n_items]: every item's score as the next one after left-padded ``items``."""
+        import tensorflow as tf
+
+        users = self.encode(items, table, training=False)[:, -1, :]
+        scores = tf.matmul(users, table, transpose_b=True)
+        if self.neighbours is not None:
+            cells, values = follower_cells(recent_items(items)[:, -1, :], *self.neighbours)
+            scores = tf.tensor_scatter_nd_add(scores, cells, self.follower_weight * WIDE_SCALE * values)
+        return scores
 
     def item_table(self) -> Any:
         return self.encoder.item_table()
@@ -184,9 +217,7 @@ def score_users(model: CausalSequenceModel, inputs: np.ndarray, batch: int = 102
     table = model.item_table()
     out = []
     for start in range(0, len(inputs), batch):
-        chunk = _trim(inputs[start:start + batch])
-        users = model.encode(tf.constant(chunk), table, training=False)[:, -1, :]
-        out.append(tf.matmul(users, table, transpose_b=True).numpy())
+        out.append(model.next_scores(tf.constant(_trim(inputs[start:start + batch])), table).numpy())
     return np.concatenate(out)
 
 
@@ -248,7 +279,10 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
     rng = np.random.default_rng(spec.seed)
 
     inputs, targets = training_windows(data.sequences, spec.max_len)
-    model = CausalSequenceModel(spec, data.n_items, data.attributes, data.n_attributes)
+    # The followers are counted on the training histories only, exactly as the co-occurrence baseline's.
+    neighbours = (top_followers(cooccurrence([seq[:-2] for seq in data.sequences], data.n_items), spec.neighbours)
+                  if spec.neighbours else None)
+    model = CausalSequenceModel(spec, data.n_items, data.attributes, data.n_attributes, neighbours)
     optimizer = tf.keras.optimizers.Adam(learning_rate=spec.learning_rate)
     signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32)]
 
@@ -257,7 +291,7 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
         with tf.GradientTape() as tape:
             table = model.item_table()
             hidden = model.encode(items, table, training=True)
-            loss = next_item_loss(hidden, next_items, next_items > 0, table)
+            loss = next_item_loss(hidden, next_items, next_items > 0, table, followers=model.followers(items))
         gradients = tape.gradient(loss, model.variables)
         optimizer.apply_gradients(zip(gradients, model.variables, strict=True))
         return loss

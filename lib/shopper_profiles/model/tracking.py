@@ -165,10 +165,10 @@ def item_followers(training_set: Any, as_of: date, n_items: int, k: int, window:
 def _training_code_fingerprint() -> str:
     import hashlib
 
-    from shopper_profiles.model import inputs, network, train
+    from shopper_profiles.model import encoder, inputs, network, train
 
     digest = hashlib.sha256()
-    for module in (network, train, inputs):
+    for module in (encoder, network, train, inputs):
         digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()[:16]
 
