@@ -70,6 +70,12 @@ def build_encoder(spec: EncoderSpec, item_init: np.ndarray | None = None, attrib
                                    if spec.time_buckets else None)
             self.bert = TFBertModel(config, name="bert")
 
+        def used_variables(self) -> list[Any]:
+            """The trainable variables a forward pass uses: BERT's word embeddings (we feed
+            ``inputs_embeds``) and its pooler (we read the hidden states) get no gradient."""
+            unused = ("word_embeddings", "pooler")
+            return [v for v in self.trainable_variables if not any(part in v.name for part in unused)]
+
         def item_table(self) -> Any:
             """[n_items, hidden]: what an item is, at the input and at the output (tied)."""
             if self.attributes is None:

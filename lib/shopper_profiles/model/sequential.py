@@ -168,7 +168,7 @@ class CausalSequenceModel:
     @property
     def variables(self) -> list[Any]:
         extra = [self.follower_weight] if self.follower_weight is not None else []
-        return [*self.encoder.trainable_variables, *extra]
+        return [*self.encoder.used_variables(), *extra]
 
     def followers(self, items: Any) -> tuple[Any, Any, Any, Any] | None:
         """What the loss needs to add the co-occurrence input at every position of ``items``."""
