@@ -415,8 +415,13 @@ def bench_sequences(args: argparse.Namespace) -> dict[str, Any]:
     config = config_from_args(args)
     folder = config.data_dir
     spec = SequentialSpec(minutes=args.minutes)
+    def progress(entry: dict[str, float]) -> None:
+        logger.info("sequences: epoch %d loss %.4f%s (%.1f min of training)", entry["epoch"], entry["loss"],
+                    f", validation NDCG@10 {entry['validation_ndcg@10']:.4f}" if "validation_ndcg@10" in entry else "",
+                    entry["train_seconds"] / 60)
+
     return run_benchmark(os.path.join(folder, "amazon_beauty.txt"), os.path.join(folder, "amazon_beauty_item2attributes.json"),
-                         spec, config.mlflow_tracking_uri, config.mlflow.experiment)
+                         spec, config.mlflow_tracking_uri, config.mlflow.experiment, log=progress)
 
 
 def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
