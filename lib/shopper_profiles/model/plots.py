@@ -76,6 +76,7 @@ def scaling_plot(sizes: list[int], ratios: dict[str, list[float | None]], interv
         high = [(p[2][1] if p[2] else y) - y for y, p in zip(ys, points, strict=True)]
         axis.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=task)
     axis.set_xscale("log")
+    axis.minorticks_off()
     axis.set_xticks(sizes, [f"{s:,}" for s in sizes])
     axis.set_xlabel("simulated shoppers")
     axis.set_ylabel("profile model / best traditional")
