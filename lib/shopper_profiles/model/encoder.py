@@ -139,6 +139,16 @@ def follower_cells(recent: Any, neighbour_items: Any, neighbour_weights: Any, ta
     return cells, tf.reshape(strength, [-1])
 
 
+def add_followers(logits: Any, recent: Any, neighbour_items: Any, neighbour_weights: Any, weight: Any,
+                  targets: Any = None) -> Any:
+    """``logits`` [rows, n_items] plus ``weight`` x the co-occurrence strength of every item after the
+    rows' ``recent`` items (see :func:`follower_cells`): the one way both models take co-occurrence in."""
+    import tensorflow as tf
+
+    cells, values = follower_cells(recent, neighbour_items, neighbour_weights, targets)
+    return tf.tensor_scatter_nd_add(logits, cells, weight * values)
+
+
 def next_item_loss(hidden: Any, targets: Any, present: Any, item_table: Any, item_bias: Any = None,
                    followers: tuple[Any, Any, Any, Any] | None = None) -> Any:
     """Mean full-softmax cross-entropy over every item of the ``targets`` at the ``present``
@@ -152,8 +162,7 @@ def next_item_loss(hidden: Any, targets: Any, present: Any, item_table: Any, ite
     kept = tf.boolean_mask(targets, present)
     if followers is not None:
         recent, neighbour_items, neighbour_weights, weight = followers
-        cells, values = follower_cells(tf.boolean_mask(recent, present), neighbour_items, neighbour_weights, kept)
-        logits = tf.tensor_scatter_nd_add(logits, cells, weight * values)
+        logits = add_followers(logits, tf.boolean_mask(recent, present), neighbour_items, neighbour_weights, weight, kept)
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(kept, logits)
     return tf.reduce_sum(losses) / tf.maximum(tf.cast(tf.size(losses), tf.float32), 1.0)
 

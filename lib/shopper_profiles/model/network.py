@@ -28,7 +28,13 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENT_TYPES, GENDERS  # noqa: E402
 from shopper_profiles.model.dataset import FIRST_ITEM, TABULAR_FEATURES, TIME_BUCKETS  # noqa: E402
-from shopper_profiles.model.encoder import WIDE_SCALE, next_item_loss, sequence_loss  # noqa: E402,F401  (one loss for both models)
+from shopper_profiles.model.encoder import (  # noqa: E402,F401  (one loss and one co-occurrence input for both models)
+    WIDE_SCALE,
+    add_followers,
+    next_item_loss,
+    recent_items,
+    sequence_loss,
+)
 
 
 @dataclass(frozen=True)
@@ -179,20 +185,12 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
             return out
 
         def per_item(self, items: Any, values: Any, batch: Any) -> Any:
-            """[batch, n_items]: ``values`` summed per (row, item) over the trailing axes of ``items``
-            (same shape, rows first), without a one-hot over every item: one segment per cell."""
+            """[batch, n_items]: ``values`` summed per (row, item) of ``items`` (same shape, rows
+            first), without a one-hot over every item: one segment per cell."""
             rows = tf.reshape(tf.range(batch), [-1] + [1] * (len(items.shape) - 1))
             cells = rows * spec.n_items + items
             summed = tf.math.unsorted_segment_sum(tf.reshape(values, [-1]), tf.reshape(cells, [-1]), batch * spec.n_items)
             return tf.reshape(summed, [batch, spec.n_items])
-
-        def followers(self, items: Any, real: Any, batch: Any) -> Any:
-            """[batch, n_items]: the co-occurrence strength of every item after the user's last three
-            items (weights 1, 1/2, 1/3 from the latest back), as the co-occurrence baseline scores."""
-            latest = items[:, -3:][:, ::-1]  # [batch, 3], latest first
-            weight = real[:, -3:][:, ::-1] * tf.constant([1.0, 0.5, 1.0 / 3.0])
-            follow = tf.gather(self.neighbour_items, latest)  # [batch, 3, K]
-            return self.per_item(follow, tf.gather(self.neighbour_weights, latest) * weight[:, :, None], batch)
 
         def add_wide(self, inputs: dict[str, Any], normed: Any, out: dict[str, Any]) -> None:
             """What a rule profile computes, as inputs the heads weigh: the next-item logit gains
@@ -210,8 +208,9 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
             rules = (w[0] * item_affinity + w[1] * tf.math.log(item_affinity + 0.01) + w[2] * tf.math.log1p(counts)
                      + w[3] * latest + w[4] * self.item_popularity)
             out["next_item_logits"] = self.deep_gate * WIDE_SCALE * out["next_item_logits"] + rules
-            if spec.neighbours:
-                out["next_item_logits"] += w[5] * self.followers(items, real, batch)
+            if spec.neighbours:  # co-occurrence after the last three items, as the baseline scores it
+                out["next_item_logits"] = add_followers(out["next_item_logits"], recent_items(items)[:, -1, :],
+                                                        self.neighbour_items, self.neighbour_weights, w[5])
             v = self.interest_wide * WIDE_SCALE
             out["interest_logits"] += v[0] * affinity + v[1] * tf.math.log(affinity + 0.01)
             linear = self.tabular_wide(normed) * WIDE_SCALE

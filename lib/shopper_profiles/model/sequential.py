@@ -31,8 +31,8 @@ from shopper_profiles.model.baselines import cooccurrence, cooccurrence_scores, 
 from shopper_profiles.model.encoder import (
     WIDE_SCALE,
     EncoderSpec,
+    add_followers,
     build_encoder,
-    follower_cells,
     next_item_loss,
     recent_items,
 )
@@ -183,8 +183,7 @@ class CausalSequenceModel:
         users = self.encode(items, table, training=False)[:, -1, :]
         scores = tf.matmul(users, table, transpose_b=True)
         if self.neighbours is not None:
-            cells, values = follower_cells(recent_items(items)[:, -1, :], *self.neighbours)
-            scores = tf.tensor_scatter_nd_add(scores, cells, self.follower_weight * WIDE_SCALE * values)
+            scores = add_followers(scores, recent_items(items)[:, -1, :], *self.neighbours, self.follower_weight * WIDE_SCALE)
         return scores
 
     def item_table(self) -> Any:
