@@ -262,20 +262,6 @@ def render_training(result: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def headline_table(headline: Sequence[dict[str, Any]]) -> list[str]:
-    """Model vs the best traditional method per task, with the 95 % paired bootstrap intervals."""
-    def interval(row: dict[str, Any], key: str, fmt: str) -> str:
-        found = row.get("intervals", {}).get(key)
-        return f" [{found[0]:{fmt}}, {found[1]:{fmt}}]" if found else ""
-
-    lines = ["| task | metric | protocol | profile model | best traditional | its value | ratio |", "|---|---|---|---|---|---|---|"]
-    for h in headline:
-        ratio = "n/a" if h["ratio"] is None else f"{h['ratio']:.2f}x{interval(h, 'ratio', '.2f')}"
-        lines.append(f"| {h['task']} | {h['metric']} | {h['protocol']} | {h['profile_model']:.4f}{interval(h, 'profile_model', '.4f')} "
-                     f"| {h['best_traditional']} | {h['traditional']:.4f}{interval(h, 'traditional', '.4f')} | {ratio} |")
-    return lines
-
-
 def run_pipeline(args: argparse.Namespace, name: str, *argv: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """``jobs/run_pipeline.py`` (ingest -> features -> training set -> Horovod training -> evaluation)
     in a fresh bench lakehouse ``name``, exactly as a user runs it."""
@@ -312,11 +298,14 @@ def bench_scaling(args: argparse.Namespace) -> dict[str, Any]:
         runs.append({"users": users, "seconds": round(time.perf_counter() - started, 1),
                      "test_users": report["evaluate"]["test_users"], "headline": report["evaluate"]["headline"],
                      "training_rows": report["training_set"]["training_set"]["splits"]})
-    tasks = [f"{h['task']} ({'sampled' if 'negatives' in h['protocol'] else h['metric']})" for h in runs[0]["headline"]]
+    def label(h: dict[str, Any]) -> str:
+        return f"{h['task']} ({'sampled' if 'negatives' in h['protocol'] else h['metric']})"
+
+    tasks = [label(h) for h in runs[0]["headline"]]
     ratios: dict[str, list[float | None]] = {t: [] for t in tasks}
     intervals: dict[str, list[tuple[float, float] | None]] = {t: [] for t in tasks}
     for run in runs:
-        found = {f"{h['task']} ({'sampled' if 'negatives' in h['protocol'] else h['metric']})": h for h in run["headline"]}
+        found = {label(h): h for h in run["headline"]}
         for task in tasks:
             row = found.get(task, {})
             ratios[task].append(row.get("ratio"))
@@ -362,6 +351,8 @@ RETAIL_ROWS = (("next_basket", ("recall@20", "ndcg@20", "recall@10")), ("next_it
 
 
 def render_retail(result: dict[str, Any], meta: dict[str, Any]) -> str:
+    from shopper_profiles.model.evaluation import headline_table
+
     ingest, training, evaluation = result["ingest"]["entities"]["events"], result["training_set"], result["evaluate"]
     t = training["training_set"]
     lines = ["## UCI Online Retail through the product pipeline ([#12] deliverable 5)", "", *_meta_lines(meta),
@@ -393,6 +384,8 @@ RETAIL_METHODS = ("profile_model", "repeat_buy", "item_cooccurrence", "popularit
 
 def render_quality(result: dict[str, Any], meta: dict[str, Any]) -> str:
     """The evaluation job's numbers on the simulated shop: model vs traditional profiles."""
+    from shopper_profiles.model.evaluation import headline_table
+
     q = result["quality"]
     lines = ["## Profile model vs traditional profiles on the simulator ([4/7])", "", *_meta_lines(meta),
              f"- Shop: the training suite's ({result['users']:,} simulated users); snapshot D = {q['as_of']} (labels from "
@@ -570,9 +563,22 @@ def write_section(name: str, body: str) -> None:
     REPORT.write_text(text)
 
 
+Render = Callable[[dict[str, Any], dict[str, Any]], str]
+# suite -> (what it runs, the docs/BENCHMARKS.md sections it writes), in the order `make bench` runs them
+SUITES: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]], tuple[tuple[str, Render], ...]]] = {
+    "pipeline": (lambda args: bench_pipeline(args, [int(s) for s in args.events.split(",")]),
+                 (("ingest", render_ingest), ("features", render_features))),
+    "training": (bench_training, (("training", render_training), ("quality", render_quality))),
+    "sequences": (bench_sequences, (("sequences", render_sequences),)),
+    "scoring": (bench_scoring, (("scoring", render_scoring),)),
+    "retail": (bench_retail, (("retail", render_retail),)),
+    "scaling": (bench_scaling, (("scaling", render_scaling),)),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = add_config_arguments(argparse.ArgumentParser(description=__doc__))
-    parser.add_argument("--suite", choices=["pipeline", "sequences", "training", "scoring", "retail", "scaling"],
+    parser.add_argument("--suite", choices=list(SUITES),
                         action="append", help="default: all but retail and scaling (each runs the whole model pipeline)")
     parser.add_argument("--scaling-users", default="4000,16000,64000", help="simulated shop sizes of the scaling suite")
     parser.add_argument("--scoring-users", type=int, default=10000, help="simulated shoppers of the scoring suite")
@@ -587,7 +593,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.base_overrides = list(args.conf_override) + ["spark.master=local[2]"]
     RESULTS.mkdir(exist_ok=True)
     suites = args.suite or ["pipeline", "sequences", "training", "scoring"]
-    sizes = [int(s) for s in args.events.split(",")]
     out: dict[str, Any] = {}
     meta = {
         "machine": machine(), "commit": git_commit(), "master": "local[2]",
@@ -595,26 +600,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "command": "make bench" if argv is None and os.environ.get("MAKELEVEL") else
         "python -m shopper_profiles.bench " + " ".join(sys.argv[1:] if argv is None else argv),
     }
-    if "pipeline" in suites:
-        out["pipeline"] = bench_pipeline(args, sizes)
-        write_section("ingest", render_ingest(out["pipeline"], meta))
-        write_section("features", render_features(out["pipeline"], meta))
-    if "training" in suites:
-        out["training"] = bench_training(args)
-        write_section("training", render_training(out["training"], meta))
-        write_section("quality", render_quality(out["training"], meta))
-    if "sequences" in suites:
-        out["sequences"] = bench_sequences(args)
-        write_section("sequences", render_sequences(out["sequences"], meta))
-    if "scoring" in suites:
-        out["scoring"] = bench_scoring(args)
-        write_section("scoring", render_scoring(out["scoring"], meta))
-    if "retail" in suites:
-        out["retail"] = bench_retail(args)
-        write_section("retail", render_retail(out["retail"], meta))
-    if "scaling" in suites:
-        out["scaling"] = bench_scaling(args)
-        write_section("scaling", render_scaling(out["scaling"], meta))
+    for suite, (run, sections) in SUITES.items():
+        if suite in suites:
+            out[suite] = run(args)
+            for section, render in sections:
+                write_section(section, render(out[suite], meta))
     (RESULTS / f"latest-{'-'.join(suites)}.json").write_text(json.dumps({"meta": meta, **out}, indent=2))
     print(json.dumps(out, indent=2))
     return out

@@ -485,12 +485,18 @@ def markdown(results: Results, heads: list[dict[str, Any]], as_of: date, model_u
         value = "n/a" if r["value"] is None else f"{r['value']:.4f}"
         lines.append(f"| {r['task']} | {r['metric']} | {r['protocol']} | {r['method']} | {value} | {r['users']:,} |")
     lines += ["", "## Model vs the best traditional method (95 % paired bootstrap intervals over the test users)", "",
-              "| task | metric | protocol | profile model | best traditional | value | ratio |", "|---|---|---|---|---|---|---|"]
+              *headline_table(heads)]
+    return "\n".join(lines) + "\n"
+
+
+def headline_table(heads: Sequence[dict[str, Any]]) -> list[str]:
+    """The headline rows as a Markdown table, each value with its 95 % paired bootstrap interval."""
+    lines = ["| task | metric | protocol | profile model | best traditional | value | ratio |", "|---|---|---|---|---|---|---|"]
     for h in heads:
         ratio = "n/a" if h["ratio"] is None else f"{h['ratio']:.2f}x{_interval(h, 'ratio', '.2f')}"
         lines.append(f"| {h['task']} | {h['metric']} | {h['protocol']} | {h['profile_model']:.4f}{_interval(h, 'profile_model')} | "
                      f"{h['best_traditional']} | {h['traditional']:.4f}{_interval(h, 'traditional')} | {ratio} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _log_run(config: Config, as_of: date, model_uri: str, version: str | None, results: Results, text: str,
