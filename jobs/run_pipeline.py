@@ -12,6 +12,7 @@ shoppers, forecast at L).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -33,6 +34,7 @@ from shopper_profiles.profiles.scoring import score_profiles
 from shopper_profiles.profiles.similar import build_similar_users
 from shopper_profiles.runtime import JobContext, job_parser, start_job
 from shopper_profiles.smoke import run_smoke
+from shopper_profiles.storage import DeltaStore
 
 logger = logging.getLogger("run_pipeline")
 
@@ -45,7 +47,14 @@ def observed_days(job: JobContext) -> tuple[date, date]:
         return sim.start_date, sim.start_date + timedelta(days=sim.days)
     if not job.store.exists(EVENTS):
         raise ValueError(f"no bronze events in {job.config.lakehouse_root}; run the ingest step for {job.args.source} first")
-    first, last = job.store.read(EVENTS).agg(F.min("ts"), F.max("ts")).collect()[0]
+    return _bronze_period(job.store)
+
+
+@functools.cache
+def _bronze_period(store: DeltaStore) -> tuple[date, date]:
+    """One scan of bronze per store: every step asks for the period several times, and nothing asks
+    before the ingest step, after which a run does not change bronze."""
+    first, last = store.read(EVENTS).agg(F.min("ts"), F.max("ts")).collect()[0]
     return first.date(), last.date() + timedelta(days=1)
 
 
