@@ -79,16 +79,12 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
     hvd.broadcast_variables(model.variables, root_rank=0)
     hvd.broadcast_variables(optimizer.variables() if callable(optimizer.variables) else optimizer.variables, root_rank=0)
 
-    def loss_of(features: dict[str, Any], labels: dict[str, Any], training: bool) -> Any:
-        """(multitask loss, its parts); causal models add the history's next-item loss."""
-        outputs = model(features, training=training)
-        table, bias = (model.item_embedding, model.item_bias) if spec.causal else (None, None)
-        return multitask_loss(outputs, labels, features["item_seq"], table, bias)
-
     @tf.function
     def train_step(features: dict[str, Any], labels: dict[str, Any]) -> Any:
         with tf.GradientTape() as tape:
-            loss, parts = loss_of(features, labels, training=True)
+            outputs = model(features, training=True)
+            table, bias = (model.item_embedding, model.item_bias) if spec.causal else (None, None)  # causal: + history loss
+            loss, parts = multitask_loss(outputs, labels, features["item_seq"], table, bias)
         tape = hvd.DistributedGradientTape(tape)  # distributed: allreduce gradients
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
