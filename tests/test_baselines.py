@@ -122,3 +122,43 @@ def test_followers_as_an_input_match_the_counts_and_never_count_the_pair_being_p
     cells, values = follower_cells(recent[:1], tf.constant(follow), tf.constant(strength), targets=tf.constant([3]))
     own = tf.tensor_scatter_nd_add(logits[:1], cells, values).numpy()[0]
     assert own[3] == pytest.approx(np.log1p(2)) and own[2] == pytest.approx(np.log1p(2))
+
+
+def test_friend_and_search_cues_point_at_the_latest_neighbour_item_and_the_searched_sessions_first_item(spark, store) -> None:
+    """Friends' influence: a friend (either way) or a followed account's purchase/share in the 68 h
+    before D; not a follower's, not an older one, not one of an account linked after it.
+    Search return: the first item of the shopper's latest search-led session in those hours."""
+    from datetime import date, datetime
+
+    from shopper_profiles.ingest.bronze import EVENTS, SOCIAL_EDGES
+    from shopper_profiles.model.evaluation import social_and_search_cues
+
+    as_of = date(2024, 3, 10)
+
+    def at(day: int, hour: int) -> datetime:
+        return datetime(2024, 3, day, hour)
+
+    rows = [  # (user, ts, type, item, session)
+        ("ann", at(9, 10), "purchase", "I1", "s1"),  # ann's friend bob sees it
+        ("ann", at(5, 10), "purchase", "I9", "s0"),  # too old for anyone
+        ("cat", at(9, 12), "share", "I2", "s2"),  # bob follows cat: bob sees it, later than I1
+        ("bob", at(9, 13), "purchase", "I3", "s3"),  # friend ann sees it; cat, whom bob follows, does not
+        ("dan", at(9, 14), "purchase", "I4", "s4"),  # dan befriended bob only at D
+        ("bob", at(8, 9), "search", None, "s5"), ("bob", at(8, 9).replace(minute=1), "view", "I5", "s5"),
+        ("bob", at(8, 9).replace(minute=2), "view", "I6", "s5"),
+        ("eve", at(9, 20), "search", None, "s6"),  # a search with no item viewed points nowhere
+    ]
+    events = spark.createDataFrame([
+        (f"e{i}", u, ts, ts.date(), t, item, None, None, None, "q" if t == "search" else None, s, "app", "simulator", "l")
+        for i, (u, ts, t, item, s) in enumerate(rows)], EVENTS.schema)
+    edges = spark.createDataFrame([
+        ("ann", "bob", "friend", at(1, 0), "simulator", "l"), ("bob", "cat", "follow", at(1, 0), "simulator", "l"),
+        ("dan", "bob", "friend", at(10, 0), "simulator", "l")], SOCIAL_EDGES.schema)
+    store.create(EVENTS)
+    store.append(events, EVENTS)
+    store.create(SOCIAL_EDGES)
+    store.append(edges, SOCIAL_EDGES)
+    items = [None, None, "I1", "I2", "I3", "I4", "I5", "I6", "I9"]
+    cues = social_and_search_cues(spark, store, as_of, ["ann", "bob", "cat", "dan", "eve"], items)
+    assert cues["friend_influence"].tolist() == [items.index("I3"), items.index("I2"), -1, -1, -1]
+    assert cues["search_return"].tolist() == [-1, items.index("I5"), -1, -1, -1]

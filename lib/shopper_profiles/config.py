@@ -115,6 +115,10 @@ class SimulatorConfig(_Strict):
                                       "cycle later (and rate^2 two cycles later); cycles 14-28 days per leaf")
     drift_share: float = Field(default=0.4, ge=0, le=1, description="share of shoppers whose third interest gives way "
                                "to a new one on a day inside the period")
+    influence_rate: float = Field(default=0.1, ge=0, le=1, description="chance a friend or follower looks at an item "
+                                  "a shopper bought or shared, 20-68 hours later")
+    search_return_rate: float = Field(default=0.4, ge=0, le=1, description="chance a search-led session brings the "
+                                      "shopper back to its first item 20-68 hours later")
 
 
 class IngestConfig(_Strict):

@@ -8,13 +8,17 @@ Users carry latent interest mixtures over a category tree (tilted by gender and 
 price sensitivity, purchase propensity and an optional churn time; sessions follow a diurnal
 rhythm and the view -> cart -> purchase funnel; items have power-law popularity and titles.
 
-Three real-shop phenomena make the order of events matter (a category rule sees none of them):
+Five real-shop phenomena make the order of events matter (a category rule sees none of them):
 *complementary follow-ups* (a purchase in a leaf with a complement -- camera -> lens, dress ->
 handbag -- is followed within two days by a session on the partner item of the complement leaf),
-*replenishment cycles* (consumables are bought again every 14-28 days, per leaf) and *interest
+*replenishment cycles* (consumables are bought again every 14-28 days, per leaf), *interest
 drift* (for a share of shoppers the third interest gives way to a new one on a day inside the
-period). The planted truth records each: interests as they stand at the cut-off, the drift day
-and category; the complement and cycle rules are the constants below.
+period), *friends' influence* (a purchase or share is seen by the shopper's friends and the
+accounts following them, who look at the same item within three days and sometimes buy it) and
+*search-led sessions* (a session opened by a search stays on the searched product type, converts
+more often, and brings the shopper back to its first item within three days). The planted truth
+records the per-shopper ones (interests as they stand at the cut-off, the drift day and category);
+the complement, cycle, influence and search rules are the constants below and the events.
 """
 
 from __future__ import annotations
@@ -72,6 +76,9 @@ FOLLOW_UP_HOURS = (2, 48)  # a complement session comes this long after the purc
 CYCLE_DAYS = (14, 28)  # a consumable's cycle, drawn per leaf
 REPEATS = 2  # purchases of a consumable are repeated up to this many cycles later
 DRIFT_WEIGHT = 0.45  # the new interest's share after a drift
+REACTION_HOURS = (20, 68)  # a friend's or a search's return comes this long after (inside the 3-day lookback)
+SEARCH_MATCH_DRAWS = 4  # a search session's view takes the first of this many draws of the searched type
+SEARCH_CONVERSION = 1.5  # a search-led session's views are carted this much more often
 ADJECTIVES = ("classic", "premium", "eco", "deluxe", "compact", "vintage", "ultra", "soft", "bold", "smart")
 BRANDS = {top: tuple(f"{top[:3].title()}{suffix}" for suffix in ("ora", "ly", "mark", "nova", "wise"))
           for top in TOP_CATEGORIES}
@@ -172,17 +179,25 @@ def item_price(seed: int, leaf: Column, idx: Column) -> Column:
     return F.round(base * F.exp(noise * 0.9), 2)
 
 
+def item_noun(seed: int, leaf: Column, idx: Column) -> Column:
+    """Which of its leaf's three product types (0-2) an item is: its title's noun, what a search names."""
+    return (uniform(seed, "noun", leaf, idx) * 3).cast("int")
+
+
+def noun_name(leaf: Column, noun: Column) -> Column:
+    nouns = F.array(*[F.array(*[F.lit(w) for w in CATEGORY_TREE[t][s]]) for t, s in LEAVES])
+    return F.element_at(F.element_at(nouns, leaf + 1), noun + 1)
+
+
 def simulate_items(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
     n = cfg.items_per_leaf
     seed = cfg.seed
     frame = spark.range(len(LEAVES) * n).select(
         (F.col("id") / n).cast("int").alias("leaf"), (F.col("id") % n).cast("int").alias("idx")
     )
-    nouns = F.array(*[F.array(*[F.lit(w) for w in CATEGORY_TREE[t][s]]) for t, s in LEAVES])
     adjective = F.element_at(F.array(*[F.lit(a) for a in ADJECTIVES]),
                              (uniform(seed, "adj", F.col("leaf"), F.col("idx")) * len(ADJECTIVES)).cast("int") + 1)
-    noun = F.element_at(F.element_at(nouns, F.col("leaf") + 1),
-                        (uniform(seed, "noun", F.col("leaf"), F.col("idx")) * 3).cast("int") + 1)
+    noun = noun_name(F.col("leaf"), item_noun(seed, F.col("leaf"), F.col("idx")))
     top_index = (F.col("leaf") / 4).cast("int")
     brand = F.element_at(
         F.element_at(F.array(*[F.array(*[F.lit(b) for b in BRANDS[t]]) for t in TOP_CATEGORIES]), top_index + 1),
@@ -319,6 +334,7 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
         (cat * 4 + (uniform(seed, "sub", *skey) * 4).cast("int")).alias("leaf"),
         (1 + F.pow(uniform(seed, "nviews", *skey), 1.5) * 8).cast("int").alias("n_views"),
         (uniform(seed, "search", *skey) < 0.35).alias("has_search"),
+        (uniform(seed, "qn", *skey) * 3).cast("int").alias("query_noun"),  # the product type a search names
         F.substring(F.sha2(F.concat_ws("|", F.lit(seed), *[c.cast("string") for c in skey]), 256), 1, 16).alias("session_id"),
     )
     # Before the window (the lookback) only consumables matter: their purchases repeat into it.
@@ -326,15 +342,26 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
     slots = sessions.withColumn("slot", F.explode(F.sequence(F.lit(0), F.col("n_views") - 1)))
     k = (F.col("uid"), F.col("day"), F.col("session"), F.col("slot"))
     n = cfg.items_per_leaf
-    idx_a = (F.pow(uniform(seed, "ia", *k), 2.5) * n).cast("int")
+    searched = F.col("has_search")
+
+    def popular(draw: int) -> Column:
+        return (F.pow(uniform(seed, "ia" if draw == 0 else f"ia{draw}", *k), 2.5) * n).cast("int")
+
+    def fits(idx: Column) -> Column:  # outside a search every item fits; inside, those of the searched type
+        return ~searched | (item_noun(seed, F.col("leaf"), idx) == F.col("query_noun"))
+
+    # A search-led session's view is the first popularity draw of the searched type (the last draw if none is).
+    idx_a = popular(SEARCH_MATCH_DRAWS - 1)
+    for draw in reversed(range(SEARCH_MATCH_DRAWS - 1)):
+        idx_a = F.when(fits(popular(draw)), popular(draw)).otherwise(idx_a)
     idx_b = (uniform(seed, "ib", *k) * n).cast("int")
     price_a, price_b = item_price(seed, F.col("leaf"), idx_a), item_price(seed, F.col("leaf"), idx_b)
     # Price-sensitive shoppers pick the cheaper of two candidates (planted price sensitivity).
     cheaper = uniform(seed, "cheap", *k) < F.col("price_sensitivity")
-    idx = F.when(cheaper & (price_b < price_a), idx_b).otherwise(idx_a)
+    idx = F.when(cheaper & (price_b < price_a) & fits(idx_b), idx_b).otherwise(idx_a)
     slots = slots.withColumn("idx", idx)
     prop = F.col("purchase_propensity")
-    carted = uniform(seed, "cart", *k) < 0.08 + 0.3 * prop
+    carted = uniform(seed, "cart", *k) < (0.08 + 0.3 * prop) * F.when(searched, SEARCH_CONVERSION).otherwise(1.0)
     # Sensitive shoppers abandon carts of items priced above their category's norm.
     relative_price = item_price(seed, F.col("leaf"), F.col("idx")) / leaf_base_price(seed, F.col("leaf"))
     price_effect = F.greatest(F.lit(0.1), F.least(F.lit(1.5), 1 - F.col("price_sensitivity") * (relative_price - 1)))
@@ -359,7 +386,7 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
         ev("like", 15, uniform(seed, "like", *k) < 0.04),
         ev("share", 18, uniform(seed, "share", *k) < 0.015),
         ev("review", 60, bought & (uniform(seed, "review", *k) < 0.15)),
-    ), _caused_by_purchase(ev, bought, qty, cfg))
+    ), _caused_later(ev, bought, qty, cfg))
     item_events = slots.select(
         "*", F.explode(F.filter(actions, lambda a: a.isNotNull())).alias("a")
     ).select(
@@ -373,28 +400,27 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
         item_id(F.col("a.leaf"), F.col("idx")).alias("item_id"),
         item_price(seed, F.col("a.leaf"), F.col("idx")).alias("price"),
         F.col("a.quantity").alias("quantity"),
-        F.lit(None).cast("string").alias("query"),
+        F.lit(None).cast("string").alias("query"), F.lit(None).cast("long").alias("cause"),
     )
-    nouns = F.array(*[F.array(*[F.lit(w) for w in CATEGORY_TREE[t][s]]) for t, s in LEAVES])
     sk = (F.col("uid"), F.col("day"), F.col("session"))
     adjective = F.element_at(F.array(*[F.lit(a) for a in ADJECTIVES]),
                              (uniform(seed, "qa", *sk) * len(ADJECTIVES)).cast("int") + 1)
-    query = F.concat_ws(" ", adjective,
-                        F.element_at(F.element_at(nouns, F.col("leaf") + 1), (uniform(seed, "qn", *sk) * 3).cast("int") + 1))
+    query = F.concat_ws(" ", adjective, noun_name(F.col("leaf"), F.col("query_noun")))
     searches = sessions.where("has_search").select(
         "uid", "raw_user_id", "day", "session", F.lit(-1).alias("slot"), "session_id", "device", "churn_ts", "leaf",
         F.lit("search").alias("event_type"), F.col("session_start").alias("ts_s"),
         F.lit(None).cast("string").alias("item_id"), F.lit(None).cast("double").alias("price"),
-        F.lit(None).cast("int").alias("quantity"), query.alias("query"),
+        F.lit(None).cast("int").alias("quantity"), query.alias("query"), F.lit(None).cast("long").alias("cause"),
     )
-    events = item_events.unionByName(searches)
+    events = item_events.unionByName(searches).unionByName(_friends_influence(spark, cfg, item_events, users))
     events = events.where(F.col("churn_ts").isNull() | (F.col("ts_s") < F.unix_timestamp("churn_ts")))
     window_start = int((start - date(1970, 1, 1)).total_seconds())
     window_end = int((end - date(1970, 1, 1)).total_seconds())
     events = events.where((F.col("ts_s") >= window_start) & (F.col("ts_s") < window_end))
     return events.select(
+        # ``cause`` (the influencing shopper) is null for a shopper's own events, which concat_ws skips.
         F.substring(F.sha2(F.concat_ws("|", F.lit(seed), F.col("uid"), F.col("day"), F.col("session"), F.col("slot"),
-                                       F.col("event_type")), 256), 1, 32).alias("event_id"),
+                                       F.col("event_type"), F.col("cause")), 256), 1, 32).alias("event_id"),
         F.col("raw_user_id").alias("user_id"),
         F.timestamp_seconds(F.col("ts_s")).alias("ts"),
         "event_type", "item_id",
@@ -403,11 +429,12 @@ def simulate_events(spark: SparkSession, cfg: SimulatorConfig, start: date, end:
     )
 
 
-def _caused_by_purchase(ev: Any, bought: Column, qty: Column, cfg: SimulatorConfig) -> Column:
-    """The events a slot's purchase causes later, as more actions of the same slot (one pass, no
-    second scan of the events): a session on the complement's partner item within two days, and
-    the same consumable bought again one and two cycles on. Slots 1000+ (follow-ups) and 2000+
-    (repeats) keep their event ids distinct."""
+def _caused_later(ev: Any, bought: Column, qty: Column, cfg: SimulatorConfig) -> Column:
+    """The events a slot causes later, as more actions of the same slot (one pass, no second scan
+    of the events): after a purchase, a session on the complement's partner item within two days
+    and the same consumable bought again one and two cycles on; after a search-led session's first
+    view, a return to that item within three days. Slots 1000+ (follow-ups), 2000+ and 3000+
+    (repeats) and 4000+ (returns) keep their event ids distinct."""
     seed = cfg.seed
     k = (F.col("uid"), F.col("day"), F.col("session"), F.col("slot"))
     partner = F.create_map(*[x for a, b in COMPLEMENTS.items() for x in (F.lit(LEAVES.index(a)), F.lit(LEAVES.index(b)))])
@@ -428,11 +455,56 @@ def _caused_by_purchase(ev: Any, bought: Column, qty: Column, cfg: SimulatorConf
         slot = F.col("slot") + 1000 + 1000 * n
         caused += [ev("view", at, again, None, None, slot), ev("add_to_cart", at + 10, again, qty, None, slot),
                    ev("purchase", at + 40, again, qty, None, slot)]
+    back = F.col("has_search") & (F.col("slot") == 0) & (uniform(seed, "search_return", *k) < cfg.search_return_rate)
+    lo, hi = REACTION_HOURS
+    at = F.lit(40) + ((lo + uniform(seed, "return_lag", *k) * (hi - lo)) * 3600).cast("long")
+    cart = back & (uniform(seed, "return_cart", *k) < 0.5)
+    slot = F.col("slot") + 4000
+    caused += [ev("view", at, back, None, None, slot), ev("add_to_cart", at + 10, cart, F.lit(1), None, slot),
+               ev("purchase", at + 40, cart & (uniform(seed, "return_buy", *k) < 0.6), F.lit(1), None, slot)]
     return F.array(*caused)
 
 
-def simulate_social_edges(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
-    """A friend/follow graph with homophily: most links join users of the same main interest."""
+def _friends_influence(spark: SparkSession, cfg: SimulatorConfig, item_events: DataFrame, users: DataFrame) -> DataFrame:
+    """Friends' influence: each purchase or share in a shopper's own sessions is seen by their
+    friends and followers (links made before it), each of whom looks at the item 20-68 hours
+    later with chance ``influence_rate``, carts it a third of those times and buys half of those.
+    Rows keep the influencing action's (day, session, slot) and name its shopper in ``cause``."""
+    seed = cfg.seed
+    edges = _edges(spark, cfg)
+    friend = F.col("edge_type") == "friend"
+    # A follower sees the followed account; friends see each other.
+    seen_by = (edges.select(F.col("src_uid").alias("viewer"), F.col("dst_uid").alias("actor"), "edge_s")
+               .unionByName(edges.where(friend).select(F.col("dst_uid").alias("viewer"), F.col("src_uid").alias("actor"), "edge_s"))
+               .groupBy("viewer", "actor").agg(F.min("edge_s").alias("edge_s")))
+    # One influence per slot: a slot both bought and shared is seen once, from its first action.
+    acts = item_events.where(F.col("event_type").isin("purchase", "share") & (F.col("slot") < 1000)).groupBy(
+        F.col("uid").alias("actor"), "day", "session", "slot", "leaf", "item_id", "price").agg(F.min("ts_s").alias("ts_s"))
+    k = (F.col("viewer"), F.col("actor"), F.col("day"), F.col("session"), F.col("slot"))
+    seen = acts.join(seen_by, "actor").where(
+        (F.col("ts_s") >= F.col("edge_s")) & (uniform(seed, "influence", *k) < cfg.influence_rate))
+    lo, hi = REACTION_HOURS
+    at = F.col("ts_s") + ((lo + uniform(seed, "influence_lag", *k) * (hi - lo)) * 3600).cast("long")
+    cart = uniform(seed, "influence_cart", *k) < 1 / 3
+    buy = cart & (uniform(seed, "influence_buy", *k) < 0.5)
+    actions = F.array(*[F.when(when, F.struct(F.lit(kind).alias("event_type"), (at + offset).alias("ts_s"),
+                                              F.when(F.lit(kind) != "view", F.lit(1)).alias("quantity")))
+                        for kind, offset, when in (("view", 0, F.lit(True)), ("add_to_cart", 10, cart),
+                                                   ("purchase", 40, buy))])
+    viewers = users.select(F.col("uid").alias("viewer"), "raw_user_id", "device", "churn_ts")
+    return seen.select("*", F.explode(F.filter(actions, lambda a: a.isNotNull())).alias("a")).join(viewers, "viewer").select(
+        F.col("viewer").alias("uid"), "raw_user_id", "day", "session", (F.col("slot") + 5000).alias("slot"), "device",
+        "churn_ts", "leaf",
+        F.substring(F.sha2(F.concat_ws("|", F.lit(seed), F.lit("influence"), *k), 256), 1, 16).alias("session_id"),
+        F.col("a.event_type").alias("event_type"), F.col("a.ts_s").alias("ts_s"), "item_id", "price",
+        F.col("a.quantity").cast("int").alias("quantity"), F.lit(None).cast("string").alias("query"),
+        F.col("actor").cast("long").alias("cause"),
+    )
+
+
+def _edges(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
+    """The friend/follow graph by simulator uid: (src_uid, dst_uid, edge_type, edge_s), one row per
+    (src, dst, type); homophily: most links join users of the same main interest."""
     from pyspark.sql.window import Window
 
     seed = cfg.seed
@@ -452,16 +524,22 @@ def simulate_social_edges(spark: SparkSession, cfg: SimulatorConfig) -> DataFram
     )
     by_rank = ranked.select(F.col("main").alias("m2"), F.col("rank").alias("r2"), F.col("uid").alias("uid_by_rank"))
     links = links.join(by_rank, (links.main == by_rank.m2) & (links.dst_rank == by_rank.r2), "left")
-    dst = F.coalesce(F.col("dst_uid"), F.col("uid_by_rank"))
-    edge_ts = F.lit(cfg.start_date).cast("timestamp") + F.make_interval(
-        secs=(uniform(seed, "edge_ts", *ek) * cfg.days * 86400).cast("int"))
+    start_s = int((cfg.start_date - date(1970, 1, 1)).total_seconds())
     edges = links.select(
-        F.col("raw_user_id").alias("src_user_id"),
-        F.format_string("sim-%07d", dst).alias("dst_user_id"),
+        F.col("uid").alias("src_uid"), F.coalesce(F.col("dst_uid"), F.col("uid_by_rank")).alias("dst_uid"),
         F.when(uniform(seed, "edge_type", *ek) < 0.3, "follow").otherwise("friend").alias("edge_type"),
-        F.date_format(edge_ts, "yyyy-MM-dd HH:mm:ss").alias("ts"),
-    ).where(F.col("src_user_id") != F.col("dst_user_id"))
-    return edges.dropDuplicates(["src_user_id", "dst_user_id", "edge_type"])
+        (F.lit(start_s) + (uniform(seed, "edge_ts", *ek) * cfg.days * 86400).cast("long")).alias("edge_s"),
+    ).where(F.col("src_uid") != F.col("dst_uid"))
+    return edges.groupBy("src_uid", "dst_uid", "edge_type").agg(F.min("edge_s").alias("edge_s"))
+
+
+def simulate_social_edges(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
+    """The friend/follow graph as a source delivers it (raw ids, one row per src, dst and type)."""
+    return _edges(spark, cfg).select(
+        F.format_string("sim-%07d", F.col("src_uid")).alias("src_user_id"),
+        F.format_string("sim-%07d", F.col("dst_uid")).alias("dst_user_id"), "edge_type",
+        F.date_format(F.timestamp_seconds("edge_s"), "yyyy-MM-dd HH:mm:ss").alias("ts"),
+    )
 
 
 def planted_truth(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:

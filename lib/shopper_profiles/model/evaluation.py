@@ -43,7 +43,8 @@ from pyspark.sql import types as T
 
 from shopper_profiles.config import Config
 from shopper_profiles.features.schemas import need_spec
-from shopper_profiles.ingest.bronze import PLANTED_TRUTH
+from shopper_profiles.features.social import neighbours
+from shopper_profiles.ingest.bronze import EVENTS, PLANTED_TRUTH, SOCIAL_EDGES
 from shopper_profiles.model import baselines
 from shopper_profiles.model.build import snapshot_examples
 from shopper_profiles.model.dataset import FIRST_ITEM
@@ -170,8 +171,16 @@ def _histories(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
     return [row[row >= FIRST_ITEM] for row in arrays["item_seq"]]
 
 
-PHENOMENON = ("test users with a next item whose latest purchase carries the planted cue; hit = the planted "
-              "item in the method's top 10")
+PHENOMENA = {  # planted phenomenon -> who is judged on it and what counts (simulator only)
+    "complement_follow_up": "test users with a next item whose latest purchase has a complement; hit = its partner "
+                            "item in the method's top 10",
+    "replenishment": "test users with a next item whose latest purchase is a consumable; hit = that item in the "
+                     "method's top 10",
+    "friend_influence": "test users with a next item whose friend or followed account bought or shared an item in "
+                        "the 68 h before D; hit = the latest such item in the method's top 10",
+    "search_return": "test users with a next item who opened a session with a search in the 68 h before D; hit = "
+                     "that session's first item in the method's top 10",
+}
 
 
 def planted_cues(test: dict[str, np.ndarray], item_ids: Sequence[str | None]) -> dict[str, np.ndarray]:
@@ -196,6 +205,36 @@ def planted_cues(test: dict[str, np.ndarray], item_ids: Sequence[str | None]) ->
             cues["complement_follow_up"][row] = token[partner]
         if is_consumable(item):
             cues["replenishment"][row] = int(items[bought[-1]])
+    return cues
+
+
+def social_and_search_cues(spark: SparkSession, store: DeltaStore, as_of: date, users: Sequence[str],
+                           item_ids: Sequence[str | None]) -> dict[str, np.ndarray]:
+    """Simulator only: per shopper, the item friends' influence and a search-led return point at on
+    D (-1 none): the latest item a friend or followed account bought or shared in the reaction
+    window before D, and the first item of the shopper's latest search-led session in it."""
+    from shopper_profiles.ingest.simulator import REACTION_HOURS
+
+    start = datetime.combine(as_of, datetime.min.time()) - timedelta(hours=REACTION_HOURS[1])
+    cut = F.lit(as_of).cast("timestamp")
+    recent = store.read(EVENTS).where(
+        (F.col("event_date") >= F.lit(start.date())) & (F.col("ts") >= F.lit(start)) & (F.col("ts") < cut))
+    links = neighbours(store.read(SOCIAL_EDGES).where(F.col("ts") < cut))
+    acts = recent.where(F.col("event_type").isin("purchase", "share")).select(
+        F.col("user_id").alias("neighbour_id"), "item_id", "ts")
+    influenced = acts.join(links, "neighbour_id").groupBy("user_id").agg(F.max_by("item_id", "ts").alias("item_id"))
+    searched = recent.where(F.col("event_type") == "search").groupBy("user_id", "session_id").agg(F.min("ts").alias("ts"))
+    first_seen = recent.where(F.col("item_id").isNotNull()).groupBy("session_id").agg(
+        F.min_by("item_id", "ts").alias("item_id"))
+    returned = searched.join(first_seen, "session_id").groupBy("user_id").agg(F.max_by("item_id", "ts").alias("item_id"))
+    token = {item: i for i, item in enumerate(item_ids)}
+    row = {u: i for i, u in enumerate(users)}
+    cues = {}
+    for name, frame in (("friend_influence", influenced), ("search_return", returned)):
+        cue = np.full(len(users), -1)
+        for r in frame.join(_users_frame(spark, users), "user_id").collect():
+            cue[row[r["user_id"]]] = token.get(r["item_id"], -1)
+        cues[name] = cue
     return cues
 
 
@@ -238,7 +277,7 @@ def ranking_results(results: Results, test: dict[str, np.ndarray], logits: np.nd
             if len(rows):
                 top = np.argpartition(-scores[rows], 10, axis=1)[:, :10]
                 hits = (top == planted[rows][:, None]).any(axis=1).astype(np.float64)
-                results.add(method, f"planted_{phenomenon}", {"top10_hit": float(hits.mean())}, PHENOMENON, len(rows),
+                results.add(method, f"planted_{phenomenon}", {"top10_hit": float(hits.mean())}, PHENOMENA[phenomenon], len(rows),
                             {"values": hits})
 
 
@@ -327,7 +366,9 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
 
     results = Results()
     # Pre-D histories of every user fit the baselines: all of it is known at D.
-    cues = planted_cues(test, vocabulary.item_ids) if _has_truth(store) else None
+    cues = ({**planted_cues(test, vocabulary.item_ids),
+             **social_and_search_cues(spark, store, as_of, list(test["user_id"]), vocabulary.item_ids)}
+            if _has_truth(store) else None)
     ranking_results(results, test, out_test["next_item_logits"], _histories(data), item_category, n_categories, seed, cues)
 
     rules = _need_rules(spark, store, as_of, [*test["user_id"], *validation["user_id"]])
@@ -446,8 +487,8 @@ HEADLINES = (  # (task, metric, protocol, best traditional competitors)
     ("truth_interests", "top3_recall", None, ("category_rule",)),
     ("truth_churned", "auc", None, ("churn_rule",)),
     ("truth_interests_drifted", "top3_recall", None, ("category_rule",)),
-    ("planted_complement_follow_up", "top10_hit", PHENOMENON, ("popularity", "item_cooccurrence", "category_rule", "repeat_buy")),
-    ("planted_replenishment", "top10_hit", PHENOMENON, ("popularity", "item_cooccurrence", "category_rule", "repeat_buy")),
+    *((f"planted_{name}", "top10_hit", protocol, ("popularity", "item_cooccurrence", "category_rule", "repeat_buy"))
+      for name, protocol in PHENOMENA.items()),
 )
 
 
