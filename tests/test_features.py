@@ -148,6 +148,11 @@ def test_need_family(families) -> None:
     # Category medians over all purchases before D: skincare 10, decor median(50, 40) = 45.
     assert u1["paid_vs_category_median_90d"] == pytest.approx((10 / 10 + 50 / 45) / 2)
     assert u1["discount_share_90d"] == 0.0  # both paid the list price
+    # Every priced event of the last 90 days (views and carts too) vs the same medians.
+    medians = {"beauty > skincare": 10.0, "home > decor": 45.0}
+    browsed = [e[7] / medians[e[6]] for e in BEFORE_D if e[1] == "u1" and e[7] is not None and e[6] in medians
+               and (datetime(2024, 3, 1) - e[2]).days < 90]
+    assert len(browsed) > 2 and u1["browsed_vs_category_median_90d"] == pytest.approx(sum(browsed) / len(browsed))
     assert (u1["frequency_90d"], u1["monetary_90d"]) == (2, 70.0)
     assert u1["recency_days"] == pytest.approx(days(13 * 3600 + 59 * 60))
     assert (u1["r_score"], u1["f_score"], u1["m_score"], u1["rfm_segment"]) == (2, 2, 2, "222")
@@ -160,6 +165,7 @@ def test_need_family(families) -> None:
     assert u1["churn_risk_rule"] == pytest.approx(round(0.2 * days(13 * 3600 + 59 * 60) / 60, 6))
     assert (u2["carts_without_purchase_7d"], u2["repeat_views_7d"], u2["search_to_view_ratio_7d"]) == (0, 0, None)
     assert (u2["paid_vs_category_median_90d"], u2["frequency_90d"], u2["monetary_90d"]) == (None, 0, 0.0)
+    assert u2["browsed_vs_category_median_90d"] is None  # a view without a price
     assert u2["recency_days"] == pytest.approx(121 - (8 * 60 + 5) / 1440)
     assert u2["days_since_last_event"] == pytest.approx(9 + 4 / 24)
     assert (u2["events_30d"], u2["events_prev_30d"], u2["activity_trend"]) == (1, 0, 2.0)

@@ -45,6 +45,11 @@ def need_features(events_cut: DataFrame, items: DataFrame, as_of: date, half_lif
         F.countDistinct("session_id").alias("frequency_90d"),
         F.round(F.sum(F.col("price") * F.col("quantity")), 2).alias("monetary_90d"),
     )
+    # The price level of everything looked at, carted and bought (where the category has a median):
+    # price sensitivity acts when shoppers choose among items, long before the few purchases.
+    browsed = (events_cut.where(within_days(as_of, 90) & F.col("price").isNotNull())
+               .join(F.broadcast(medians), "category", "left").groupBy("user_id")
+               .agg(F.avg(ratio(F.col("price"), F.col("_median"))).alias("browsed_vs_category_median_90d")))
     recency = purchases.groupBy("user_id").agg(F.min(days_ago(F.col("ts"), as_of)).alias("recency_days"))
 
     weights = F.create_map(*[x for k, v in ACTION_WEIGHTS.items() for x in (F.lit(k), F.lit(v))])
@@ -61,14 +66,15 @@ def need_features(events_cut: DataFrame, items: DataFrame, as_of: date, half_lif
         F.sum(F.when(within_days(as_of, 60) & ~within_days(as_of, 30), 1).otherwise(0)).cast("long").alias("events_prev_30d"),
     )
     frame = (population(events_cut, as_of).join(intent, "user_id", "left").join(repeats, "user_id", "left")
-             .join(price, "user_id", "left").join(recency, "user_id", "left").join(affinity, "user_id", "left")
+             .join(price, "user_id", "left").join(browsed, "user_id", "left").join(recency, "user_id", "left")
+             .join(affinity, "user_id", "left")
              .join(activity, "user_id", "left"))
     frame = frame.select(
         "user_id", "snapshot_date",
         F.coalesce("carts_without_purchase_7d", F.lit(0)).alias("carts_without_purchase_7d"),
         F.coalesce("repeat_views_7d", F.lit(0)).cast("long").alias("repeat_views_7d"),
         ratio(F.col("_searches"), F.col("_views")).alias("search_to_view_ratio_7d"),
-        "paid_vs_category_median_90d", "discount_share_90d", "recency_days",
+        "paid_vs_category_median_90d", "browsed_vs_category_median_90d", "discount_share_90d", "recency_days",
         F.coalesce("frequency_90d", F.lit(0)).cast("long").alias("frequency_90d"),
         F.coalesce("monetary_90d", F.lit(0.0)).alias("monetary_90d"),
         "category_affinity_90d", "days_since_last_event", "events_30d", "events_prev_30d",

@@ -32,6 +32,7 @@ TABULAR_FEATURES: tuple[tuple[str, str, float], ...] = (
     ("days_since_last_view", "log1p", 365.0), ("days_since_last_purchase", "log1p", 365.0),
     ("carts_without_purchase_7d", "log1p", 0.0), ("repeat_views_7d", "log1p", 0.0),
     ("search_to_view_ratio_7d", "id", 0.0), ("paid_vs_category_median_90d", "id", 1.0),
+    ("browsed_vs_category_median_90d", "id", 1.0),
     ("discount_share_90d", "id", 0.0), ("recency_days", "log1p", 365.0), ("frequency_90d", "log1p", 0.0),
     ("monetary_90d", "log1p", 0.0), ("r_score", "id", 0.0), ("f_score", "id", 0.0), ("m_score", "id", 0.0),
     ("days_since_last_event", "log1p", 365.0), ("events_30d", "log1p", 0.0), ("events_prev_30d", "log1p", 0.0),
@@ -179,8 +180,8 @@ def model_inputs_frame(sequences: DataFrame, basic: DataFrame, behaviour: DataFr
 
 def next_window_labels(events: DataFrame, vocab: DataFrame, as_of: date, horizon_days: int, n_categories: int) -> DataFrame:
     """Pure: events of [D, D + horizon) -> the labels of the users active there (first item,
-    items touched, the basket of items bought, categories, purchase flag, price paid vs the
-    category median of purchases before D; ``_window``: the items in order of first touch)."""
+    items touched, the basket of items bought, categories, purchase flag, price level of the priced
+    events vs the category median of purchases before D; ``_window``: the items in order of first touch)."""
     start = as_of_ts(as_of)
     future = events_between(events, as_of, as_of + timedelta(days=horizon_days))
     medians = events.where((F.col("ts") < F.lit(start)) & (F.col("event_type") == "purchase")).groupBy("category").agg(
@@ -199,7 +200,9 @@ def next_window_labels(events: DataFrame, vocab: DataFrame, as_of: date, horizon
         .alias("next_basket"),
         F.collect_set("category_idx").alias("_cats"),
         F.max((F.col("event_type") == "purchase").cast("float")).alias("purchase_next"),
-        F.avg(F.when(F.col("event_type") == "purchase", F.col("price") / F.col("_median"))).cast("float").alias("price_next"),
+        # Price level of everything the shopper looks at, carts and buys (not only the few purchases:
+        # more evidence per shopper, and choosing among items is where price sensitivity acts).
+        F.avg(F.col("price") / F.col("_median")).cast("float").alias("price_next"),
     )
     multi_hot = F.transform(F.sequence(F.lit(0), F.lit(n_categories - 1)),
                             lambda i: F.array_contains(F.col("_cats"), i).cast("float"))

@@ -28,7 +28,7 @@ from shopper_profiles.ingest.bronze import AGE_BANDS, GENDERS
 from shopper_profiles.model.dataset import FIRST_ITEM, VOCAB, training_spec
 from shopper_profiles.model.inputs import SEQUENCE_INPUTS, load_shard
 from shopper_profiles.model.metrics import binary_report, full_ranks, ranking_report
-from shopper_profiles.model.network import ModelSpec
+from shopper_profiles.model.network import ModelSpec, price_ratio
 from shopper_profiles.model.registry import CHAMPION, TRAINING_SNAPSHOT_TAG, VOCAB_FINGERPRINT_TAG, use_experiment
 from shopper_profiles.model.vocabulary import Vocabulary
 from shopper_profiles.storage import DeltaStore
@@ -65,7 +65,7 @@ def _pyfunc_class() -> type:
                 "interests": list(tf.sigmoid(out["interest_logits"]).numpy()),
                 "purchase_intent": tf.sigmoid(out["intent_logit"]).numpy(),
                 "churn_risk": tf.sigmoid(out["churn_logit"]).numpy(),
-                "price_sensitivity": out["price"],
+                "price_sensitivity": price_ratio(out),
             })
 
     return ProfileModelWrapper

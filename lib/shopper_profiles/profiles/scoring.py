@@ -27,6 +27,7 @@ from shopper_profiles.features import events_between
 from shopper_profiles.features.schemas import feature_specs
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENTS, GENDERS
 from shopper_profiles.model.dataset import FIRST_ITEM, model_inputs_frame
+from shopper_profiles.model.network import price_ratio
 from shopper_profiles.model.registry import RegisteredModel, load_model_once
 from shopper_profiles.model.vocabulary import Vocabulary
 from shopper_profiles.storage import DeltaStore, TableSpec
@@ -94,7 +95,7 @@ class ProfileDecoder:
         probabilities /= probabilities.sum(axis=1, keepdims=True)
         k = min(self.top_items, probabilities.shape[1] - FIRST_ITEM)
         best = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
-        ratio = out["price"].astype(np.float64)
+        ratio = price_ratio(out)
         low, high = self.price_bands
         rows = len(ratio)
         columns: dict[str, list[Any]] = {
