@@ -4,6 +4,7 @@ point-in-time correctness, data-quality gating and incremental, idempotent snaps
 from __future__ import annotations
 
 import math
+import statistics
 from datetime import date, datetime
 
 import pytest
@@ -148,11 +149,13 @@ def test_need_family(families) -> None:
     # Category medians over all purchases before D: skincare 10, decor median(50, 40) = 45.
     assert u1["paid_vs_category_median_90d"] == pytest.approx((10 / 10 + 50 / 45) / 2)
     assert u1["discount_share_90d"] == 0.0  # both paid the list price
-    # Every priced event of the last 90 days (views and carts too) vs the same medians.
-    medians = {"beauty > skincare": 10.0, "home > decor": 45.0}
-    browsed = [e[7] / medians[e[6]] for e in BEFORE_D if e[1] == "u1" and e[7] is not None and e[6] in medians
-               and (datetime(2024, 3, 1) - e[2]).days < 90]
-    assert len(browsed) > 2 and u1["browsed_vs_category_median_90d"] == pytest.approx(sum(browsed) / len(browsed))
+    # Every priced event of the last 90 days (views and carts too) vs its category's median price
+    # over all priced events before D, as a geometric mean.
+    cut = datetime(2024, 3, 1)
+    priced = [e for e in BEFORE_D if e[7] is not None and e[2] < cut]
+    medians = {c: statistics.median(e[7] for e in priced if e[6] == c) for c in {e[6] for e in priced}}
+    logs = [math.log(e[7] / medians[e[6]]) for e in priced if e[1] == "u1" and (cut - e[2]).days < 90]
+    assert len(logs) > 2 and u1["browsed_vs_category_median_90d"] == pytest.approx(math.exp(sum(logs) / len(logs)))
     assert (u1["frequency_90d"], u1["monetary_90d"]) == (2, 70.0)
     assert u1["recency_days"] == pytest.approx(days(13 * 3600 + 59 * 60))
     assert (u1["r_score"], u1["f_score"], u1["m_score"], u1["rfm_segment"]) == (2, 2, 2, "222")

@@ -181,10 +181,10 @@ def model_inputs_frame(sequences: DataFrame, basic: DataFrame, behaviour: DataFr
 def next_window_labels(events: DataFrame, vocab: DataFrame, as_of: date, horizon_days: int, n_categories: int) -> DataFrame:
     """Pure: events of [D, D + horizon) -> the labels of the users active there (first item,
     items touched, the basket of items bought, categories, purchase flag, price level of the priced
-    events vs the category median of purchases before D; ``_window``: the items in order of first touch)."""
+    events vs the category's median price before D; ``_window``: the items in order of first touch)."""
     start = as_of_ts(as_of)
     future = events_between(events, as_of, as_of + timedelta(days=horizon_days))
-    medians = events.where((F.col("ts") < F.lit(start)) & (F.col("event_type") == "purchase")).groupBy("category").agg(
+    medians = events.where((F.col("ts") < F.lit(start)) & F.col("price").isNotNull()).groupBy("category").agg(
         F.median("price").alias("_median"))
     future = future.join(F.broadcast(vocab.select("item_id", "item_idx", "category_idx")), "item_id", "left").join(
         F.broadcast(medians), "category", "left")
@@ -201,8 +201,10 @@ def next_window_labels(events: DataFrame, vocab: DataFrame, as_of: date, horizon
         F.collect_set("category_idx").alias("_cats"),
         F.max((F.col("event_type") == "purchase").cast("float")).alias("purchase_next"),
         # Price level of everything the shopper looks at, carts and buys (not only the few purchases:
-        # more evidence per shopper, and choosing among items is where price sensitivity acts).
-        F.avg(F.col("price") / F.col("_median")).cast("float").alias("price_next"),
+        # more evidence per shopper, and choosing among items is where price sensitivity acts), as a
+        # geometric mean: the log of a plain mean would fall with fewer events (Jensen), so the head
+        # would learn activity instead of price.
+        F.exp(F.avg(F.log(F.col("price") / F.col("_median")))).cast("float").alias("price_next"),
     )
     multi_hot = F.transform(F.sequence(F.lit(0), F.lit(n_categories - 1)),
                             lambda i: F.array_contains(F.col("_cats"), i).cast("float"))
