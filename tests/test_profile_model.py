@@ -37,8 +37,8 @@ def test_training_set_then_train_register_and_score(spark: SparkSession, tmp_pat
     assert by_date[as_of] and by_date["2024-01-19"] and len(by_date[as_of]) + len(by_date["2024-01-19"]) == len(everything)
     split = {r["user_id"]: r["split"] for r in by_date[as_of]}
     assert all(split.get(r["user_id"], r["split"]) == r["split"] for r in by_date["2024-01-19"])  # one split per shopper
-    # 39 scalar features (the two rule scores last), then the need family's category affinity, one share per category.
-    assert all(len(r["item_seq"]) == 20 and len(r["tabular"]) == 39 + built["categories"] for r in everything)
+    # 40 scalar features (the two rule scores last), then the need family's category affinity, one share per category.
+    assert all(len(r["item_seq"]) == 20 and len(r["tabular"]) == 40 + built["categories"] for r in everything)
     # Labels come only from [S, S + 14 days) of each example's own snapshot S: no event there = churned.
     events = spark.read.parquet(*DeltaTable(str(root / "bronze" / "events")).file_uris())
     for day, end in ((as_of, "2024-02-09"), ("2024-01-19", "2024-02-02")):
