@@ -60,6 +60,18 @@ def ratio(numerator: Column, denominator: Column) -> Column:
     return F.when(denominator > 0, numerator.cast("double") / denominator)
 
 
+def category_median_prices(events_cut: DataFrame) -> DataFrame:
+    """(category, ``_median``): the median price of each category's priced events before D -- the
+    reference a shopper's price level is measured against (need family input and training label)."""
+    return events_cut.where(F.col("price") > 0).groupBy("category").agg(F.median("price").alias("_median"))
+
+
+def price_level(price: Column, median: Column) -> Column:
+    """Aggregate: the geometric mean of price / category median. Not the plain mean: its log falls
+    with fewer events (Jensen), so a model fitting it would learn activity instead of price."""
+    return F.exp(F.avg(F.log(price / median)))
+
+
 def share_map(frame: DataFrame, key: str, weight: str) -> DataFrame:
     """Per user, ``key -> weight / total weight`` as a map (keys sorted for stable output)."""
     totals = frame.groupBy("user_id").agg(F.sum(weight).alias("_total"))

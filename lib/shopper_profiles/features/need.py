@@ -14,7 +14,16 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from shopper_profiles.features import days_ago, population, ratio, share_map, top_category, within_days
+from shopper_profiles.features import (
+    category_median_prices,
+    days_ago,
+    population,
+    price_level,
+    ratio,
+    share_map,
+    top_category,
+    within_days,
+)
 
 ACTION_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0, "like": 2.0, "share": 2.0, "review": 3.0,
                   "remove_from_cart": 0.5}
@@ -45,14 +54,12 @@ def need_features(events_cut: DataFrame, items: DataFrame, as_of: date, half_lif
         F.countDistinct("session_id").alias("frequency_90d"),
         F.round(F.sum(F.col("price") * F.col("quantity")), 2).alias("monetary_90d"),
     )
-    # The price level of everything looked at, carted and bought vs the category's median price
-    # (geometric mean): price sensitivity acts when shoppers choose among items, long before the
+    # The price level of everything looked at, carted and bought vs the category's median price:
+    # price sensitivity acts when shoppers choose among items, long before the
     # few purchases.
-    priced = events_cut.where(F.col("price").isNotNull() & (F.col("price") > 0))
-    priced_medians = priced.groupBy("category").agg(F.median("price").alias("_median"))
-    browsed = (priced.where(within_days(as_of, 90)).join(F.broadcast(priced_medians), "category")
-               .groupBy("user_id").agg(F.exp(F.avg(F.log(F.col("price") / F.col("_median"))))
-                                       .alias("browsed_vs_category_median_90d")))
+    browsed = (events_cut.where(within_days(as_of, 90) & (F.col("price") > 0))
+               .join(F.broadcast(category_median_prices(events_cut)), "category")
+               .groupBy("user_id").agg(price_level(F.col("price"), F.col("_median")).alias("browsed_vs_category_median_90d")))
     recency = purchases.groupBy("user_id").agg(F.min(days_ago(F.col("ts"), as_of)).alias("recency_days"))
 
     weights = F.create_map(*[x for k, v in ACTION_WEIGHTS.items() for x in (F.lit(k), F.lit(v))])

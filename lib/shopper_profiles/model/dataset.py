@@ -16,7 +16,14 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
-from shopper_profiles.features import as_of_ts, events_between, top_category
+from shopper_profiles.features import (
+    as_of_ts,
+    category_median_prices,
+    events_before,
+    events_between,
+    price_level,
+    top_category,
+)
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENT_TYPES, GENDERS
 from shopper_profiles.storage import TableSpec
 
@@ -182,10 +189,8 @@ def next_window_labels(events: DataFrame, vocab: DataFrame, as_of: date, horizon
     """Pure: events of [D, D + horizon) -> the labels of the users active there (first item,
     items touched, the basket of items bought, categories, purchase flag, price level of the priced
     events vs the category's median price before D; ``_window``: the items in order of first touch)."""
-    start = as_of_ts(as_of)
     future = events_between(events, as_of, as_of + timedelta(days=horizon_days))
-    medians = events.where((F.col("ts") < F.lit(start)) & F.col("price").isNotNull()).groupBy("category").agg(
-        F.median("price").alias("_median"))
+    medians = category_median_prices(events_before(events, as_of))
     future = future.join(F.broadcast(vocab.select("item_id", "item_idx", "category_idx")), "item_id", "left").join(
         F.broadcast(medians), "category", "left")
     first_item = Window.partitionBy("user_id").orderBy("ts", "event_id")
@@ -201,10 +206,8 @@ def next_window_labels(events: DataFrame, vocab: DataFrame, as_of: date, horizon
         F.collect_set("category_idx").alias("_cats"),
         F.max((F.col("event_type") == "purchase").cast("float")).alias("purchase_next"),
         # Price level of everything the shopper looks at, carts and buys (not only the few purchases:
-        # more evidence per shopper, and choosing among items is where price sensitivity acts), as a
-        # geometric mean: the log of a plain mean would fall with fewer events (Jensen), so the head
-        # would learn activity instead of price.
-        F.exp(F.avg(F.log(F.col("price") / F.col("_median")))).cast("float").alias("price_next"),
+        # more evidence per shopper, and choosing among items is where price sensitivity acts).
+        price_level(F.col("price"), F.col("_median")).cast("float").alias("price_next"),
     )
     multi_hot = F.transform(F.sequence(F.lit(0), F.lit(n_categories - 1)),
                             lambda i: F.array_contains(F.col("_cats"), i).cast("float"))

@@ -304,11 +304,11 @@ def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any], item_seq: An
     interest = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels["next_categories"], outputs["interest_logits"]))
     intent = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels["purchase_next"], outputs["intent_logit"]))
     churn = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels["churn_next"], outputs["churn_logit"]))
-    # Price: the log of the paid-vs-median ratio (symmetric, and the long tail of prices cannot
-    # swamp it), Huber-weighted; -1 marks shoppers who bought nothing.
-    paid = labels["price_next"]
-    price = masked_mean(tf.keras.losses.huber(tf.math.log(tf.maximum(paid, 1e-3))[:, None], outputs["price"][:, None]),
-                        paid >= 0)
+    # Price: the log of the window's price level vs the category medians (symmetric, and the long
+    # tail of prices cannot swamp it), Huber-weighted; -1 marks shoppers with no priced event.
+    level = labels["price_next"]
+    price = masked_mean(tf.keras.losses.huber(tf.math.log(tf.maximum(level, 1e-3))[:, None], outputs["price"][:, None]),
+                        level >= 0)
     age = masked_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         tf.maximum(labels["age_label"], 0), outputs["age_logits"]), labels["age_label"] >= 0)
     gender = masked_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -321,7 +321,7 @@ def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any], item_seq: An
 
 
 def price_ratio(out: dict[str, Any]) -> np.ndarray:
-    """The expected paid-vs-category-median ratio: the price head predicts its log."""
+    """The expected price level vs the category medians (1 = typical): the price head predicts its log."""
     return np.exp(np.asarray(out["price"], dtype=np.float64))
 
 
