@@ -306,6 +306,17 @@ def test_profiles_tour_notebook_runs_on_the_shop(shop: Shop, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+def test_the_registered_model_declares_the_libraries_that_serve_it(shop: Shop) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(shop.config.mlflow_tracking_uri)
+    path = mlflow.pyfunc.get_model_dependencies(f"models:/{shop.config.mlflow.registered_model}/1")
+    pinned = {line.split("==")[0] for line in Path(path).read_text().splitlines() if "==" in line}
+    # The wrapper imports TensorFlow and transformers lazily: inferred requirements missed both.
+    assert {"shopper-profiles", "mlflow", "tensorflow-cpu", "tf-keras", "transformers"} <= pinned, pinned
+
+
+@pytest.mark.slow
 def test_rerunning_the_training_job_resumes_from_its_durable_checkpoint(shop: Shop) -> None:
     # Late in this module: it registers new versions (the tests above expect version 1). The run
     # trains on the current training set (rebuilt above, so a new checkpoint key) or resumes it.

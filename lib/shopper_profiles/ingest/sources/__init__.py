@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from shopper_profiles.config import Config
 from shopper_profiles.ingest.load import make_load_id
-from shopper_profiles.ingest.simulator import RawBatch, simulate
+from shopper_profiles.ingest.simulator import RawBatch, simulate, simulate_events
 from shopper_profiles.ingest.sources import amazon_beauty, online_retail
 from shopper_profiles.storage import DeltaStore
 
@@ -50,7 +50,11 @@ def land_source(
         window = (start or sim.start_date, end or sim.start_date + timedelta(days=sim.days))
         load_id = make_load_id(source, window)
         landing = f"{config.lakehouse_root}/landing/{source}/{load_id}"
-        return land_batch(spark, simulate(spark, sim, *window), landing), window, load_id
+        # The clean generated events once, on disk: the landed events (with dirt and duplicates)
+        # and the planted-kind list are three reads of them, each a full regeneration otherwise.
+        simulate_events(spark, sim, *window).write.mode("overwrite").parquet(f"{landing}/generated_events")
+        typed = spark.read.parquet(f"{landing}/generated_events")
+        return land_batch(spark, simulate(spark, sim, *window, typed=typed), landing), window, load_id
     if source not in DEFAULT_FILES:
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     if start or end:
