@@ -23,6 +23,13 @@ def _fingerprint(path: str) -> str:
     return f"{os.path.basename(path)}:{stat.st_size}"
 
 
+def land_frame(spark: SparkSession, frame: DataFrame, path: str) -> DataFrame:
+    """Write a frame to the landing zone as Parquet and read it back: later steps scan the file,
+    not the plan that made it."""
+    frame.write.mode("overwrite").parquet(path)
+    return spark.read.parquet(path)
+
+
 def land_batch(spark: SparkSession, batch: RawBatch, landing: str) -> RawBatch:
     """Write a generated batch to the landing zone as Parquet and read it back: what ingestion
     validates is then a plain file scan (as with any real feed), not the generator's plan.
@@ -30,11 +37,7 @@ def land_batch(spark: SparkSession, batch: RawBatch, landing: str) -> RawBatch:
     frames = {name: getattr(batch, name) for name in ("events", "users", "items", "social_edges", "truth", "injected")}
     landed: dict[str, DataFrame | None] = {}
     for name, frame in frames.items():
-        if frame is None:
-            landed[name] = None
-            continue
-        frame.write.mode("overwrite").parquet(f"{landing}/{name}")
-        landed[name] = spark.read.parquet(f"{landing}/{name}")
+        landed[name] = None if frame is None else land_frame(spark, frame, f"{landing}/{name}")
     events = landed.pop("events")
     assert events is not None
     return RawBatch(source=batch.source, events=events, **landed)
@@ -52,8 +55,7 @@ def land_source(
         landing = f"{config.lakehouse_root}/landing/{source}/{load_id}"
         # The clean generated events once, on disk: the landed events (with dirt and duplicates)
         # and the planted-kind list are three reads of them, each a full regeneration otherwise.
-        simulate_events(spark, sim, *window).write.mode("overwrite").parquet(f"{landing}/generated_events")
-        typed = spark.read.parquet(f"{landing}/generated_events")
+        typed = land_frame(spark, simulate_events(spark, sim, *window), f"{landing}/generated_events")
         return land_batch(spark, simulate(spark, sim, *window, typed=typed), landing), window, load_id
     if source not in DEFAULT_FILES:
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
