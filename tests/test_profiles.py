@@ -1,12 +1,14 @@
-"""Profiles in use, on one small simulated shop with a real registered model: the profile table
-(one row per active shopper, values in range, idempotent per as-of), incremental refresh equal to
-a full re-score for the changed shoppers, the refused model, explanations, audiences, similar
-shoppers and category demand."""
+"""One small simulated shop, from bronze to profiles in use: the multi-snapshot training set with
+next-window labels, Horovod training, MLflow lineage and registry, the evaluation job, then the
+profile table (one row per active shopper, values in range, idempotent per as-of), incremental
+refresh equal to a full re-score for the changed shoppers, the refused model, explanations,
+audiences, similar shoppers and category demand. One shop for all: building and training it is
+the expensive part."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from shopper_profiles.config import Config, load_config
 from shopper_profiles.features.schemas import feature_specs, need_spec
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENTS, GENDERS
 from shopper_profiles.model.dataset import VOCAB, tabular_names
+from shopper_profiles.model.evaluation import EVALUATION
 from shopper_profiles.model.vocabulary import Vocabulary
 from shopper_profiles.profiles.audiences import AUDIENCE_MEMBERS, AUDIENCE_SIZES
 from shopper_profiles.profiles.demand import CATEGORY_DEMAND
@@ -27,10 +30,12 @@ from shopper_profiles.profiles.scoring import PROFILES
 from shopper_profiles.profiles.similar import SIMILAR_USERS
 from shopper_profiles.storage import DeltaStore, open_store
 
-D1, D2 = date(2024, 1, 20), date(2024, 1, 27)  # training snapshot, later scoring snapshot (40 simulated days)
+# Training snapshot D1 (examples from D1 and D0 = D1 - 7 days), later scoring snapshot D2; 40
+# simulated days end 2024-02-09, so D1's 14-day label window is observed.
+D0, D1, D2 = date(2024, 1, 13), date(2024, 1, 20), date(2024, 1, 27)
 SHOP = ["simulator.users=300", "simulator.days=40", "simulator.items_per_leaf=10", "model.hidden_size=16", "model.layers=1",
-        "model.max_len=20", "model.batch_size=32", "model.epochs=2", "model.text_init=false",
-         "model.training_snapshots=1"]
+        "model.max_len=20", "model.batch_size=32", "model.epochs=2", "model.text_init=true",
+        "model.training_snapshots=2"]
 
 
 @dataclass
@@ -39,6 +44,8 @@ class Shop:
     argv: list[str]
     config: Config
     store: DeltaStore
+    built: dict = field(default_factory=dict)  # the fixture's training set report
+    trained: dict = field(default_factory=dict)  # and its training report (model version 1)
 
     def job(self, name: str, *args: str) -> dict:
         return run_job(name, [*args, *self.argv])
@@ -58,11 +65,10 @@ def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Shop:
     config = load_config("local", overrides)
     shop = Shop(root, argv, config, open_store(spark, config))
     shop.job("ingest_events", "--source", "simulator")
-    for day in (D1, D2):
+    for day in (D0, D1, D2):
         shop.job("build_features", "--as-of", str(day))
-    shop.job("build_training_set", "--as-of", str(D1))
-    trained = shop.job("train_profile_model", "--as-of", str(D1), "--np", "2")
-    assert trained["model_version"] == "1"
+    shop.built = shop.job("build_training_set", "--as-of", str(D1))
+    shop.trained = shop.job("train_profile_model", "--as-of", str(D1), "--np", "2")
     yield shop
     if previous_key is None:
         os.environ.pop("SHOPPER_PSEUDONYM_KEY", None)
@@ -72,6 +78,107 @@ def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Shop:
 
 def at(day: date):
     return F.col("as_of") == F.lit(day)
+
+
+@pytest.mark.slow
+def test_training_set_holds_one_example_per_shopper_and_snapshot_labelled_by_its_own_next_window(
+        shop: Shop, spark: SparkSession) -> None:
+    with pytest.raises(ValueError, match="no behaviour_sequences for 2024-01-06"):  # D0's earlier snapshot is missing
+        shop.job("build_training_set", "--as-of", str(D0))
+    built = shop.built
+    assert set(built["splits"]) == {"train", "validation", "test"}
+    assert built["example_dates"] == [str(D1), str(D0)]
+    from deltalake import DeltaTable
+    from shopper_profiles.model.dataset import training_spec
+
+    everything = shop.rows(training_spec(20), F.col("snapshot_date") == D1)  # all tokenised with D1's vocabulary
+    by_date = {d: [r for r in everything if r["example_date"] == d] for d in (D1, D0)}
+    assert by_date[D1] and by_date[D0] and len(by_date[D1]) + len(by_date[D0]) == len(everything)
+    split = {r["user_id"]: r["split"] for r in by_date[D1]}
+    assert all(split.get(r["user_id"], r["split"]) == r["split"] for r in by_date[D0])  # one split per shopper
+    # 40 scalar features (the two rule scores last), then the need family's category affinity, one share per category.
+    assert all(len(r["item_seq"]) == 20 and len(r["tabular"]) == 40 + built["categories"] for r in everything)
+    # Labels come only from [S, S + 14 days) of each example's own snapshot S: no event there = churned.
+    events = spark.read.parquet(*DeltaTable(str(shop.root / "bronze" / "events")).file_uris())
+    for day in (D1, D0):
+        rows = by_date[day]
+        window = events.where((F.col("ts") >= F.lit(day)) & (F.col("ts") < F.lit(day + timedelta(days=14))))
+        active_next = {r.user_id for r in window.select("user_id").distinct().collect()}
+        assert {r["user_id"] for r in rows if r["churn_next"] == 0.0} == active_next & {r["user_id"] for r in rows}
+        buyers = {r.user_id for r in window.where("event_type = 'purchase'").select("user_id").distinct().collect()}
+        assert {r["user_id"] for r in rows if r["purchase_next"] == 1.0} == buyers & {r["user_id"] for r in rows}
+
+
+@pytest.mark.slow
+def test_training_registers_a_champion_with_its_lineage_that_scores_shoppers(shop: Shop) -> None:
+    first = shop.trained
+    assert first["ranks"] == 2 and first["champion"] is True and first["model_version"] == "1"
+    assert first["weights_checksums"][0] == pytest.approx(first["weights_checksums"][1], rel=1e-6)
+    assert "val_full_ndcg@10" in first["metrics"]
+
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+    from shopper_profiles.model.dataset import training_spec
+
+    mlflow.set_tracking_uri(shop.config.mlflow_tracking_uri)
+    run = MlflowClient().get_run(first["run_id"])
+    assert run.data.tags["delta_version.training_set"] == str(shop.built["version"])
+    assert len(run.data.tags["git_commit"]) >= 7
+    assert {"train_loss", "val_full_hr_at_10", "val_full_ndcg_at_10", "sequences_per_second"} <= set(run.data.metrics)
+    assert "training_curve.png" in {a.path for a in MlflowClient().list_artifacts(first["run_id"])}
+    assert {"validation/calibration.png", "validation/confusion_gender.png"} <= {
+        a.path for a in MlflowClient().list_artifacts(first["run_id"], "validation")}
+
+    model = mlflow.pyfunc.load_model(f"models:/{shop.config.mlflow.registered_model}/1")
+    sample = shop.rows(training_spec(20), (F.col("snapshot_date") == D1) & (F.col("split") == "test"))[:3]
+    columns = ("item_seq", "type_seq", "time_seq", "tabular")
+    scored = model.predict(pd.DataFrame({k: [np.array(r[k]) for r in sample] for k in columns}))
+    assert len(scored) == 3 and len(scored["user_embedding"][0]) == 16
+    assert ((scored["purchase_intent"] >= 0) & (scored["purchase_intent"] <= 1)).all()
+
+
+@pytest.mark.slow
+def test_evaluation_puts_the_champion_beside_every_baseline(shop: Shop, spark: SparkSession) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+    from shopper_profiles.model.dataset import training_spec
+
+    evaluated = shop.job("evaluate_profile_model", "--as-of", str(D1))
+    mlflow.set_tracking_uri(shop.config.mlflow_tracking_uri)
+    champion = MlflowClient().get_model_version_by_alias(shop.config.mlflow.registered_model, "champion")
+    assert evaluated["model_version"] == str(champion.version)
+    table = shop.store.read(EVALUATION)
+    found = {(r.method, r.task) for r in table.select("method", "task").distinct().collect()}
+    assert {("profile_model", "next_item"), ("popularity", "next_item"), ("item_cooccurrence", "next_item"),
+            ("category_rule", "next_item"), ("repeat_buy", "next_item"), ("intent_rule", "purchase_next_window"),
+            ("rfm_rule", "purchase_next_window"),
+            ("churn_rule", "churn_next_window"), ("profile_model", "truth_interests"), ("category_rule", "truth_interests"),
+            ("churn_rule", "truth_churned"), ("majority_class", "gender")} <= found
+    protocols = {r.protocol for r in table.where("task = 'next_item'").select("protocol").distinct().collect()}
+    assert protocols == {"full ranking over all items, history included", "target vs 100 uniform unseen negatives"}
+    assert evaluated["planted_truth"] is True
+    assert {h["task"] for h in evaluated["headline"]} >= {"next_item", "purchase_next_window", "churn_next_window"}
+
+    # Popularity, recomputed here from the training set: rank = items counted at least as often.
+    rows = shop.rows(training_spec(20), (F.col("snapshot_date") == D1) & (F.col("example_date") == D1))
+    test_rows = [r for r in rows if r["split"] == "test" and r["next_item"] >= 0]
+    run = MlflowClient().get_run(champion.run_id)
+    counts = np.zeros(int(run.data.params["n_items"]))
+    for r in rows:
+        for item in r["item_seq"]:
+            if item >= 2:  # 0 padding, 1 mask (item-less events)
+                counts[item] += 1
+    ranks = [int((counts[2:] >= counts[r["next_item"]]).sum()) - 1 for r in test_rows]
+    expected_hr10 = float(np.mean(np.asarray(ranks) < 10))
+    measured = table.where("method = 'popularity' AND metric = 'hr@10' AND protocol LIKE 'full%'").collect()[0].value
+    assert measured == pytest.approx(expected_hr10)
+
+    # Same snapshot and model again: the table's rows are replaced, not duplicated.
+    before = table.count()
+    shop.job("evaluate_profile_model", "--as-of", str(D1))
+    assert shop.store.read(EVALUATION).count() == before
+    assert "evaluation.md" in {a.path for a in MlflowClient().list_artifacts(evaluated["mlflow_run_id"])}
 
 
 @pytest.mark.slow
@@ -335,7 +442,8 @@ def test_rerunning_the_training_job_resumes_from_its_durable_checkpoint(shop: Sh
 def test_training_labels_are_the_next_window_item_categories_and_price(shop: Shop) -> None:
     from shopper_profiles.model.dataset import training_spec
 
-    rows = {r["user_id"]: r for r in shop.rows(training_spec(20), F.col("snapshot_date") == D1)}
+    rows = {r["user_id"]: r for r in shop.rows(training_spec(20), (F.col("snapshot_date") == D1)
+                                                 & (F.col("example_date") == D1))}
     vocabulary = Vocabulary.load(shop.store, D1)
     index = {item: i for i, item in enumerate(vocabulary.item_ids) if item}
     start, end = datetime(2024, 1, 20), datetime(2024, 2, 3)
@@ -376,7 +484,8 @@ def test_events_at_or_after_d_change_no_training_input(shop: Shop, spark: SparkS
     # Last: it appends events to bronze. Plant a burst at D1 00:00 and after it for 20 shoppers.
     from shopper_profiles.model.dataset import training_spec
 
-    before = {r["user_id"]: r for r in shop.rows(training_spec(20), F.col("snapshot_date") == D1)}
+    newest = (F.col("snapshot_date") == D1) & (F.col("example_date") == D1)
+    before = {r["user_id"]: r for r in shop.rows(training_spec(20), newest)}
     template = shop.store.read(EVENTS).where(F.col("ts") < datetime(2024, 1, 20)).orderBy("event_id").limit(20).collect()
     planted = []
     for n, e in enumerate(template):
@@ -386,7 +495,7 @@ def test_events_at_or_after_d_change_no_training_input(shop: Shop, spark: SparkS
     for day in (D1,):
         shop.job("build_features", "--as-of", str(day))
     shop.job("build_training_set", "--as-of", str(D1))
-    after = {r["user_id"]: r for r in shop.rows(training_spec(20), F.col("snapshot_date") == D1)}
+    after = {r["user_id"]: r for r in shop.rows(training_spec(20), newest)}
     assert set(after) == set(before)
     for user, row in before.items():
         for column in ("item_seq", "type_seq", "time_seq", "tabular", "history_items", "age_label", "gender_label"):
