@@ -50,6 +50,12 @@ class Shop:
     def job(self, name: str, *args: str) -> dict:
         return run_job(name, [*args, *self.argv])
 
+    def champion(self) -> str:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.config.mlflow_tracking_uri, self.config.mlflow_tracking_uri)
+        return str(client.get_model_version_by_alias(self.config.mlflow.registered_model, "champion").version)
+
     def rows(self, spec, where=None) -> list[dict]:
         frame = self.store.read(spec)
         return [r.asDict(recursive=True) for r in (frame.where(where) if where is not None else frame).collect()]
@@ -139,6 +145,20 @@ def test_training_registers_a_champion_with_its_lineage_that_scores_shoppers(sho
 
 
 @pytest.mark.slow
+def test_rerunning_the_training_job_resumes_from_its_durable_checkpoint(shop: Shop) -> None:
+    # Before anything rebuilds the training set: the fixture's run has the same checkpoint key.
+    first = shop.trained
+    folders = list((shop.root / "_checkpoints" / "profile_model").iterdir())
+    assert folders and all(any(f.iterdir()) for f in folders)  # kept under the lakehouse, not a temp folder
+    again = shop.job("train_profile_model", "--as-of", str(D1), "--np", "2")
+    assert again["history"] == []  # every epoch was already done: nothing retrained
+    assert again["model_version"] == str(int(first["model_version"]) + 1)
+    assert again["weights_checksums"] == first["weights_checksums"]
+    longer = shop.job("train_profile_model", "--as-of", str(D1), "--np", "2", "--epochs", "3")
+    assert [h["epoch"] for h in longer["history"]] == [2]  # more epochs continue the same run
+
+
+@pytest.mark.slow
 def test_evaluation_puts_the_champion_beside_every_baseline(shop: Shop, spark: SparkSession) -> None:
     import mlflow
     from mlflow import MlflowClient
@@ -209,7 +229,7 @@ def test_one_profile_per_active_shopper_every_value_in_range(shop: Shop) -> None
         assert len(items) == 10 == len(set(items)) and set(items) <= known_items
         probabilities = [x["score"] for x in r["recommended_items"]]
         assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0
-        assert r["model_name"] == shop.config.mlflow.registered_model and r["model_version"] == "1"
+        assert r["model_name"] == shop.config.mlflow.registered_model and r["model_version"] == shop.champion()
         assert r["feature_versions"] == versions and r["features_as_of"] == D2
         assert r["last_event_ts"] < datetime(2024, 1, 27)
 
@@ -421,21 +441,6 @@ def test_the_registered_model_declares_the_libraries_that_serve_it(shop: Shop) -
     pinned = {line.split("==")[0] for line in Path(path).read_text().splitlines() if "==" in line}
     # The wrapper imports TensorFlow and transformers lazily: inferred requirements missed both.
     assert {"shopper-profiles", "mlflow", "tensorflow-cpu", "tf-keras", "transformers"} <= pinned, pinned
-
-
-@pytest.mark.slow
-def test_rerunning_the_training_job_resumes_from_its_durable_checkpoint(shop: Shop) -> None:
-    # Late in this module: it registers new versions (the tests above expect version 1). The run
-    # trains on the current training set (rebuilt above, so a new checkpoint key) or resumes it.
-    first = shop.job("train_profile_model", "--as-of", str(D1), "--np", "2")
-    folders = list((shop.root / "_checkpoints" / "profile_model").iterdir())
-    assert folders and all(any(f.iterdir()) for f in folders)  # kept under the lakehouse, not a temp folder
-    again = shop.job("train_profile_model", "--as-of", str(D1), "--np", "2")
-    assert again["history"] == []  # every epoch was already done: nothing retrained
-    assert again["model_version"] == str(int(first["model_version"]) + 1)
-    assert again["weights_checksums"] == first["weights_checksums"]
-    longer = shop.job("train_profile_model", "--as-of", str(D1), "--np", "2", "--epochs", "3")
-    assert [h["epoch"] for h in longer["history"]] == [2]  # more epochs continue the same run
 
 
 @pytest.mark.slow
