@@ -60,10 +60,13 @@ def ratio(numerator: Column, denominator: Column) -> Column:
     return F.when(denominator > 0, numerator.cast("double") / denominator)
 
 
-def category_median_prices(events_cut: DataFrame) -> DataFrame:
-    """(category, ``_median``): the median price of each category's priced events before D -- the
-    reference a shopper's price level is measured against (need family input and training label)."""
-    return events_cut.where(F.col("price") > 0).groupBy("category").agg(F.median("price").alias("_median"))
+def category_median_prices(events_cut: DataFrame, *more: Column) -> DataFrame:
+    """(category, ``_median``, ``more``...): the median price of each category's priced events before
+    D -- the reference a shopper's price level is measured against (need family input and training
+    label); null for a category without a priced event. ``more``: other per-category aggregates
+    computed in the same pass."""
+    price = F.col("price")
+    return events_cut.groupBy("category").agg(F.median(F.when(price > 0, price)).alias("_median"), *more)
 
 
 def price_level(price: Column, median: Column) -> Column:

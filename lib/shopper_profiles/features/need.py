@@ -17,7 +17,6 @@ from pyspark.sql.window import Window
 from shopper_profiles.features import (
     category_median_prices,
     days_ago,
-    population,
     price_level,
     ratio,
     share_map,
@@ -31,54 +30,46 @@ ACTION_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0, "like": 2.0,
 
 def need_features(events_cut: DataFrame, items: DataFrame, as_of: date, half_life_days: float,
                   inactive_days: int) -> DataFrame:
-    etype = F.col("event_type")
-    last7 = events_cut.where(within_days(as_of, 7))
-    intent = last7.groupBy("user_id").agg(
-        F.size(F.array_except(F.collect_set(F.when(etype == "add_to_cart", F.col("item_id"))),
-                              F.collect_set(F.when(etype == "purchase", F.col("item_id"))))).alias("carts_without_purchase_7d"),
-        F.sum(F.when(etype == "view", 1).otherwise(0)).alias("_views"),
-        F.sum(F.when(etype == "search", 1).otherwise(0)).alias("_searches"),
-    )
-    repeats = (last7.where(etype == "view").groupBy("user_id", "item_id").count().where("count >= 2")
+    """Three passes over the cut (per-category medians; one conditional aggregation per shopper;
+    repeat views and category affinity at their own grains), not one per signal: each pass over
+    bronze costs more than the aggregation it feeds."""
+    etype, price = F.col("event_type"), F.col("price")
+    in7, in90 = within_days(as_of, 7), within_days(as_of, 90)
+    bought = etype == "purchase"
+    medians = category_median_prices(events_cut, F.median(F.when(bought, price)).alias("_paid_median"))
+    priced = events_cut.join(F.broadcast(medians), "category", "left").join(
+        F.broadcast(items.select("item_id", F.col("price").alias("_list_price"))), "item_id", "left")
+    bought90 = bought & in90
+    per_user = priced.groupBy("user_id").agg(
+        F.size(F.array_except(F.collect_set(F.when(in7 & (etype == "add_to_cart"), F.col("item_id"))),
+                              F.collect_set(F.when(in7 & bought, F.col("item_id"))))).alias("carts_without_purchase_7d"),
+        F.sum(F.when(in7 & (etype == "view"), 1).otherwise(0)).alias("_views"),
+        F.sum(F.when(in7 & (etype == "search"), 1).otherwise(0)).alias("_searches"),
+        F.avg(F.when(bought90, ratio(price, F.col("_paid_median")))).alias("paid_vs_category_median_90d"),
+        F.avg(F.when(bought90 & F.col("_list_price").isNotNull(),
+                     (price < 0.95 * F.col("_list_price")).cast("double"))).alias("discount_share_90d"),
+        F.size(F.collect_set(F.when(bought90, F.col("session_id")))).alias("frequency_90d"),
+        F.round(F.sum(F.when(bought90, price * F.col("quantity"))), 2).alias("monetary_90d"),
+        # The price level of everything looked at, carted and bought vs the category's median price:
+        # price sensitivity acts when shoppers choose among items, long before the few purchases.
+        price_level(F.when(in90 & (price > 0), price), F.col("_median")).alias("browsed_vs_category_median_90d"),
+        F.min(F.when(bought, days_ago(F.col("ts"), as_of))).alias("recency_days"),
+        F.min(days_ago(F.col("ts"), as_of)).alias("days_since_last_event"),
+        F.sum(F.when(within_days(as_of, 30), 1).otherwise(0)).cast("long").alias("events_30d"),
+        F.sum(F.when(within_days(as_of, 60) & ~within_days(as_of, 30), 1).otherwise(0)).cast("long").alias("events_prev_30d"),
+    ).withColumn("snapshot_date", F.lit(as_of))  # every shopper of the cut: the population
+    repeats = (events_cut.where(in7 & (etype == "view")).groupBy("user_id", "item_id").count().where("count >= 2")
                .groupBy("user_id").agg(F.count("*").alias("repeat_views_7d")))
-
-    purchases = events_cut.where(etype == "purchase")
-    medians = purchases.groupBy("category").agg(F.median("price").alias("_median"))
-    last90_purchases = purchases.where(within_days(as_of, 90))
-    with_reference = last90_purchases.join(F.broadcast(medians), "category", "left").join(
-        items.select("item_id", F.col("price").alias("_list_price")), "item_id", "left")
-    price = with_reference.groupBy("user_id").agg(
-        F.avg(ratio(F.col("price"), F.col("_median"))).alias("paid_vs_category_median_90d"),
-        F.avg(F.when(F.col("_list_price").isNotNull(),
-                     (F.col("price") < 0.95 * F.col("_list_price")).cast("double"))).alias("discount_share_90d"),
-        F.countDistinct("session_id").alias("frequency_90d"),
-        F.round(F.sum(F.col("price") * F.col("quantity")), 2).alias("monetary_90d"),
-    )
-    # The price level of everything looked at, carted and bought vs the category's median price:
-    # price sensitivity acts when shoppers choose among items, long before the
-    # few purchases.
-    browsed = (events_cut.where(within_days(as_of, 90) & (F.col("price") > 0))
-               .join(F.broadcast(category_median_prices(events_cut)), "category")
-               .groupBy("user_id").agg(price_level(F.col("price"), F.col("_median")).alias("browsed_vs_category_median_90d")))
-    recency = purchases.groupBy("user_id").agg(F.min(days_ago(F.col("ts"), as_of)).alias("recency_days"))
 
     weights = F.create_map(*[x for k, v in ACTION_WEIGHTS.items() for x in (F.lit(k), F.lit(v))])
     decay = F.pow(F.lit(0.5), days_ago(F.col("ts"), as_of) / half_life_days)
-    scored = (events_cut.where(within_days(as_of, 90) & F.col("item_id").isNotNull())
+    scored = (events_cut.where(in90 & F.col("item_id").isNotNull())
               .withColumn("top", top_category(F.col("category")))
               .withColumn("w", F.coalesce(weights[etype], F.lit(0.0)) * decay)
               .groupBy("user_id", "top").agg(F.sum("w").alias("w")))
     affinity = share_map(scored, "top", "w").withColumnRenamed("shares", "category_affinity_90d")
 
-    activity = events_cut.groupBy("user_id").agg(
-        F.min(days_ago(F.col("ts"), as_of)).alias("days_since_last_event"),
-        F.sum(F.when(within_days(as_of, 30), 1).otherwise(0)).cast("long").alias("events_30d"),
-        F.sum(F.when(within_days(as_of, 60) & ~within_days(as_of, 30), 1).otherwise(0)).cast("long").alias("events_prev_30d"),
-    )
-    frame = (population(events_cut, as_of).join(intent, "user_id", "left").join(repeats, "user_id", "left")
-             .join(price, "user_id", "left").join(browsed, "user_id", "left").join(recency, "user_id", "left")
-             .join(affinity, "user_id", "left")
-             .join(activity, "user_id", "left"))
+    frame = per_user.join(repeats, "user_id", "left").join(affinity, "user_id", "left")
     frame = frame.select(
         "user_id", "snapshot_date",
         F.coalesce("carts_without_purchase_7d", F.lit(0)).alias("carts_without_purchase_7d"),

@@ -8,7 +8,7 @@ from datetime import date
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from shopper_profiles.features import population, top_category, within_days
+from shopper_profiles.features import top_category, within_days
 
 
 def friend_pairs(edges_cut: DataFrame) -> DataFrame:
@@ -32,11 +32,13 @@ def social_features(events_cut: DataFrame, edges_cut: DataFrame, as_of: date) ->
     following = follows.groupBy(F.col("src_user_id").alias("user_id")).agg(F.count("*").alias("following_count"))
     followers = follows.groupBy(F.col("dst_user_id").alias("user_id")).agg(F.count("*").alias("followers_count"))
 
-    last90 = events_cut.where(within_days(as_of, 90))
-    given = last90.groupBy("user_id").agg(*[
-        F.sum(F.when(etype == action, 1).otherwise(0)).cast("long").alias(f"{name}_given_90d")
+    in90 = within_days(as_of, 90)
+    last90 = events_cut.where(in90)
+    # Every shopper of the cut (the population) with what they gave in the last 90 days: one pass.
+    given = events_cut.groupBy("user_id").agg(*[
+        F.sum(F.when(in90 & (etype == action), 1).otherwise(0)).cast("long").alias(f"{name}_given_90d")
         for name, action in (("likes", "like"), ("shares", "share"), ("reviews", "review"))
-    ])
+    ]).withColumn("snapshot_date", F.lit(as_of))
     # A share is adopted when a neighbour views or buys the shared item after the share.
     links = neighbours(edges_cut)
     shares = last90.where(etype == "share").select("user_id", "item_id", F.col("ts").alias("shared_at"))
@@ -69,8 +71,8 @@ def social_features(events_cut: DataFrame, edges_cut: DataFrame, as_of: date) ->
                                                  F.round(F.col("s") / F.col("_degree"), 6).alias("v")).alias("kv"))
                      .groupBy("user_id").agg(F.map_from_entries(F.array_sort(F.collect_list("kv"))).alias("neighbour_category_affinity")))
 
-    frame = population(events_cut, as_of)
-    for part in (friend_counts, following, followers, given, received, adopted, neighbour_mix):
+    frame = given
+    for part in (friend_counts, following, followers, received, adopted, neighbour_mix):
         frame = frame.join(part, "user_id", "left")
     counts = ["friends_count", "following_count", "followers_count", "likes_given_90d", "shares_given_90d",
               "reviews_given_90d", "likes_received_90d", "shares_received_90d", "reviews_received_90d",
