@@ -126,6 +126,20 @@ def test_behaviour_family(families) -> None:
     assert u2["top_search_terms_90d"] == []
 
 
+def test_events_without_a_session_count_as_events_never_as_sessions(spark: SparkSession) -> None:
+    from shopper_profiles.features.behaviour import behaviour_features
+
+    events = [ev("n1", "u9", "2024-02-29 10:00:00", "view", A, 10.0, session=None),
+              ev("n2", "u9", "2024-02-29 11:00:00", "view", B, 30.0, session=None),
+              ev("n3", "u9", "2024-02-29 12:00:00", "view", A, 10.0, session="s1"),
+              ev("n4", "u9", "2024-02-29 12:00:10", "purchase", A, 10.0, 1, session="s1")]
+    f = frames(spark, events)
+    row = behaviour_features(f["events"], f["items"], D, [1, 7, 30, 90]).collect()[0].asDict()
+    assert (row["views_1d"], row["purchases_1d"], row["spend_1d"]) == (3, 1, 10.0)
+    assert row["sessions_1d"] == row["sessions_90d"] == 1  # s1 only
+    assert row["avg_session_seconds_30d"] == 10.0  # the 2 h between the session-less views is no session
+
+
 def _affinity(events: list[tuple], user: str) -> dict[str, float]:
     """Independent re-statement of the rule: action weight x half-life decay, shares of the total."""
     weights = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0, "like": 2.0, "share": 2.0, "review": 3.0}
