@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from shopper_profiles.config import Config, load_config
 from shopper_profiles.features.schemas import feature_specs, need_spec
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENTS, GENDERS
-from shopper_profiles.model.dataset import VOCAB, tabular_names
+from shopper_profiles.model.dataset import VOCAB, tabular_names, training_spec
 from shopper_profiles.model.evaluation import EVALUATION
 from shopper_profiles.model.vocabulary import Vocabulary
 from shopper_profiles.profiles.audiences import AUDIENCE_MEMBERS, AUDIENCE_SIZES
@@ -50,11 +50,13 @@ class Shop:
     def job(self, name: str, *args: str) -> dict:
         return run_job(name, [*args, *self.argv])
 
-    def champion(self) -> str:
+    def champion(self):
+        """The MLflow model version behind the ``champion`` alias, read from the store (not through
+        the product's resolver, which the jobs under test use)."""
         from mlflow import MlflowClient
 
         client = MlflowClient(self.config.mlflow_tracking_uri, self.config.mlflow_tracking_uri)
-        return str(client.get_model_version_by_alias(self.config.mlflow.registered_model, "champion").version)
+        return client.get_model_version_by_alias(self.config.mlflow.registered_model, "champion")
 
     def rows(self, spec, where=None) -> list[dict]:
         frame = self.store.read(spec)
@@ -86,6 +88,11 @@ def at(day: date):
     return F.col("as_of") == F.lit(day)
 
 
+def d1_examples():
+    """Rows of D1's training set whose features and labels are as of D1 itself (not D0)."""
+    return (F.col("snapshot_date") == D1) & (F.col("example_date") == D1)
+
+
 @pytest.mark.slow
 def test_training_set_holds_one_example_per_shopper_and_snapshot_labelled_by_its_own_next_window(
         shop: Shop, spark: SparkSession) -> None:
@@ -95,8 +102,6 @@ def test_training_set_holds_one_example_per_shopper_and_snapshot_labelled_by_its
     assert set(built["splits"]) == {"train", "validation", "test"}
     assert built["example_dates"] == [str(D1), str(D0)]
     from deltalake import DeltaTable
-    from shopper_profiles.model.dataset import training_spec
-
     everything = shop.rows(training_spec(20), F.col("snapshot_date") == D1)  # all tokenised with D1's vocabulary
     by_date = {d: [r for r in everything if r["example_date"] == d] for d in (D1, D0)}
     assert by_date[D1] and by_date[D0] and len(by_date[D1]) + len(by_date[D0]) == len(everything)
@@ -125,8 +130,6 @@ def test_training_registers_a_champion_with_its_lineage_that_scores_shoppers(sho
     import mlflow
     import pandas as pd
     from mlflow import MlflowClient
-    from shopper_profiles.model.dataset import training_spec
-
     mlflow.set_tracking_uri(shop.config.mlflow_tracking_uri)
     run = MlflowClient().get_run(first["run_id"])
     assert run.data.tags["delta_version.training_set"] == str(shop.built["version"])
@@ -162,11 +165,9 @@ def test_rerunning_the_training_job_resumes_from_its_durable_checkpoint(shop: Sh
 def test_evaluation_puts_the_champion_beside_every_baseline(shop: Shop, spark: SparkSession) -> None:
     import mlflow
     from mlflow import MlflowClient
-    from shopper_profiles.model.dataset import training_spec
-
     evaluated = shop.job("evaluate_profile_model", "--as-of", str(D1))
     mlflow.set_tracking_uri(shop.config.mlflow_tracking_uri)
-    champion = MlflowClient().get_model_version_by_alias(shop.config.mlflow.registered_model, "champion")
+    champion = shop.champion()
     assert evaluated["model_version"] == str(champion.version)
     table = shop.store.read(EVALUATION)
     found = {(r.method, r.task) for r in table.select("method", "task").distinct().collect()}
@@ -181,7 +182,7 @@ def test_evaluation_puts_the_champion_beside_every_baseline(shop: Shop, spark: S
     assert {h["task"] for h in evaluated["headline"]} >= {"next_item", "purchase_next_window", "churn_next_window"}
 
     # Popularity, recomputed here from the training set: rank = items counted at least as often.
-    rows = shop.rows(training_spec(20), (F.col("snapshot_date") == D1) & (F.col("example_date") == D1))
+    rows = shop.rows(training_spec(20), d1_examples())
     test_rows = [r for r in rows if r["split"] == "test" and r["next_item"] >= 0]
     run = MlflowClient().get_run(champion.run_id)
     counts = np.zeros(int(run.data.params["n_items"]))
@@ -213,6 +214,7 @@ def test_one_profile_per_active_shopper_every_value_in_range(shop: Shop) -> None
     known_items = {i for i in vocabulary.item_ids if i}
     versions = {spec.name: shop.store.version(spec) for spec in feature_specs(shop.config.features).values()}
     low, high = shop.config.profiles.price_bands
+    champion = str(shop.champion().version)
     for r in rows:
         assert r["user_id"].startswith("u_")  # the pseudonym, never a raw id
         assert len(r["user_embedding"]) == 16 and all(np.isfinite(r["user_embedding"]))
@@ -229,7 +231,7 @@ def test_one_profile_per_active_shopper_every_value_in_range(shop: Shop) -> None
         assert len(items) == 10 == len(set(items)) and set(items) <= known_items
         probabilities = [x["score"] for x in r["recommended_items"]]
         assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0
-        assert r["model_name"] == shop.config.mlflow.registered_model and r["model_version"] == shop.champion()
+        assert r["model_name"] == shop.config.mlflow.registered_model and r["model_version"] == champion
         assert r["feature_versions"] == versions and r["features_as_of"] == D2
         assert r["last_event_ts"] < datetime(2024, 1, 27)
 
@@ -445,10 +447,7 @@ def test_the_registered_model_declares_the_libraries_that_serve_it(shop: Shop) -
 
 @pytest.mark.slow
 def test_training_labels_are_the_next_window_item_categories_and_price(shop: Shop) -> None:
-    from shopper_profiles.model.dataset import training_spec
-
-    rows = {r["user_id"]: r for r in shop.rows(training_spec(20), (F.col("snapshot_date") == D1)
-                                                 & (F.col("example_date") == D1))}
+    rows = {r["user_id"]: r for r in shop.rows(training_spec(20), d1_examples())}
     vocabulary = Vocabulary.load(shop.store, D1)
     index = {item: i for i, item in enumerate(vocabulary.item_ids) if item}
     start, end = datetime(2024, 1, 20), datetime(2024, 2, 3)
@@ -487,10 +486,7 @@ def test_training_labels_are_the_next_window_item_categories_and_price(shop: Sho
 @pytest.mark.slow
 def test_events_at_or_after_d_change_no_training_input(shop: Shop, spark: SparkSession) -> None:
     # Last: it appends events to bronze. Plant a burst at D1 00:00 and after it for 20 shoppers.
-    from shopper_profiles.model.dataset import training_spec
-
-    newest = (F.col("snapshot_date") == D1) & (F.col("example_date") == D1)
-    before = {r["user_id"]: r for r in shop.rows(training_spec(20), newest)}
+    before = {r["user_id"]: r for r in shop.rows(training_spec(20), d1_examples())}
     template = shop.store.read(EVENTS).where(F.col("ts") < datetime(2024, 1, 20)).orderBy("event_id").limit(20).collect()
     planted = []
     for n, e in enumerate(template):
@@ -500,7 +496,7 @@ def test_events_at_or_after_d_change_no_training_input(shop: Shop, spark: SparkS
     for day in (D1,):
         shop.job("build_features", "--as-of", str(day))
     shop.job("build_training_set", "--as-of", str(D1))
-    after = {r["user_id"]: r for r in shop.rows(training_spec(20), newest)}
+    after = {r["user_id"]: r for r in shop.rows(training_spec(20), d1_examples())}
     assert set(after) == set(before)
     for user, row in before.items():
         for column in ("item_seq", "type_seq", "time_seq", "tabular", "history_items", "age_label", "gender_label"):
