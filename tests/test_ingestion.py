@@ -238,3 +238,24 @@ def test_unbalanced_counts_fail_loudly() -> None:
     lost = EntityLoad("events", 10, 7, 1, 1, 0, 7)  # one row unaccounted for
     with pytest.raises(ReconciliationError, match="load-1 does not reconcile.*'input_rows': 10"):
         assert_reconciled([fine, lost], "load-1")
+
+
+@pytest.mark.parametrize("key", [b"profiles-test", b"k" * 64, bytes(range(200))])
+def test_pseudonyms_computed_in_the_jvm_equal_python_hmac_and_keep_the_key_out_of_the_plan(
+        spark: SparkSession, key: bytes) -> None:
+    """Short, block-sized and longer-than-a-block keys (hashed first); ASCII, unicode and odd ids."""
+    import hashlib
+    import hmac
+
+    from shopper_profiles.ingest.pseudonym import _pads, id_map
+
+    raw = ["sim-0000042", "alice", "Zoë", "客户-17", "a,b\"c", "x" * 300, "12345.0"]
+    frame = spark.createDataFrame([(r,) for r in raw + [None, "alice"]], "raw_user_id string")
+    mapped = id_map(frame, "online_retail", key)
+    got = {r.raw_user_id: r.user_id for r in mapped.collect()}
+    expected = {r: "u_" + hmac.new(key, f"online_retail\x1f{r}".encode(), hashlib.sha256).hexdigest()[:32] for r in raw}
+    assert got == expected
+    assert got == {r: pseudonym(key, "online_retail", r) for r in raw}
+    plan = mapped._jdf.queryExecution().toString().lower()
+    for secret in (key.hex(), *(p.hex() for p in _pads(key))):
+        assert secret[:16] not in plan

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 
 import pytest
 from conftest import run_job
@@ -20,8 +23,21 @@ def overrides(root) -> list[str]:
     return out
 
 
+@pytest.fixture(scope="module")
+def whole(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict]]:
+    """`make run`'s pipeline on a small shop, once for the module: (lakehouse root, its report)."""
+    previous_key = os.environ.get("SHOPPER_PSEUDONYM_KEY")
+    os.environ["SHOPPER_PSEUDONYM_KEY"] = "pipeline"
+    root = tmp_path_factory.mktemp("whole") / "lh"
+    yield root, run_job("run_pipeline", overrides(root))
+    if previous_key is None:
+        os.environ.pop("SHOPPER_PSEUDONYM_KEY", None)
+    else:
+        os.environ["SHOPPER_PSEUDONYM_KEY"] = previous_key
+
+
 @pytest.mark.slow
-def test_ingest_then_backfill_then_whole_pipeline(spark: SparkSession, tmp_path, monkeypatch) -> None:
+def test_ingest_then_backfill_then_whole_pipeline(spark: SparkSession, tmp_path, monkeypatch, whole) -> None:
     monkeypatch.setenv("SHOPPER_PSEUDONYM_KEY", "pipeline")
     root = tmp_path / "lh"
     report = run_job("ingest_events", ["--source", "simulator", "--from", "2024-01-01", "--to", "2024-01-15",
@@ -35,11 +51,11 @@ def test_ingest_then_backfill_then_whole_pipeline(spark: SparkSession, tmp_path,
     behaviour = DeltaTable(str(root / "silver" / "features_behaviour"))
     dates = {str(d) for d in behaviour.to_pyarrow_table(columns=["snapshot_date"]).column("snapshot_date").to_pylist()}
     assert sorted(dates) == ["2024-01-11", "2024-01-12"]
-    whole = run_job("run_pipeline", overrides(tmp_path / "whole"))
+    whole_root, whole = whole
     assert whole["smoke"]["rows"] == 10_000
     assert whole["ingest"]["balanced"]
     assert whole["features"]["as_of"] == "2024-01-21" and whole["features"]["active_users"] > 100
-    sequences = DeltaTable(str(tmp_path / "whole" / "silver" / "behaviour_sequences")).to_pyarrow_table(
+    sequences = DeltaTable(str(whole_root / "silver" / "behaviour_sequences")).to_pyarrow_table(
         filters=[("snapshot_date", "=", date(2024, 1, 21))])  # the training snapshot (01-07) is there too
     assert sequences.num_rows == whole["features"]["active_users"]
     assert max(sequences.column("sequence_length").to_pylist()) <= 50
@@ -98,3 +114,95 @@ def test_online_retail_through_the_product_pipeline(spark: SparkSession, tmp_pat
     assert tasks["next_basket"]["metric"] == "recall@20" and 0 <= tasks["next_basket"]["profile_model"] <= 1
     assert {"purchase_next_window", "churn_next_window"} <= set(tasks)
     assert not any(task.startswith(("truth_", "planted_")) for task in tasks)  # no planted truth on real data
+
+
+def _holders(root: Path, needles: list[str]) -> dict[str, list[str]]:
+    """needle -> the files under ``root`` that hold it: every file's raw bytes, and for Parquet files
+    also their decoded values (compressed pages can hide a string from a plain byte search)."""
+    import pyarrow.parquet as pq
+
+    found: dict[str, list[str]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        texts = [data]
+        if data[:4] == b"PAR1":
+            texts.append(str(pq.read_table(path).to_pylist()).encode())
+        for needle in needles:
+            if any(needle.encode() in text for text in texts):
+                found.setdefault(needle, []).append(str(path.relative_to(root)))
+    return found
+
+
+def test_erasure_covers_every_table_that_carries_a_shopper() -> None:
+    """A table added with a shopper column but not to erasure's list would keep erased shoppers."""
+    import importlib
+    import pkgutil
+
+    import shopper_profiles
+    from shopper_profiles.config import load_config
+    from shopper_profiles.erasure import user_tables
+    from shopper_profiles.storage import TableSpec
+
+    config = load_config("local")
+    covered = {spec.name: set(columns) for spec, columns in user_tables(config)}
+    specs = {spec.name: spec for spec, _ in user_tables(config)}
+    for module in pkgutil.walk_packages(shopper_profiles.__path__, "shopper_profiles."):
+        for value in vars(importlib.import_module(module.name)).values():
+            if isinstance(value, TableSpec):
+                specs.setdefault(value.name, value)
+    shopper_columns = {"user_id", "src_user_id", "dst_user_id", "neighbour_id"}
+    for name, spec in specs.items():
+        carried = shopper_columns & set(spec.schema.fieldNames())
+        if name == "smoke":  # the storage round-trip table: synthetic ids, rebuilt by every smoke run
+            continue
+        assert carried <= covered.get(name, set()), f"{name} carries {carried} but erasure deletes by {covered.get(name)}"
+
+
+@pytest.mark.slow
+def test_erasure_reaches_every_copy_and_a_later_ingest_refuses_them(spark: SparkSession, whole, tmp_path) -> None:
+    """Erase three shoppers of the whole pipeline's lakehouse (events, features, training set,
+    model, profiles, explanations, audiences, neighbours, quarantine, landing): afterwards no byte
+    under the lakehouse root -- MLflow store included -- holds their raw id or pseudonym, the tables
+    still read, the model is tagged for retraining, and ingesting the source again brings none back."""
+    from deltalake import DeltaTable
+    from mlflow import MlflowClient
+    from shopper_profiles.config import load_config
+
+    root, _ = whole
+    argv = overrides(root)[:]
+
+    def table(path: str) -> list[dict]:
+        return DeltaTable(str(root / path)).to_pyarrow_table().to_pylist()
+
+    to_raw = {r["user_id"]: r["raw_user_id"] for r in table("restricted/user_id_map")}
+    quarantined = {(r["raw_row"] or "").split('"user_id":"')[-1].split('"')[0] for r in table("restricted/quarantine")}
+    everywhere = (set(to_raw) & {r["user_id"] for r in table("gold/audience_members")}
+                  & {r["user_id"] for r in table("gold/training_set")} & {r["src_user_id"] for r in table("bronze/social_edges")})
+    first = sorted(u for u in everywhere if to_raw[u] in quarantined)[:1]  # one with a quarantined raw row
+    chosen = first + [u for u in sorted(everywhere) if u not in first][:2]
+    assert len(chosen) == 3 and first, "the shop should have shoppers present in every table"
+    raw = [to_raw[u] for u in chosen]
+    before = _holders(root, raw + chosen)
+    assert set(before) == set(raw + chosen), "the search must find them before erasure, or it proves nothing"
+    assert any(p.startswith("landing/") for p in before[raw[0]]) and any(p.startswith("restricted/quarantine") for p in before[raw[0]])
+    events_before = len(table("bronze/events"))
+
+    requests = tmp_path / "erase.txt"
+    requests.write_text("\n".join(raw) + "\n")
+    report = run_job("erase_users", ["--users", str(requests), "--source", "simulator", *argv])
+    assert report["shoppers"] == 3 and report["registered"] == 3
+    assert report["deleted_rows"]["events"] > 0 and report["deleted_rows"]["profiles"] > 0
+    assert report["deleted_rows"]["quarantine"] > 0 and report["landing_rows"] > 0
+    assert report["models_needing_retrain"] == ["1"]
+    assert _holders(root, raw + chosen) == {}
+    assert len(table("bronze/events")) == events_before - report["deleted_rows"]["events"]
+    config = load_config("local", [argv[i + 1] for i in range(0, len(argv), 2)])
+    client = MlflowClient(config.mlflow_tracking_uri, config.mlflow_tracking_uri)
+    assert client.get_model_version(config.mlflow.registered_model, "1").tags.get("needs_retrain") == "true"
+
+    again = run_job("ingest_events", ["--source", "simulator", *argv])
+    assert again["balanced"] and again["entities"]["events"]["new_rows"] == 0
+    assert again["refused_erased"]["events"] > 0 and again["refused_erased"]["users"] > 0
+    assert again["landing_rows_scrubbed"] > 0
+    assert not set(chosen) & {r["user_id"] for r in table("bronze/events")}
+    assert _holders(root, raw + chosen) == {}

@@ -137,6 +137,40 @@ def test_delete_where(spark: SparkSession, store: DeltaStore) -> None:
     assert_rows_equal(store.read(SPEC), [("u2", D1, 2, 2.0)])
 
 
+def test_rewrite_without_touches_only_partitions_that_lose_rows(spark: SparkSession, store: DeltaStore) -> None:
+    store.create(SPEC)
+    store.append(frame(spark, [("u1", D1, 1, 1.0), ("u2", D1, 2, 2.0)]), SPEC)
+    store.append(frame(spark, [("u2", D2, 3, 3.0)]), SPEC)
+    store.append(frame(spark, [("u1", D3, 4, 4.0)]), SPEC)
+    untouched = {f for f in store.file_uris(SPEC) if "2024-01-02" in f}
+    gone = spark.createDataFrame([("u1",)], "user_id string")
+    removed = store.rewrite_without(SPEC, lambda table: table.join(gone, "user_id", "left_anti"))
+    assert removed == 2 and store.version(SPEC) == 4  # one commit for both partitions
+    assert_rows_equal(store.read(SPEC), [("u2", D1, 2, 2.0), ("u2", D2, 3, 3.0)])
+    assert untouched <= set(store.file_uris(SPEC))
+    assert store.rewrite_without(SPEC, lambda table: table.join(gone, "user_id", "left_anti")) == 0
+    assert store.version(SPEC) == 4  # nothing to remove: no commit
+
+
+def test_purge_history_leaves_no_trace_of_removed_rows(spark: SparkSession, store: DeltaStore, config) -> None:
+    import pathlib
+
+    store.create(SPEC)
+    for i in range(3):
+        store.append(frame(spark, [(f"u_erased{i}", D1, i, 1.0), (f"u_kept{i}", D2, i, 2.0)]), SPEC)
+    gone = spark.createDataFrame([(f"u_erased{i}",) for i in range(3)], "user_id string")
+    assert store.rewrite_without(SPEC, lambda table: table.join(gone, "user_id", "left_anti")) == 3
+    store.vacuum(SPEC, retention_hours=0)
+    root = pathlib.Path(store.path(SPEC))
+    logged = lambda: [p.name for p in root.rglob("*") if p.is_file() and b"u_erased" in p.read_bytes()]  # noqa: E731
+    assert logged(), "before the purge, the commit log still holds the removed rows' statistics"
+    store.purge_history(SPEC)
+    assert logged() == []
+    assert store.read(SPEC).count() == 3
+    store.append(frame(spark, [("u_new", D3, 1, 1.0)]), SPEC)  # the table goes on
+    assert store.read(SPEC).count() == 4
+
+
 def test_failed_write_leaves_previous_version_readable(spark: SparkSession, store: DeltaStore) -> None:
     store.create(SPEC)
     store.append(frame(spark, [("u1", D1, 1, 1.0)]), SPEC)

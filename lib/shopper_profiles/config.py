@@ -55,6 +55,7 @@ class TablesConfig(_Strict):
     ingest_loads: str
     user_id_map: str
     planted_truth: str
+    erasures: str
     features_basic: str
     features_behaviour: str
     features_need: str

@@ -22,7 +22,7 @@ import shutil
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -241,6 +241,28 @@ class DeltaStore(ABC):
     def delete(self, spec: TableSpec, predicate: str) -> int:
         """Delete rows matching a SQL predicate; returns the number of rows deleted."""
 
+    def rewrite_without(self, spec: TableSpec, keep: Callable[[DataFrame], DataFrame]) -> int:
+        """Remove rows by rewriting, in one commit, only the partitions (unpartitioned: the table)
+        where ``keep(table)`` drops any; returns the rows removed. For removals a SQL predicate
+        cannot say (a join against a list of ids that must not appear in the commit log) and for
+        tables delta-rs's ``delete`` cannot rewrite (map columns)."""
+        frame = self.read(spec)
+        kept = keep(frame)
+        parts = list(spec.partition_by)
+        if not parts:
+            rows, remaining = frame.count(), kept.count()
+            if rows != remaining:
+                self.overwrite(kept.localCheckpoint(), spec)
+            return rows - remaining
+        before: dict[tuple[Any, ...], int] = {tuple(r)[:-1]: r[-1] for r in frame.groupBy(*parts).count().collect()}
+        after: dict[tuple[Any, ...], int] = {tuple(r)[:-1]: r[-1] for r in kept.groupBy(*parts).count().collect()}
+        changed = [p for p, n in before.items() if after.get(p, 0) != n]
+        if not changed:
+            return 0
+        window: WindowFilter = {c: sorted({p[i] for p in changed}) for i, c in enumerate(parts)}
+        self.overwrite(kept.where(F.expr(window_predicate(window))).localCheckpoint(), spec, window=window)
+        return sum(before[p] - after.get(p, 0) for p in changed)
+
     @abstractmethod
     def read(self, spec: TableSpec, version: int | None = None) -> DataFrame:
         """The table (or its state at ``version``) as a Spark DataFrame."""
@@ -263,6 +285,12 @@ class DeltaStore(ABC):
     @abstractmethod
     def file_uris(self, spec: TableSpec, version: int | None = None) -> list[str]:
         """The table's live Parquet files (for Petastorm and DuckDB readers)."""
+
+    @abstractmethod
+    def purge_history(self, spec: TableSpec) -> None:
+        """End the table's time travel here: drop the commit log before the current version, so no
+        old entry (file statistics, a delete predicate) still names what was deleted. Erasure runs
+        it after ``delete`` and a zero-hour ``vacuum``."""
 
     def schema(self, spec: TableSpec) -> T.StructType:
         return self.read(spec).schema
@@ -477,6 +505,17 @@ class DeltaRsStore(DeltaStore):
         return len(removed)
 
 
+    def purge_history(self, spec: TableSpec) -> None:
+        dt = self._table(spec)
+        retention = "delta.logRetentionDuration"
+        previous = dt.metadata().configuration.get(retention) or "interval 30 days"
+        dt.alter.set_table_properties({retention: "interval 0 seconds"})
+        dt = self._table(spec)
+        dt.create_checkpoint()
+        dt.cleanup_metadata()  # every log file before the checkpoint is now expired
+        self._table(spec).alter.set_table_properties({retention: previous})
+
+
 def _adopt_staged_files(staging: str, table_path: str) -> tuple[list[Any], list[str]]:
     """Move Spark's staged Parquet files into the table's hive layout and describe each as
     a Delta add action (path, size, partition values, column stats)."""
@@ -689,6 +728,19 @@ class SparkDeltaStore(DeltaStore):
         before = set(self._data_files_on_disk(spec))
         self._delta_table(spec).vacuum(float(hours))
         return len(before - set(self._data_files_on_disk(spec)))
+
+    def purge_history(self, spec: TableSpec) -> None:
+        # Delta on Spark drops expired log files only when it writes a checkpoint, and cuts at day
+        # boundaries: the old commits (statistics and predicates, no row data once vacuumed) go at
+        # the first checkpoint a day later. Not exercised here (no Delta jars; see README).
+        path = self.path(spec)
+        retention = "delta.logRetentionDuration"
+        properties = self._delta_table(spec).detail().collect()[0]["properties"] or {}
+        previous = properties.get(retention, "interval 30 days")
+        self.spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{retention}' = 'interval 0 seconds')")
+        jvm: Any = self.spark.sparkContext._jvm
+        jvm.org.apache.spark.sql.delta.DeltaLog.forTable(self.spark._jsparkSession, path).checkpoint()
+        self.spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{retention}' = '{previous}')")
 
     def _data_files_on_disk(self, spec: TableSpec) -> list[str]:
         jvm: Any = self.spark.sparkContext._jvm

@@ -163,6 +163,20 @@ USER_ID_MAP = TableSpec(
     description="RESTRICTED: pseudonym -> raw id. Erasure deletes the row to break the link.",
 )
 
+ERASURES = TableSpec(
+    "erasures",
+    T.StructType(
+        [
+            T.StructField("erasure_token", T.StringType(), False),  # keyed hash: never the raw id or the pseudonym
+            T.StructField("source", T.StringType(), False),
+            T.StructField("request_id", T.StringType(), False),
+            T.StructField("erased_at", T.TimestampType(), False),
+        ]
+    ),
+    keys=("erasure_token", "source"),
+    description="RESTRICTED: shoppers erased on request (keyed tokens only); ingestion refuses their rows.",
+)
+
 PLANTED_TRUTH = TableSpec(
     "planted_truth",
     T.StructType(

@@ -22,6 +22,7 @@ from pyspark.sql.window import Window
 from shopper_profiles.config import Config
 from shopper_profiles.ingest import validation
 from shopper_profiles.ingest.bronze import (
+    ERASURES,
     EVENTS,
     INGEST_LOADS,
     ITEMS,
@@ -31,11 +32,19 @@ from shopper_profiles.ingest.bronze import (
     USER_ID_MAP,
     USERS,
 )
-from shopper_profiles.ingest.pseudonym import id_map, load_key
+from shopper_profiles.ingest.pseudonym import erasure_token_column, id_map, load_key
 from shopper_profiles.ingest.simulator import RawBatch
 from shopper_profiles.storage import DeltaStore, TableSpec
 
 logger = logging.getLogger(__name__)
+
+
+ERASED_RULE = "erased_user"
+WITHHELD = "raw row withheld: the shopper was erased on request"
+RAW_ID_COLUMNS: dict[str, tuple[str, ...]] = {
+    "events": ("raw_user_id",), "users": ("raw_user_id",), "social_edges": ("raw_src_user_id", "raw_dst_user_id"),
+}
+"""Per validated entity, the columns that hold a raw shopper id."""
 
 
 class ReconciliationError(RuntimeError):
@@ -74,7 +83,7 @@ def make_load_id(source: str, window: tuple[date, date] | None, fingerprint: str
 
 
 def ensure_bronze(store: DeltaStore) -> None:
-    for spec in (EVENTS, USERS, ITEMS, SOCIAL_EDGES, QUARANTINE, INGEST_LOADS, USER_ID_MAP, PLANTED_TRUTH):
+    for spec in (EVENTS, USERS, ITEMS, SOCIAL_EDGES, QUARANTINE, INGEST_LOADS, USER_ID_MAP, PLANTED_TRUTH, ERASURES):
         store.create(spec)
 
 
@@ -84,6 +93,17 @@ def _quarantine_rows(flagged: DataFrame, entity: str, load_id: str, source: str,
         F.col("_detail").alias("detail"), F.col("raw_row"), F.lit(source).alias("source"),
         F.lit(load_time).cast("timestamp").alias("quarantined_at"),
     )
+
+
+def _mark_erased(frame: DataFrame, columns: tuple[str, ...], erased: DataFrame) -> DataFrame:
+    """``frame`` plus a boolean ``_erased``: does any of ``columns`` hold an erased raw id."""
+    flags = []
+    for i, column in enumerate(columns):
+        flag = f"_erased_{i}"
+        frame = frame.join(F.broadcast(erased.select(F.col("raw_user_id").alias(column), F.lit(True).alias(flag))),
+                           column, "left")
+        flags.append(F.col(flag))
+    return frame.withColumn("_erased", F.coalesce(*flags, F.lit(False))).drop(*[f"_erased_{i}" for i in range(len(columns))])
 
 
 def _conform(frame: DataFrame, spec: TableSpec) -> DataFrame:
@@ -101,6 +121,8 @@ class Ingestion:
         self.source = batch.source
         self.cfg = config.ingest
         self._persisted: list[DataFrame] = []
+        self.refused: dict[str, int] = {}  # rows of erased shoppers, per entity
+        self.refused_raw_ids: list[str] = []  # (driver only) whose landed rows the caller may scrub
 
     def _persist(self, frame: DataFrame) -> DataFrame:
         frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
@@ -148,8 +170,14 @@ class Ingestion:
             duplicates[entity] = ranked.where("_n > 1")
             rejected[entity] = flagged[entity].where(F.col("_rule").isNotNull())
 
-        # Pseudonymise: one HMAC per distinct raw id, then joins.
         key = load_key(self.spark, self.config)
+        truth = self.batch.truth
+        erased = self._erased_raw_ids(flagged, key)
+        if erased is not None:
+            self._refuse_erased(erased, survivors, rejected)
+            truth = truth.join(F.broadcast(erased), "raw_user_id", "left_anti") if truth is not None else None
+
+        # Pseudonymise: one HMAC per distinct raw id, then joins.
         raw_ids = survivors["events"].select("raw_user_id")
         if "users" in survivors:
             raw_ids = raw_ids.unionByName(survivors["users"].select("raw_user_id"))
@@ -157,8 +185,8 @@ class Ingestion:
             edges = survivors["social_edges"]
             raw_ids = raw_ids.unionByName(edges.select(F.col("raw_src_user_id").alias("raw_user_id"))).unionByName(
                 edges.select(F.col("raw_dst_user_id").alias("raw_user_id")))
-        if self.batch.truth is not None:
-            raw_ids = raw_ids.unionByName(self.batch.truth.select("raw_user_id"))
+        if truth is not None:
+            raw_ids = raw_ids.unionByName(truth.select("raw_user_id"))
         ids = self._persist(id_map(raw_ids, self.source, key))
         to_pseudonym = F.broadcast(ids.select("raw_user_id", "user_id"))
 
@@ -169,8 +197,12 @@ class Ingestion:
             quarantine = rows if quarantine is None else quarantine.unionByName(rows)
         assert quarantine is not None
         self.store.overwrite(quarantine, QUARANTINE, window={"load_id": self.load_id})
-        quarantined: dict[str, int] = dict(self.store.read(QUARANTINE).where(F.col("load_id") == self.load_id)
-                           .groupBy("entity").count().collect())
+        quarantined: dict[str, int] = {}
+        for entity, rule, count in (self.store.read(QUARANTINE).where(F.col("load_id") == self.load_id)
+                                    .groupBy("entity", "rule").count().collect()):
+            quarantined[entity] = quarantined.get(entity, 0) + count
+            if rule == ERASED_RULE:
+                self.refused[entity] = count
 
         loads.append(self._load_events(survivors["events"], to_pseudonym, flagged["events"], duplicates["events"],
                                        int(quarantined.get("events", 0))))
@@ -186,14 +218,48 @@ class Ingestion:
             edges = (survivors["social_edges"].join(F.broadcast(src), "raw_src_user_id")
                      .join(F.broadcast(dst), "raw_dst_user_id").withColumn("source", F.lit(self.source)))
             loads.append(self._merge_entity("social_edges", SOCIAL_EDGES, edges, flagged, duplicates, quarantined))
-        if self.batch.truth is not None:
-            truth = self.batch.truth.join(to_pseudonym, "raw_user_id")
-            self.store.overwrite(_conform(truth, PLANTED_TRUTH), PLANTED_TRUTH)
+        if truth is not None:
+            self.store.overwrite(_conform(truth.join(to_pseudonym, "raw_user_id"), PLANTED_TRUTH), PLANTED_TRUTH)
 
         self._record_id_map(ids)
         self._record(loads)
         assert_reconciled(loads, self.load_id)
         return loads
+
+    def _erased_raw_ids(self, flagged: dict[str, DataFrame], key: bytes) -> DataFrame | None:
+        """Raw ids in this load whose shopper was erased (None when nobody of this source ever was):
+        their tokens recomputed with the key and matched against the erasure register."""
+        register = self.store.read(ERASURES).where(F.col("source") == self.source).select("erasure_token")
+        if register.isEmpty():
+            return None
+        raw: DataFrame | None = None
+        for entity, columns in RAW_ID_COLUMNS.items():
+            for column in columns if entity in flagged else ():
+                part = flagged[entity].select(F.col(column).alias("raw_user_id"))
+                raw = part if raw is None else raw.unionByName(part)
+        if self.batch.truth is not None and raw is not None:
+            raw = raw.unionByName(self.batch.truth.select("raw_user_id"))
+        assert raw is not None
+        tokens = id_map(raw, self.source, key).select("raw_user_id", erasure_token_column(F.col("user_id")).alias("erasure_token"))
+        erased = self._persist(tokens.join(F.broadcast(register), "erasure_token", "left_semi").select("raw_user_id"))
+        self.refused_raw_ids = [r[0] for r in erased.collect()]
+        return erased if self.refused_raw_ids else None
+
+    def _refuse_erased(self, erased: DataFrame, survivors: dict[str, DataFrame], rejected: dict[str, DataFrame]) -> None:
+        """Rows of erased shoppers never reach bronze: refused under rule ``erased_user`` into the
+        quarantine (so the reconciliation still balances and the refusal is counted) with their raw
+        content withheld; their rows quarantined for another rule keep the rule, not the content."""
+        for entity, columns in RAW_ID_COLUMNS.items():
+            if entity not in survivors:
+                continue
+            marked = _mark_erased(survivors[entity], columns, erased)
+            survivors[entity] = marked.where(~F.col("_erased")).drop("_erased")
+            refused = (marked.where(F.col("_erased")).withColumn("_rule", F.lit(ERASED_RULE))
+                       .withColumn("_detail", F.lit(WITHHELD)).withColumn("raw_row", F.lit(None).cast("string")))
+            kept = _mark_erased(rejected[entity], columns, erased)
+            kept = (kept.withColumn("raw_row", F.when(F.col("_erased"), F.lit(None).cast("string")).otherwise(F.col("raw_row")))
+                    .withColumn("_detail", F.when(F.col("_erased"), F.lit(WITHHELD)).otherwise(F.col("_detail"))))
+            rejected[entity] = kept.select(*rejected[entity].columns).unionByName(refused.select(*rejected[entity].columns))
 
     def _load_events(self, survivors: DataFrame, to_pseudonym: DataFrame, flagged: DataFrame,
                      duplicates: DataFrame, quarantined: int) -> EntityLoad:
@@ -244,9 +310,11 @@ class Ingestion:
         self.store.merge(frame, INGEST_LOADS)
 
 
-def reconciliation_report(loads: list[EntityLoad], load_id: str) -> dict[str, Any]:
+def reconciliation_report(loads: list[EntityLoad], load_id: str, refused: dict[str, int] | None = None) -> dict[str, Any]:
+    """Counts per entity; ``refused_erased``: rows of erased shoppers refused (part of quarantined)."""
     return {
         "load_id": load_id,
         "entities": {x.entity: {k: v for k, v in asdict(x).items() if k != "entity"} for x in loads},
         "balanced": all(x.balances() for x in loads),
+        "refused_erased": dict(refused or {}),
     }

@@ -10,7 +10,6 @@ import os
 import secrets
 from pathlib import Path
 
-import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -19,12 +18,25 @@ from shopper_profiles.config import Config
 logger = logging.getLogger(__name__)
 
 PSEUDONYM_PREFIX = "u_"
+_ERASURE_DOMAIN = "erased\x1f"
 
 
 def pseudonym(key: bytes, source: str, raw_user_id: str) -> str:
     """The pseudonym of one raw id (namespaced by source so two sources never collide)."""
     digest = hmac.new(key, f"{source}\x1f{raw_user_id}".encode(), hashlib.sha256).hexdigest()
     return PSEUDONYM_PREFIX + digest[:32]
+
+
+def erasure_token(pseudonym_value: str) -> str:
+    """What the erasure register keeps of an erased shopper: a hash of the keyed pseudonym under its
+    own domain, so the register holds neither the raw id nor the pseudonym that tables carried, yet
+    a later ingest (same key) recognises the shopper."""
+    return hashlib.sha256((_ERASURE_DOMAIN + pseudonym_value).encode()).hexdigest()
+
+
+def erasure_token_column(user_id: Column) -> Column:
+    """:func:`erasure_token` in Spark (built-in ``sha2``: the JVM never calls back into Python)."""
+    return F.sha2(F.concat(F.lit(_ERASURE_DOMAIN), user_id), 256)
 
 
 def load_key(spark: SparkSession, config: Config) -> bytes:
@@ -62,21 +74,31 @@ def load_key(spark: SparkSession, config: Config) -> bytes:
     return key_file.read_text().strip().encode()
 
 
-def pseudonymise(raw_user_id: Column, source: Column, key: bytes) -> Column:
-    """Vectorised HMAC over a column; the key travels in the UDF closure, not in the plan."""
+_BLOCK = 64  # SHA-256's block size in bytes (RFC 2104)
 
-    @F.pandas_udf("string")  # type: ignore[call-overload]
-    def _hmac(raw: pd.Series, src: pd.Series) -> pd.Series:
-        return pd.Series([None if r is None else pseudonym(key, s, r) for r, s in zip(raw, src, strict=True)])
 
-    return _hmac(raw_user_id, source)
+def _pads(key: bytes) -> tuple[bytes, bytes]:
+    """HMAC's inner and outer keys: the key (hashed if longer than a block) zero-padded to a block,
+    XORed with 0x36 and 0x5c."""
+    block = (hashlib.sha256(key).digest() if len(key) > _BLOCK else key).ljust(_BLOCK, b"\0")
+    return bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
 
 
 def id_map(raw_ids: DataFrame, source: str, key: bytes) -> DataFrame:
-    """Distinct ``raw_user_id`` -> ``user_id`` for one source (small: one row per user)."""
+    """Distinct ``raw_user_id`` -> ``user_id`` for one source (small: one row per user).
+
+    HMAC-SHA256 = H((K xor opad) || H((K xor ipad) || m)) written with Spark's own ``sha2``,
+    ``unhex`` and ``concat``, so it never leaves the JVM (no Python worker round trip); equal to
+    :func:`pseudonym` (tested). The two padded keys ride in a one-row broadcast frame, not as
+    literals, so the key is in no query plan."""
+    spark = raw_ids.sparkSession
+    inner, outer = _pads(key)
+    pads = spark.createDataFrame([(bytearray(inner), bytearray(outer))], "_ipad binary, _opad binary")
+    message = F.encode(F.concat(F.lit(source), F.lit("\x1f"), F.col("raw_user_id")), "UTF-8")
+    digest = F.sha2(F.concat(F.col("_opad"), F.unhex(F.sha2(F.concat(F.col("_ipad"), message), 256))), 256)
     distinct = raw_ids.select("raw_user_id").where(F.col("raw_user_id").isNotNull()).distinct()
-    return distinct.select(
-        pseudonymise(F.col("raw_user_id"), F.lit(source), key).alias("user_id"),
+    return distinct.crossJoin(F.broadcast(pads)).select(
+        F.concat(F.lit(PSEUDONYM_PREFIX), F.substring(digest, 1, 32)).alias("user_id"),
         "raw_user_id",
         F.lit(source).alias("source"),
     )

@@ -75,4 +75,11 @@ def ingest_source(spark: SparkSession, store: DeltaStore, config: Config, source
     from shopper_profiles.ingest.load import Ingestion, reconciliation_report
 
     batch, window, load_id = land_source(spark, config, source, start, end, path)
-    return reconciliation_report(Ingestion(spark, store, config, batch, window, load_id).run(), load_id)
+    ingestion = Ingestion(spark, store, config, batch, window, load_id)
+    report = reconciliation_report(ingestion.run(), load_id, ingestion.refused)
+    if ingestion.refused_raw_ids:
+        from shopper_profiles.erasure import scrub_landing
+
+        # The simulator landed erased shoppers again: our copy of the feed drops them too.
+        report["landing_rows_scrubbed"] = scrub_landing(spark, config, source, ingestion.refused_raw_ids)
+    return report
