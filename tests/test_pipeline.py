@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -114,6 +115,79 @@ def test_online_retail_through_the_product_pipeline(spark: SparkSession, tmp_pat
     assert tasks["next_basket"]["metric"] == "recall@20" and 0 <= tasks["next_basket"]["profile_model"] <= 1
     assert {"purchase_next_window", "churn_next_window"} <= set(tasks)
     assert not any(task.startswith(("truth_", "planted_")) for task in tasks)  # no planted truth on real data
+
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
+PHONE = re.compile(r"\+\d[\d\s().-]{7,}\d|\(\d{3}\)\s?\d{3}-\d{4}|\b\d{3}[-.\s]\d{3}[-.\s]\d{4}\b")
+PERSONAL_COLUMNS = {"name", "first_name", "last_name", "full_name", "email", "phone", "address", "raw_user_id", "raw_row"}
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.items():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def _personal_data(rows: list[dict], columns: list[str], raw_ids: set[str]) -> list[str]:
+    """What in these rows is personal: a column named for it, a raw id, an e-mail, a phone number."""
+    found = [f"column {c}" for c in columns if c.lower() in PERSONAL_COLUMNS]
+    ids = re.compile("|".join(re.escape(r) for r in sorted(raw_ids, key=len, reverse=True))) if raw_ids else None
+    for value in {s for row in rows for s in _strings(row)}:
+        if (ids and ids.search(value)) or EMAIL.search(value) or PHONE.search(value):
+            found.append(value)
+    return found
+
+
+def test_the_privacy_scan_finds_what_it_looks_for() -> None:
+    rows = [{"user_id": "u_0123456789abcdef0123456789abcdef", "note": "call +44 20 7946 0958"},
+            {"user_id": "u_99", "tags": ["x", "ann@example.com"]}, {"user_id": "sim-0000042", "m": {"k": "(555) 123-4567"}},
+            {"detail": '{"user_id":"sim-0000043"}'}]
+    assert sorted(_personal_data(rows, ["user_id", "email"], {"sim-0000042", "sim-0000043"})) == sorted(
+        ["column email", "call +44 20 7946 0958", "ann@example.com", "sim-0000042", "(555) 123-4567",
+         '{"user_id":"sim-0000043"}'])
+    assert _personal_data([{"user_id": "u_1234567890123456789012345678abcd", "price": "1234567.89",
+                            "day": "2024-01-07 00:00:00"}], ["user_id"], set()) == []
+
+
+@pytest.mark.slow
+def test_no_personal_data_outside_restricted(whole) -> None:
+    """Every Delta table outside `restricted/` (bronze, silver, gold: features, training sets,
+    profiles, explanations, audiences, neighbours, evaluation) and every analyst view holds no raw
+    user id, e-mail or phone number and no column named for personal data; the restricted tables
+    are exactly the ones under `restricted/`."""
+    from deltalake import DeltaTable
+    from shopper_profiles.config import load_config
+    from shopper_profiles.profiles.views import analyst_views, register_duckdb
+    from shopper_profiles.storage import open_store
+
+    root, _ = whole
+    raw_ids = {r["raw_user_id"] for r in DeltaTable(str(root / "restricted/user_id_map")).to_pyarrow_table().to_pylist()}
+    assert len(raw_ids) > 100
+    tables = sorted(p.parent.relative_to(root) for p in root.rglob("_delta_log"))
+    assert len(tables) > 20
+    restricted = {str(t) for t in tables if str(t).startswith("restricted/")}
+    assert restricted == {"restricted/quarantine", "restricted/user_id_map", "restricted/planted_truth", "restricted/erasures"}
+    for table in tables:
+        if str(table).startswith("restricted/"):
+            continue
+        data = DeltaTable(str(root / table)).to_pyarrow_table()
+        assert data.num_rows > 0 or str(table) == "_smoke/smoke", f"{table} is empty: the scan would prove nothing"
+        assert _personal_data(data.to_pylist(), data.column_names, raw_ids) == [], table
+    argv = ["lakehouse.root=" + str(root), *SMALL]
+    config = load_config("local", argv)
+    from pyspark.sql import SparkSession
+
+    con = register_duckdb(open_store(SparkSession.builder.getOrCreate(), config), config.analyst.min_group_size)
+    for view in analyst_views(config.analyst.min_group_size):
+        cursor = con.execute(f"SELECT * FROM {view.name}")  # type: ignore[attr-defined]
+        columns = [d[0] for d in cursor.description]
+        rows = [dict(zip(columns, r, strict=True)) for r in cursor.fetchall()]
+        assert _personal_data(rows, columns, raw_ids) == [], view.name
 
 
 def _holders(root: Path, needles: list[str]) -> dict[str, list[str]]:
