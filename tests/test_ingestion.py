@@ -259,3 +259,22 @@ def test_pseudonyms_computed_in_the_jvm_equal_python_hmac_and_keep_the_key_out_o
     plan = mapped._jdf.queryExecution().toString().lower()
     for secret in (key.hex(), *(p.hex() for p in _pads(key))):
         assert secret[:16] not in plan
+
+
+def test_a_load_that_does_not_reconcile_commits_nothing(spark: SparkSession, tmp_path: Path, monkeypatch) -> None:
+    """A bug that loses one quarantined row is caught before any table changes: bronze, the
+    quarantine, the id map and the load record stay as they were."""
+    from shopper_profiles.ingest import load
+    from shopper_profiles.ingest.load import ReconciliationError
+
+    monkeypatch.setenv("SHOPPER_PSEUDONYM_KEY", KEY)
+    config = load_config("local", [f"lakehouse.root={tmp_path / 'lh'}"])
+    store = open_store(spark, config)
+    real = load._quarantine_rows
+    monkeypatch.setattr(load, "_quarantine_rows",
+                        lambda flagged, *args: real(flagged, *args).where(F.col("rule") != "negative_price"))
+    batch = RawBatch(source="test", events=raw_frame(spark, all_rows()))
+    with pytest.raises(ReconciliationError, match="does not reconcile"):
+        Ingestion(spark, store, config, batch, WINDOW, make_load_id("test", WINDOW), LOAD_TIME).run()
+    for spec in (EVENTS, QUARANTINE, USER_ID_MAP, INGEST_LOADS):
+        assert store.version(spec) == 0 and store.read(spec).count() == 0, spec.name

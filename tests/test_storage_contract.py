@@ -192,6 +192,42 @@ def test_failed_write_leaves_previous_version_readable(spark: SparkSession, stor
     assert store.read(SPEC).count() == 2
 
 
+@pytest.mark.parametrize("fail_at", ["second file moved", "commit"])
+def test_a_write_that_fails_after_moving_files_removes_them(spark: SparkSession, store: DeltaStore, monkeypatch,
+                                                            fail_at: str) -> None:
+    """delta-rs engine: files move into the table before the commit; a failure after any move
+    (half-way through the moves, or at the commit) must leave no file the log does not reference."""
+    import pathlib
+
+    from shopper_profiles import storage
+
+    if store.engine != "delta-rs":
+        pytest.skip("the staged-file move is the delta-rs engine's")
+    store.create(SPEC)
+    store.append(frame(spark, [("u1", D1, 1, 1.0)]), SPEC)
+    real_metadata, seen = storage.pq.read_metadata, []
+
+    def metadata_then_fail(path: str, *args, **kwargs):
+        seen.append(path)
+        if fail_at == "second file moved" and len(seen) == 2:
+            raise OSError("injected: disk gone after the first file moved")
+        return real_metadata(path, *args, **kwargs)
+
+    def refuse_commit(*args, **kwargs):
+        raise RuntimeError("injected: commit failed after every file moved")
+
+    monkeypatch.setattr(storage.pq, "read_metadata", metadata_then_fail)
+    if fail_at == "commit":
+        monkeypatch.setattr(storage, "_check_window", refuse_commit)
+    rows = frame(spark, [(f"u{i}", D2 if i % 2 else D3, i, float(i)) for i in range(40)]).repartition(4)
+    with pytest.raises((OSError, RuntimeError), match="injected"):
+        store.overwrite(rows, SPEC, window={"snapshot_date": [D2, D3]})
+    assert len(seen) >= 2
+    on_disk = {p.name for p in pathlib.Path(store.path(SPEC)).rglob("*.parquet") if "_delta_log" not in p.parts}
+    assert on_disk == {u.rsplit("/", 1)[-1] for u in store.file_uris(SPEC)}
+    assert store.version(SPEC) == 1 and store.read(SPEC).count() == 1
+
+
 def test_schema_mismatch_names_the_column(spark: SparkSession, store: DeltaStore) -> None:
     store.create(SPEC)
     wrong_type = frame(spark, [("u1", D1, 1, 1.0)]).withColumn("views", F.col("views").cast("string"))

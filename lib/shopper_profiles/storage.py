@@ -406,7 +406,7 @@ class DeltaRsStore(DeltaStore):
             elif partition_by:  # one file per partition value per task, not one per (task, value)
                 ordered = ordered.repartition(*[F.col(f"`{c}`") for c in partition_by])
             ordered.write.mode("error").partitionBy(*partition_by).parquet(staging)
-            actions, moved = _adopt_staged_files(staging, table_path)
+            actions = _adopt_staged_files(staging, table_path, moved)
             if window is not None:
                 _check_window(actions, _window_values(window), spec.name)
             arrow_schema = to_arrow_schema(write_schema)
@@ -516,13 +516,13 @@ class DeltaRsStore(DeltaStore):
         self._table(spec).alter.set_table_properties({retention: previous})
 
 
-def _adopt_staged_files(staging: str, table_path: str) -> tuple[list[Any], list[str]]:
+def _adopt_staged_files(staging: str, table_path: str, moved: list[str]) -> list[Any]:
     """Move Spark's staged Parquet files into the table's hive layout and describe each as
-    a Delta add action (path, size, partition values, column stats)."""
+    a Delta add action (path, size, partition values, column stats). Each moved path goes into
+    ``moved`` as soon as it lands, so a failure half-way still knows what to remove."""
     from deltalake.writer import AddAction, DeltaJSONEncoder, get_file_stats_from_metadata
 
     actions: list[Any] = []
-    moved: list[str] = []
     now_ms = int(time.time() * 1000)
     for folder, _dirs, files in os.walk(staging):
         for name in sorted(files):
@@ -553,7 +553,7 @@ def _adopt_staged_files(staging: str, table_path: str) -> tuple[list[Any], list[
                     json.dumps(stats, cls=DeltaJSONEncoder),
                 )
             )
-    return actions, moved
+    return actions
 
 
 def _check_window(actions: Iterable[Any], window: dict[str, list[Any]], table: str) -> None:

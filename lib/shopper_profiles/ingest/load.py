@@ -1,7 +1,8 @@
 """Validated bronze ingestion: landed rows -> quarantine | duplicates | bronze, reconciled.
 
 For every entity of a load: input = accepted + quarantined + duplicates dropped, or the load
-fails loudly. A load is identified by (source, window), so loading the same window again
+fails loudly -- checked on the staged (persisted) frames before the first commit, so a load
+that would lose a row changes no table. A load is identified by (source, window), so loading the same window again
 finds every event already present and changes nothing; the next window appends only its own
 events. Raw user ids are replaced by pseudonyms before any bronze write.
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -190,40 +192,41 @@ class Ingestion:
         ids = self._persist(id_map(raw_ids, self.source, key))
         to_pseudonym = F.broadcast(ids.select("raw_user_id", "user_id"))
 
-        loads: list[EntityLoad] = []
-        quarantine = None
+        quarantine: DataFrame | None = None
         for entity in flagged:
             rows = _quarantine_rows(rejected[entity], entity, self.load_id, self.source, lt)
             quarantine = rows if quarantine is None else quarantine.unionByName(rows)
         assert quarantine is not None
-        self.store.overwrite(quarantine, QUARANTINE, window={"load_id": self.load_id})
+        quarantine = self._persist(quarantine)
         quarantined: dict[str, int] = {}
-        for entity, rule, count in (self.store.read(QUARANTINE).where(F.col("load_id") == self.load_id)
-                                    .groupBy("entity", "rule").count().collect()):
+        for entity, rule, count in quarantine.groupBy("entity", "rule").count().collect():
             quarantined[entity] = quarantined.get(entity, 0) + count
             if rule == ERASED_RULE:
                 self.refused[entity] = count
 
-        loads.append(self._load_events(survivors["events"], to_pseudonym, flagged["events"], duplicates["events"],
-                                       int(quarantined.get("events", 0))))
+        staged = [self._stage_events(survivors["events"], to_pseudonym, flagged["events"], duplicates["events"],
+                                     int(quarantined.get("events", 0)))]
         if "users" in survivors:
             users = survivors["users"].join(to_pseudonym, "raw_user_id").withColumn("source", F.lit(self.source))
-            loads.append(self._merge_entity("users", USERS, users, flagged, duplicates, quarantined))
+            staged.append(self._stage_merge("users", USERS, users, flagged, duplicates, quarantined))
         if "items" in survivors:
             items = survivors["items"].withColumn("source", F.lit(self.source))
-            loads.append(self._merge_entity("items", ITEMS, items, flagged, duplicates, quarantined))
+            staged.append(self._stage_merge("items", ITEMS, items, flagged, duplicates, quarantined))
         if "social_edges" in survivors:
             src = ids.select(F.col("raw_user_id").alias("raw_src_user_id"), F.col("user_id").alias("src_user_id"))
             dst = ids.select(F.col("raw_user_id").alias("raw_dst_user_id"), F.col("user_id").alias("dst_user_id"))
             edges = (survivors["social_edges"].join(F.broadcast(src), "raw_src_user_id")
                      .join(F.broadcast(dst), "raw_dst_user_id").withColumn("source", F.lit(self.source)))
-            loads.append(self._merge_entity("social_edges", SOCIAL_EDGES, edges, flagged, duplicates, quarantined))
+            staged.append(self._stage_merge("social_edges", SOCIAL_EDGES, edges, flagged, duplicates, quarantined))
+
+        # Reconcile before anything is visible: a load that would lose a row commits nothing.
+        assert_reconciled([load for load, _ in staged], self.load_id)
+        self.store.overwrite(quarantine, QUARANTINE, window={"load_id": self.load_id})
+        loads = [commit() for _, commit in staged]
         if truth is not None:
             self.store.overwrite(_conform(truth.join(to_pseudonym, "raw_user_id"), PLANTED_TRUTH), PLANTED_TRUTH)
-
         self._record_id_map(ids)
         self._record(loads)
-        assert_reconciled(loads, self.load_id)
         return loads
 
     def _erased_raw_ids(self, flagged: dict[str, DataFrame], key: bytes) -> DataFrame | None:
@@ -261,8 +264,9 @@ class Ingestion:
                     .withColumn("_detail", F.when(F.col("_erased"), F.lit(WITHHELD)).otherwise(F.col("_detail"))))
             rejected[entity] = kept.select(*rejected[entity].columns).unionByName(refused.select(*rejected[entity].columns))
 
-    def _load_events(self, survivors: DataFrame, to_pseudonym: DataFrame, flagged: DataFrame,
-                     duplicates: DataFrame, quarantined: int) -> EntityLoad:
+    def _stage_events(self, survivors: DataFrame, to_pseudonym: DataFrame, flagged: DataFrame,
+                      duplicates: DataFrame, quarantined: int) -> tuple[EntityLoad, Callable[[], EntityLoad]]:
+        """The events' counts now; their append when the whole load has reconciled."""
         events = survivors.join(to_pseudonym, "raw_user_id").withColumn("source", F.lit(self.source)).withColumn(
             "load_id", F.lit(self.load_id))
         events = self._persist(_conform(events, EVENTS))
@@ -271,10 +275,14 @@ class Ingestion:
         new_events = events.join(existing, "event_id", "left_anti") if existing is not None else events
         new_events = self._persist(new_events)
         new_rows = new_events.count()
-        if new_rows:
-            self.store.append(new_events, EVENTS)
-        return EntityLoad("events", flagged.count(), accepted, quarantined, duplicates.count(),
-                          accepted - new_rows, new_rows)
+        load = EntityLoad("events", flagged.count(), accepted, quarantined, duplicates.count(), accepted - new_rows, new_rows)
+
+        def commit() -> EntityLoad:
+            if new_rows:
+                self.store.append(new_events, EVENTS)
+            return load
+
+        return load, commit
 
     def _existing_event_ids(self, events: DataFrame) -> DataFrame | None:
         """Event ids already in bronze for the dates this load touches (partition-pruned)."""
@@ -288,13 +296,19 @@ class Ingestion:
             bronze = bronze.where(F.col("event_date").isin(dates))
         return bronze.select("event_id")
 
-    def _merge_entity(self, entity: str, spec: TableSpec, frame: DataFrame, flagged: dict[str, DataFrame],
-                      duplicates: dict[str, DataFrame], quarantined: dict[str, int]) -> EntityLoad:
+    def _stage_merge(self, entity: str, spec: TableSpec, frame: DataFrame, flagged: dict[str, DataFrame],
+                     duplicates: dict[str, DataFrame], quarantined: dict[str, int]) -> tuple[EntityLoad, Callable[[], EntityLoad]]:
+        """An upserted entity's counts now (new vs already loaded are known after the merge)."""
         rows = self._persist(_conform(frame.withColumn("load_id", F.lit(self.load_id)), spec))
         accepted = rows.count()
-        result = self.store.merge(rows, spec)
-        return EntityLoad(entity, flagged[entity].count(), accepted, int(quarantined.get(entity, 0)),
-                          duplicates[entity].count(), accepted - result.inserted, result.inserted)
+        load = EntityLoad(entity, flagged[entity].count(), accepted, int(quarantined.get(entity, 0)),
+                          duplicates[entity].count(), 0, 0)
+
+        def commit() -> EntityLoad:
+            inserted = self.store.merge(rows, spec).inserted
+            return replace(load, already_loaded_rows=accepted - inserted, new_rows=inserted)
+
+        return load, commit
 
     def _record_id_map(self, ids: DataFrame) -> None:
         rows = ids.withColumn("first_load_id", F.lit(self.load_id))
