@@ -153,3 +153,115 @@ def test_item_followers_match_the_cooccurrence_baseline(spark: SparkSession) -> 
         expected = sorted(((-c, j) for j, c in enumerate(counts[item]) if c > 0))[:4]
         assert [int(j) for _, j in expected] == follow[item, :len(expected)].tolist(), item
         assert np.allclose(strength[item, :len(expected)], np.log1p([-c for c, _ in expected]))
+
+
+@pytest.mark.slow
+def test_dp_noise_is_added_once_for_the_global_batch_and_every_rank_applies_the_same() -> None:
+    """Two ranks: the noise on the global sum has std sigma*C (once), not sigma*C*sqrt(2) (once per rank)."""
+    import horovod
+
+    def noise_worker() -> tuple[float, list[float]]:  # nested: cloudpickle ships it by value to the ranks
+        """One DP aggregation of all-zero clipped sums on every rank: what comes back is the noise alone."""
+        import os
+
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+        import horovod.tensorflow as hvd
+        import numpy as np
+        import tensorflow as tf
+        from shopper_profiles.model.privacy import PrivacySpec, noisy_global_mean
+
+        hvd.init()
+        tf.random.set_seed(7 + hvd.rank())
+        spec = PrivacySpec(l2_norm_clip=2.0, noise_multiplier=1.5, delta=1e-5)
+        out = noisy_global_mean([tf.zeros([100_000])], spec, 8, hvd.rank(), hvd.size(),
+                                lambda t: hvd.allreduce(t, op=hvd.Sum))
+        noise = out[0].numpy() * 8 * hvd.size()  # back to the sum's scale
+        return float(np.std(noise) / (spec.noise_multiplier * spec.l2_norm_clip)), noise[:5].tolist()
+
+    (ratio0, head0), (ratio1, head1) = horovod.run(noise_worker, np=2, hosts="localhost:2", use_gloo=True)
+    assert head0 == head1 and ratio0 == ratio1
+    assert 0.98 < ratio0 < 1.02, ratio0
+
+
+def test_per_example_gradients_equal_one_tape_per_example_and_clip_to_c() -> None:
+    import tensorflow as tf
+    from shopper_profiles.model.network import ModelSpec, build_model, multitask_loss
+    from shopper_profiles.model.privacy import clip_and_sum, per_example_gradients
+
+    spec = ModelSpec(n_items=N_ITEMS, n_tabular=N_TAB, n_categories=N_CAT, max_len=MAX_LEN, hidden_size=8, layers=1,
+                     heads=2, dropout=0.0)
+    model = build_model(spec)
+    rng = np.random.default_rng(0)
+    b = 4
+    features = {"item_seq": tf.constant(rng.integers(2, N_ITEMS, (b, MAX_LEN)), tf.int32),
+                "type_seq": tf.ones((b, MAX_LEN), tf.int32), "time_seq": tf.fill((b, MAX_LEN), 3),
+                "tabular": tf.constant(rng.normal(size=(b, N_TAB)), tf.float32)}
+    window = rng.integers(2, N_ITEMS, (b, MAX_LEN))
+    labels = {"next_item": tf.constant(window[:, 0], tf.int32), "window_items": tf.constant(window, tf.int32),
+              "next_categories": tf.constant(rng.integers(0, 2, (b, N_CAT)), tf.float32),
+              "purchase_next": tf.constant([1.0, 0.0, 1.0, 0.0]), "churn_next": tf.constant([0.0, 1.0, 0.0, 0.0]),
+              "price_next": tf.constant([1.2, -1.0, 0.8, 1.0]), "age_label": tf.constant([1, -1, 3, 0]),
+              "gender_label": tf.constant([0, 1, -1, 1])}
+    model(features)
+
+    def loss_of_one(f, lab):
+        return multitask_loss(model(f, training=True), lab)[0]
+
+    losses, grads = per_example_gradients(loss_of_one, model.trainable_variables, features, labels)
+    for i in range(b):
+        one = ({k: v[i:i + 1] for k, v in features.items()}, {k: v[i:i + 1] for k, v in labels.items()})
+        with tf.GradientTape() as tape:
+            loss = loss_of_one(*one)
+        expected = tape.gradient(loss, model.trainable_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        assert abs(float(losses[i]) - float(loss)) < 1e-5
+        for got, want in zip(grads, expected, strict=True):
+            np.testing.assert_allclose(got[i].numpy(), tf.convert_to_tensor(want).numpy(), atol=1e-5)
+    clip = 0.5 * float(np.min(np.sqrt(sum(np.sum(g.numpy().reshape(b, -1) ** 2, axis=1) for g in grads))))
+    sums, norms = clip_and_sum(grads, clip)
+    for total, g in zip(sums, grads, strict=True):
+        scale = np.minimum(1.0, clip / norms.numpy())
+        np.testing.assert_allclose(total.numpy(), np.tensordot(scale, g.numpy(), axes=1), rtol=1e-5, atol=1e-7)
+    clipped_norms = [np.sqrt(sum(np.sum((g.numpy()[i] * min(1.0, clip / norms.numpy()[i])) ** 2) for g in grads)) for i in range(b)]
+    np.testing.assert_allclose(clipped_norms, clip, rtol=1e-5)  # every example was above C here: each now exactly C
+
+
+@pytest.mark.slow
+def test_dp_sgd_training_on_two_ranks_stays_in_sync_and_reports_epsilon(spark: SparkSession, store: DeltaStore, tmp_path) -> None:
+    from shopper_profiles.model.launch import run_horovodrun
+    from shopper_profiles.model.network import ModelSpec
+    from shopper_profiles.model.privacy import PrivacySpec, epsilon
+
+    files = synthetic_training_set(spark, store)
+    privacy = {"l2_norm_clip": 1.0, "noise_multiplier": 1.1, "delta": 1e-5}
+    params = {
+        "files": files, "seed": 3, "learning_rate": 0.005, "batch_size": 16, "epochs": 2, "steps_per_epoch": 6,
+        "threads_per_rank": 1, "checkpoint_dir": str(tmp_path / "ckpt"), "weights_path": None, "train_rows": 192,
+        "model_spec": ModelSpec(n_items=N_ITEMS, n_tabular=N_TAB, n_categories=N_CAT, max_len=MAX_LEN, hidden_size=16,
+                                layers=1, heads=2, dropout=0.1, wide=True).to_dict(), "privacy": privacy,
+    }
+    (tmp_path / "w").mkdir()
+    ranks = run_horovodrun(dict(params, rank_weights_dir=str(tmp_path / "w")), num_proc=2, timeout_s=900)
+    rank0, rank1 = (np.load(tmp_path / "w" / f"rank{r}.npz") for r in (0, 1))
+    for name in rank0.files:
+        assert np.array_equal(rank0[name], rank1[name]), name
+    dp = ranks[0]["dp"]
+    assert dp["steps"] == 12 and dp["sampling_probability"] == 32 / 192
+    assert dp["epsilon"] == epsilon(PrivacySpec(**privacy), 32 / 192, 12) and 0 < dp["epsilon"] < 20
+    assert all(np.isfinite(h["loss"]) for h in ranks[0]["history"])
+
+
+def test_the_static_shape_history_loss_equals_the_masked_one() -> None:
+    """DP-SGD's per-example gradients need static shapes: the weighted form must be the same loss."""
+    import tensorflow as tf
+    from shopper_profiles.model.encoder import sequence_loss
+
+    rng = np.random.default_rng(4)
+    hidden = tf.constant(rng.normal(size=(3, MAX_LEN, 6)), tf.float32)
+    table = tf.constant(rng.normal(size=(N_ITEMS, 6)), tf.float32)
+    items = rng.integers(2, N_ITEMS, (3, MAX_LEN))
+    items[0, :5] = 0  # padding
+    items[2, 3] = 1  # an item-less event
+    item_seq = tf.constant(items, tf.int32)
+    masked = float(sequence_loss(hidden, item_seq, table, first_item=2))
+    dense = float(sequence_loss(hidden, item_seq, table, first_item=2, masked=False))
+    assert abs(masked - dense) < 1e-5 and masked > 0

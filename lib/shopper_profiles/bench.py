@@ -281,6 +281,49 @@ def run_pipeline(args: argparse.Namespace, name: str, *argv: str, overrides: Seq
 MODEL_STEPS = "ingest,training_set,train,evaluate"
 
 
+def bench_privacy(args: argparse.Namespace) -> dict[str, Any]:
+    """DP-SGD's utility cost (#9 deliverable 2): the same simulated shop (same seed and key)
+    through the same pipeline twice, without and with ``privacy.dp_sgd``; every headline metric
+    side by side under the same protocol, and the epsilon the DP run spent."""
+    runs = {}
+    for label, overrides in (("without DP", []), ("with DP-SGD", ["privacy.dp_sgd.enabled=true"])):
+        started = time.perf_counter()
+        report = run_pipeline(args, f"privacy-{'dp' if overrides else 'plain'}",
+                              overrides=[f"simulator.users={args.training_users}", *overrides])
+        runs[label] = {"seconds": round(time.perf_counter() - started, 1), "headline": report["evaluate"]["headline"],
+                       "train_seconds": report.get("train", {}).get("seconds"), "dp": report["train"].get("dp"),
+                       "test_users": report["evaluate"]["test_users"]}
+    config = config_from_args(args)
+    return {"users": args.training_users, "runs": runs, "dp_config": config.privacy.dp_sgd.model_dump()}
+
+
+def render_privacy(result: dict[str, Any], meta: dict[str, Any]) -> str:
+    plain, private = result["runs"]["without DP"], result["runs"]["with DP-SGD"]
+    dp = private["dp"] or {}
+    cfg = result["dp_config"]
+    lines = ["## Differential privacy: what DP-SGD costs ([7/7] deliverable 2)", "", *_meta_lines(meta),
+             f"- Protocol: one simulated shop of {result['users']:,} shoppers (same seed and pseudonym key), `jobs/run_pipeline.py "
+             f"--steps {MODEL_STEPS}` twice: without DP, and with `privacy.dp_sgd.enabled=true` (per-example gradients "
+             f"clipped to C = {cfg['l2_norm_clip']}, Gaussian noise sigma = {cfg['noise_multiplier']} x C added once per global "
+             "batch). Same time holdout, same test shoppers, same baselines; 95 % paired bootstrap intervals.",
+             f"- Privacy spent: **epsilon = {dp.get('epsilon', float('nan')):.2f} at delta = {cfg['delta']:g}** "
+             f"({dp.get('accountant', 'RDP')}; q = {dp.get('sampling_probability', float('nan')):.4f}, {dp.get('steps', 0)} steps; "
+             "batches are shuffled, not Poisson-sampled: the usual DP-SGD approximation).",
+             f"- Wall time of the whole pipeline: {plain['seconds'] / 60:.1f} min without DP, {private['seconds'] / 60:.1f} min with DP.",
+             "", "| task | metric | model without DP | model with DP-SGD | DP / plain | best traditional | ratio without DP "
+                 "| ratio with DP |",
+             "|---|---|---|---|---|---|---|---|"]
+    with_dp = {(h["task"], h["protocol"]): h for h in private["headline"]}
+    for h in plain["headline"]:
+        d = with_dp.get((h["task"], h["protocol"]))
+        if d is None:
+            continue
+        change = d["profile_model"] / h["profile_model"] if h["profile_model"] else float("nan")
+        lines.append(f"| {h['task']} | {h['metric']} | {h['profile_model']:.4f} | {d['profile_model']:.4f} | {change:.2f}x | "
+                     f"{h['best_traditional']} {h['traditional']:.4f} | {h['ratio']:.2f}x | {d['ratio']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def bench_retail(args: argparse.Namespace) -> dict[str, Any]:
     """UCI Online Retail through the product's own pipeline."""
     return run_pipeline(args, "online_retail", "--source", "online_retail")
@@ -572,6 +615,7 @@ SUITES: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]], tuple[tu
     "sequences": (bench_sequences, (("sequences", render_sequences),)),
     "scoring": (bench_scoring, (("scoring", render_scoring),)),
     "retail": (bench_retail, (("retail", render_retail),)),
+    "privacy": (bench_privacy, (("privacy", render_privacy),)),
     "scaling": (bench_scaling, (("scaling", render_scaling),)),
 }
 
@@ -579,7 +623,7 @@ SUITES: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]], tuple[tu
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = add_config_arguments(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--suite", choices=list(SUITES),
-                        action="append", help="default: all but retail and scaling (each runs the whole model pipeline)")
+                        action="append", help="default: all but retail, scaling and privacy (each runs the whole model pipeline)")
     parser.add_argument("--scaling-users", default="4000,16000,64000", help="simulated shop sizes of the scaling suite")
     parser.add_argument("--scoring-users", type=int, default=10000, help="simulated shoppers of the scoring suite")
     parser.add_argument("--scoring-scale", type=int, default=10, help="replication factor for the large scoring size")

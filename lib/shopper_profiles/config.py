@@ -185,10 +185,20 @@ class AnalystConfig(_Strict):
     min_group_size: int = Field(ge=1, description="aggregate views suppress every group with fewer users")
 
 
+class DpSgdConfig(_Strict):
+    """Differentially private training (DP-SGD): per-example clipping + Gaussian noise."""
+
+    enabled: bool = Field(default=False, description="train the profile model with DP-SGD")
+    l2_norm_clip: float = Field(default=1.0, gt=0, description="per-example gradient L2 bound C")
+    noise_multiplier: float = Field(default=1.1, ge=0, description="noise std / C (sigma)")
+    delta: float = Field(default=1e-5, gt=0, lt=1, description="the delta of the (epsilon, delta) reported")
+
+
 class PrivacyConfig(_Strict):
     pseudonym_key_env: str = Field(description="environment variable holding the HMAC key")
     secret_scope: str | None = Field(default=None, description="Databricks secret scope with the key")
     secret_key: str | None = None
+    dp_sgd: DpSgdConfig = Field(default_factory=DpSgdConfig)
 
 
 class Config(_Strict):

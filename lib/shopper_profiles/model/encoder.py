@@ -150,25 +150,38 @@ def add_followers(logits: Any, recent: Any, neighbour_items: Any, neighbour_weig
 
 
 def next_item_loss(hidden: Any, targets: Any, present: Any, item_table: Any, item_bias: Any = None,
-                   followers: tuple[Any, Any, Any, Any] | None = None) -> Any:
+                   followers: tuple[Any, Any, Any, Any] | None = None, masked: bool = True) -> Any:
     """Mean full-softmax cross-entropy over every item of the ``targets`` at the ``present``
-    positions of ``hidden`` (only those positions reach the softmax). ``followers`` = (recent items
+    positions of ``hidden``. ``masked``: only those positions reach the softmax (cheaper); else
+    every position does and the absent ones weigh 0 -- the same value with static shapes, which
+    per-example gradients (``tf.vectorized_map``, DP-SGD) need. ``followers`` = (recent items
     [batch, length, 3], neighbour items, neighbour weights, weight) adds the co-occurrence input."""
     import tensorflow as tf
 
-    logits = tf.matmul(tf.boolean_mask(hidden, present), item_table, transpose_b=True)
+    if masked:
+        rows, kept = tf.boolean_mask(hidden, present), tf.boolean_mask(targets, present)
+        recent_rows = tf.boolean_mask(followers[0], present) if followers is not None else None
+        weights = None
+    else:
+        rows = tf.reshape(hidden, [-1, tf.shape(hidden)[-1]])
+        kept = tf.maximum(tf.reshape(targets, [-1]), 0)
+        recent_rows = tf.reshape(followers[0], [-1, tf.shape(followers[0])[-1]]) if followers is not None else None
+        weights = tf.cast(tf.reshape(present, [-1]), tf.float32)
+    logits = tf.matmul(rows, item_table, transpose_b=True)
     if item_bias is not None:
         logits += item_bias
-    kept = tf.boolean_mask(targets, present)
     if followers is not None:
-        recent, neighbour_items, neighbour_weights, weight = followers
-        logits = add_followers(logits, tf.boolean_mask(recent, present), neighbour_items, neighbour_weights, weight, kept)
+        _, neighbour_items, neighbour_weights, weight = followers
+        logits = add_followers(logits, recent_rows, neighbour_items, neighbour_weights, weight, kept)
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(kept, logits)
-    return tf.reduce_sum(losses) / tf.maximum(tf.cast(tf.size(losses), tf.float32), 1.0)
+    if weights is None:
+        return tf.reduce_sum(losses) / tf.maximum(tf.cast(tf.size(losses), tf.float32), 1.0)
+    return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
 
-def sequence_loss(hidden: Any, item_seq: Any, item_table: Any, item_bias: Any = None, first_item: int = 1) -> Any:
+def sequence_loss(hidden: Any, item_seq: Any, item_table: Any, item_bias: Any = None, first_item: int = 1,
+                  masked: bool = True) -> Any:
     """Causal next-item loss at every history position (the history is the densest label a
     shopper gives); tokens below ``first_item`` (padding, mask, item-less events) are no targets."""
     targets = item_seq[:, 1:]
-    return next_item_loss(hidden[:, :-1, :], targets, targets >= first_item, item_table, item_bias)
+    return next_item_loss(hidden[:, :-1, :], targets, targets >= first_item, item_table, item_bias, masked=masked)

@@ -283,9 +283,10 @@ def predict(model: Any, arrays: dict[str, Any], batch: int = 512) -> dict[str, n
 
 
 def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any], item_seq: Any = None, item_table: Any = None,
-                   item_bias: Any = None) -> Any:
+                   item_bias: Any = None, masked: bool = True) -> Any:
     """Sum of the head losses; each head counts only the rows that have its label. With the
-    input ``item_seq`` and the item table (causal models), the history's next-item loss joins."""
+    input ``item_seq`` and the item table (causal models), the history's next-item loss joins
+    (``masked=False``: its static-shape form, for per-example gradients)."""
     import tensorflow as tf
 
     def masked_mean(values: Any, mask: Any) -> Any:
@@ -316,7 +317,7 @@ def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any], item_seq: An
     parts = {"next_item": item_loss, "interests": interest, "intent": intent, "churn": churn, "price": price,
              "age": age, "gender": gender}
     if item_seq is not None and item_table is not None:
-        parts["sequence"] = sequence_loss(outputs["sequence_hidden"], item_seq, item_table, item_bias, FIRST_ITEM)
+        parts["sequence"] = sequence_loss(outputs["sequence_hidden"], item_seq, item_table, item_bias, FIRST_ITEM, masked)
     return tf.add_n(list(parts.values())), parts
 
 

@@ -200,6 +200,8 @@ def checkpoint_dir(config: Config, as_of: date, params: dict[str, Any], data_ver
     import hashlib
 
     decisive = {k: params[k] for k in ("seed", "learning_rate", "batch_size", "steps_per_epoch", "model_spec")}
+    if params.get("privacy"):  # a DP run never resumes a non-DP checkpoint (or one with other noise)
+        decisive["privacy"] = params["privacy"]
     # The data files themselves (a rebuilt table starts its versions again at 0) and the training
     # code: a checkpoint written by other code or from other files must never be resumed.
     decisive.update(data_version=data_version, vocab=vocab_fingerprint, text_init=bool(params.get("item_init")),
@@ -261,8 +263,11 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             "weights_path": weights_path, "model_spec": spec.to_dict(), "item_init": item_init,
             "item_category": item_category, "item_popularity": item_popularity, "patience": m.patience,
             "neighbour_items": str(work / "neighbour_items.npy") if spec.neighbours else None,
-            "neighbour_weights": str(work / "neighbour_weights.npy"),
+            "neighbour_weights": str(work / "neighbour_weights.npy"), "train_rows": counts["train"],
         }
+        dp = config.privacy.dp_sgd
+        if dp.enabled:
+            params["privacy"] = {"l2_norm_clip": dp.l2_norm_clip, "noise_multiplier": dp.noise_multiplier, "delta": dp.delta}
         params["checkpoint_dir"] = checkpoint_dir(config, as_of, params, store.version(spec_table), vocabulary.fingerprint)
         ranks = run_horovodrun(params, num_proc) if launcher == "horovodrun" else run_horovod_spark(params, num_proc)
         rank0 = next(r for r in ranks if r["rank"] == 0)
@@ -283,6 +288,10 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
                 mlflow.log_metric("train_loss", entry["loss"], step=entry["epoch"])
                 if "validation_loss" in entry:
                     mlflow.log_metric("validation_loss", entry["validation_loss"], step=entry["epoch"])
+            if rank0.get("dp"):  # the privacy spent travels with the model
+                mlflow.log_params({f"dp.{k}": v for k, v in rank0["dp"].items() if k != "epsilon"})
+                mlflow.log_metric("dp_epsilon", rank0["dp"]["epsilon"])
+                mlflow.set_tag("dp_sgd", "true")
             if rank0.get("best_epoch") is not None:
                 mlflow.set_tag("best_epoch", str(rank0["best_epoch"]))  # the registered weights are this epoch's
             mlflow.log_metrics({**{mlflow_name(k): v for k, v in metrics.items()}, "sequences_per_second": rank0["sequences_per_second"],
@@ -316,7 +325,7 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             version = str(info.registered_model_version)
             promoted = _maybe_promote(config.mlflow.registered_model, version, metrics.get("val_full_ndcg@10", 0.0))
             return {"run_id": run.info.run_id, "model_version": version, "champion": promoted, "metrics": metrics,
-                    "best_epoch": rank0.get("best_epoch"),
+                    "best_epoch": rank0.get("best_epoch"), "dp": rank0.get("dp"),
                     "history": rank0["history"], "ranks": len(ranks), "weights_checksums": [r["weights_checksum"] for r in ranks],
                     "model_uri": f"models:/{config.mlflow.registered_model}/{version}"}
     finally:

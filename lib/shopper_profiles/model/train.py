@@ -29,6 +29,7 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
 
     from shopper_profiles.model.inputs import load_shard, training_stream, validation_batches
     from shopper_profiles.model.network import ModelSpec, build_model, multitask_loss
+    from shopper_profiles.model.privacy import PrivacySpec, clip_and_sum, epsilon, noisy_global_mean, per_example_gradients
 
     hvd.init()  # distributed: one process per rank
     gpus = tf.config.list_physical_devices("GPU")
@@ -90,6 +91,27 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         return loss, parts
 
+    privacy = PrivacySpec(**params["privacy"]) if params.get("privacy") else None
+
+    @tf.function
+    def private_step(features: dict[str, Any], labels: dict[str, Any]) -> Any:
+        """DP-SGD: per-example gradients clipped, noise once for the global batch (model/privacy.py)."""
+
+        def loss_of_one(f: dict[str, Any], lab: dict[str, Any]) -> Any:
+            outputs = model(f, training=True)
+            table, bias = (model.item_embedding, model.item_bias) if spec.causal else (None, None)
+            return multitask_loss(outputs, lab, f["item_seq"], table, bias, masked=False)[0]
+
+        assert privacy is not None
+        losses, grads = per_example_gradients(loss_of_one, model.trainable_variables, features, labels)
+        sums, _norms = clip_and_sum(grads, privacy.l2_norm_clip)
+        # distributed: clipped sums allreduced (sum); rank 0 alone adds the noise, so it counts once
+        noisy = noisy_global_mean(sums, privacy, int(params["batch_size"]), hvd.rank(), hvd.size(),
+                                  lambda t: hvd.allreduce(t, op=hvd.Sum))
+        optimizer.apply_gradients(zip(noisy, model.trainable_variables, strict=True))
+        return tf.reduce_mean(losses), {}
+
+    step_function = private_step if privacy is not None else train_step
     patience = int(params.get("patience", 0))
     validation = load_shard(params["files"], split="validation") if patience and hvd.rank() == 0 else {}
     # Not "*.weights.h5": tf_keras would write its v3 layout, which the legacy loader cannot read.
@@ -129,7 +151,7 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
             wait_start = time.perf_counter()
             features, labels = next(stream)
             epoch_wait += time.perf_counter() - wait_start
-            loss, _parts = train_step(features, labels)
+            loss, _parts = step_function(features, labels)
             step.assign_add(1)
             losses.append(float(loss))
         input_wait += epoch_wait
@@ -169,6 +191,15 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
     result = {"rank": hvd.rank(), "size": hvd.size(), "rows": rows, "history": history, "weights_checksum": checksum,
               "steps": int(step.numpy()), "seconds": elapsed, "input_wait_seconds": input_wait,
               "sequences_per_second": (len(history) * steps_per_epoch * int(params["batch_size"]) / elapsed) if history else 0.0}
+    if privacy is not None:  # the privacy spent by every step taken (a resumed run counts all of them)
+        q = min(1.0, int(params["batch_size"]) * hvd.size() / max(int(params["train_rows"]), 1))
+        result["dp"] = {"epsilon": epsilon(privacy, q, int(step.numpy())), "delta": privacy.delta, "sampling_probability": q,
+                        "steps": int(step.numpy()), "noise_multiplier": privacy.noise_multiplier,
+                        "l2_norm_clip": privacy.l2_norm_clip, "accountant": "RDP (dp-accounting), Poisson-sampled Gaussian"}
+        if hvd.rank() == 0:
+            print(f"{PROGRESS} DP-SGD: epsilon {result['dp']['epsilon']:.2f} at delta {privacy.delta:g} "
+                  f"(sigma {privacy.noise_multiplier}, C {privacy.l2_norm_clip}, q {q:.4f}, {result['dp']['steps']} steps)",
+                  flush=True)
     result["best_epoch"] = int(best_epoch.numpy()) if patience else None
     result["best_validation_loss"] = float(best_loss.numpy()) if patience else None
     if hvd.rank() == 0 and params.get("weights_path"):
