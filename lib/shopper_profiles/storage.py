@@ -438,16 +438,19 @@ class DeltaRsStore(DeltaStore):
             if source.count_rows() == 0:
                 return MergeResult(inserted=0, updated=0, version=int(dt.version()))
             # delta-rs 0.18 panics on a zero-row batch, which Spark's empty partitions produce.
-            batches = (b for b in source.to_batches() if b.num_rows > 0)
-            reader = pa.RecordBatchReader.from_batches(source.schema, batches)
             predicate = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-            metrics = (
-                dt.merge(source=reader, predicate=predicate, source_alias="s",
-                         target_alias="t")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute()
-            )
+
+            def attempt() -> dict[str, Any]:
+                batches = (b for b in source.to_batches() if b.num_rows > 0)
+                reader = pa.RecordBatchReader.from_batches(source.schema, batches)
+                return dict(
+                    self._table(spec).merge(source=reader, predicate=predicate, source_alias="s", target_alias="t")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute()
+                )
+
+            metrics = _retry_on_conflict(attempt, spec.name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             _remove_empty_parent(staging)
@@ -514,6 +517,32 @@ class DeltaRsStore(DeltaStore):
         dt.create_checkpoint()
         dt.cleanup_metadata()  # every log file before the checkpoint is now expired
         self._table(spec).alter.set_table_properties({retention: previous})
+
+
+MERGE_ATTEMPTS = 5
+
+
+class ConcurrentWriteError(RuntimeError):
+    """Another writer kept committing to the same table: this write gave up, having changed nothing."""
+
+
+def _retry_on_conflict(attempt: Callable[[], dict[str, Any]], table: str) -> dict[str, Any]:
+    """Run a read-modify-write commit (a merge), re-reading the table and running it again when a
+    concurrent writer committed first (delta-rs's optimistic concurrency: the loser's commit fails
+    whole, so a retry neither loses nor duplicates rows)."""
+    from deltalake.exceptions import CommitFailedError
+
+    for number in range(1, MERGE_ATTEMPTS + 1):
+        try:
+            return attempt()
+        except CommitFailedError as error:
+            if number == MERGE_ATTEMPTS:
+                raise ConcurrentWriteError(
+                    f"table {table}: {MERGE_ATTEMPTS} merge attempts lost to concurrent writers ({error}); nothing of "
+                    "this merge was committed -- rerun the job (merges are idempotent) or stop the other writer") from error
+            logger.info("table %s: a concurrent writer committed first; merging again (attempt %d)", table, number + 1)
+            time.sleep(0.05 * number)
+    raise AssertionError("unreachable")
 
 
 def _adopt_staged_files(staging: str, table_path: str, moved: list[str]) -> list[Any]:

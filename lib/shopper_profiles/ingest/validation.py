@@ -7,7 +7,8 @@ int) happens here too, so a value of the wrong type becomes a named rule, not a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -25,6 +26,31 @@ from shopper_profiles.ingest.bronze import (
     RAW_COLUMNS,
     SOCIAL_EDGE_TYPES,
 )
+
+
+class CorruptInputError(ValueError):
+    """An input file cannot be read to its end (truncated, not what its name says)."""
+
+
+def read_whole_input(read: Callable[[], DataFrame], path: str) -> DataFrame:
+    """Read a source file's lines (``read()``), cache them and read them to the end now, before
+    anything is created or written: a truncated or corrupt file fails here with a clear message
+    instead of half-way through a load."""
+    frame: DataFrame | None = None
+    try:
+        frame = read().cache()
+        frame.count()
+    except Exception as error:  # noqa: BLE001 - Spark wraps the JVM's EOF/zip/charset errors in several kinds
+        if isinstance(error, ValueError) and not hasattr(error, "java_exception"):
+            raise  # our own layout errors say what is wrong already
+        if frame is not None:
+            frame.unpersist()
+        java = re.search(r"(java\.[\w.$]+(?:Exception|Error)[^\n]*)", str(error))  # the JVM's own reason
+        cause = (java.group(1) if java else str(error).strip().splitlines()[0] if str(error).strip()
+                 else type(error).__name__)[:300]
+        raise CorruptInputError(f"{path} cannot be read to its end ({cause}); it is truncated or corrupt. Nothing was "
+                                "written: fetch the file again (check its size/checksum) and rerun") from error
+    return frame
 
 
 class SchemaDriftError(ValueError):

@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from shopper_profiles.ingest.simulator import RawBatch
+from shopper_profiles.ingest.validation import read_whole_input
 
 SOURCE = "amazon_beauty"
 EPOCH = "2014-01-01 00:00:00"
@@ -65,6 +66,6 @@ def land(spark: SparkSession, path: str) -> RawBatch:
     import os
 
     attributes = path.replace(".txt", "_item2attributes.json")
-    sequences = read_sequences(spark, path).cache()
+    sequences = read_whole_input(lambda: read_sequences(spark, path), path)
     return RawBatch(source=SOURCE, events=to_events(sequences), users=to_users(sequences),
                     items=to_items(spark, sequences, attributes if os.path.exists(attributes) else None))

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from shopper_profiles.ingest.simulator import RawBatch
+from shopper_profiles.ingest.validation import read_whole_input
 
 SOURCE = "online_retail"
 COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country")
@@ -82,5 +83,5 @@ def to_users(lines: DataFrame) -> DataFrame:
 
 
 def land(spark: SparkSession, path: str) -> RawBatch:
-    lines = read_lines(spark, path).cache()
+    lines = read_whole_input(lambda: read_lines(spark, path), path)
     return RawBatch(source=SOURCE, events=to_events(lines), users=to_users(lines), items=to_items(lines))
