@@ -88,7 +88,7 @@ def build_training_snapshot(job: JobContext, _: dict[str, Any] | None = None) ->
 
 def train(job: JobContext, _: dict[str, Any] | None = None) -> dict[str, Any]:
     report = train_and_register(job.store, job.config, training_day(job), num_proc=2)
-    return {k: report[k] for k in ("run_id", "model_version", "champion", "metrics", "model_uri", "history")}
+    return {k: report[k] for k in ("run_id", "model_version", "champion", "metrics", "model_uri", "history", "dp")}
 
 
 def evaluate(job: JobContext, done: dict[str, Any]) -> dict[str, Any]:

@@ -90,6 +90,20 @@ def test_two_rank_horovod_training_syncs_lowers_loss_and_resumes(spark: SparkSes
     after_resume, uninterrupted = np.load(tmp_path / "resumed" / "rank0.npz"), np.load(tmp_path / "straight" / "rank0.npz")
     for name in uninterrupted.files:
         assert np.array_equal(after_resume[name], uninterrupted[name]), name
+    # Killed (SIGKILL of rank 0) in the middle of epoch 5, from the same 4-epoch checkpoint: the
+    # rerun restarts epoch 5 from the last checkpoint and still ends with the uninterrupted weights.
+    import shutil
+
+    shutil.copytree(tmp_path / "ckpt-again", tmp_path / "ckpt-killed")
+    killed = dict(params, epochs=6, checkpoint_dir=str(tmp_path / "ckpt-killed"), weights_path=None)
+    with pytest.raises(RuntimeError, match="horovodrun failed"):
+        run_horovodrun(dict(killed, crash_at_step=27), num_proc=2, timeout_s=900)
+    (tmp_path / "after-kill").mkdir()
+    rerun = run_horovodrun(dict(killed, rank_weights_dir=str(tmp_path / "after-kill")), num_proc=2, timeout_s=900)
+    assert [h["epoch"] for h in rerun[0]["history"]] == [4, 5]
+    after_kill = np.load(tmp_path / "after-kill" / "rank0.npz")
+    for name in uninterrupted.files:
+        assert np.array_equal(after_kill[name], uninterrupted[name]), name
 
 
 @pytest.mark.slow

@@ -305,7 +305,7 @@ def render_privacy(result: dict[str, Any], meta: dict[str, Any]) -> str:
              f"- Protocol: one simulated shop of {result['users']:,} shoppers (same seed and pseudonym key), `jobs/run_pipeline.py "
              f"--steps {MODEL_STEPS}` twice: without DP, and with `privacy.dp_sgd.enabled=true` (per-example gradients "
              f"clipped to C = {cfg['l2_norm_clip']}, Gaussian noise sigma = {cfg['noise_multiplier']} x C added once per global "
-             "batch). Same time holdout, same test shoppers, same baselines; 95 % paired bootstrap intervals.",
+             "batch). Same time holdout, same test shoppers, same baselines.",
              f"- Privacy spent: **epsilon = {dp.get('epsilon', float('nan')):.2f} at delta = {cfg['delta']:g}** "
              f"({dp.get('accountant', 'RDP')}; q = {dp.get('sampling_probability', float('nan')):.4f}, {dp.get('steps', 0)} steps; "
              "batches are shuffled, not Poisson-sampled: the usual DP-SGD approximation).",
@@ -319,7 +319,8 @@ def render_privacy(result: dict[str, Any], meta: dict[str, Any]) -> str:
         if d is None:
             continue
         change = d["profile_model"] / h["profile_model"] if h["profile_model"] else float("nan")
-        lines.append(f"| {h['task']} | {h['metric']} | {h['profile_model']:.4f} | {d['profile_model']:.4f} | {change:.2f}x | "
+        metric = h["metric"] + (" (sampled100)" if "negatives" in h["protocol"] else "")
+        lines.append(f"| {h['task']} | {metric} | {h['profile_model']:.4f} | {d['profile_model']:.4f} | {change:.2f}x | "
                      f"{h['best_traditional']} {h['traditional']:.4f} | {h['ratio']:.2f}x | {d['ratio']:.2f}x |")
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import time
 from typing import Any
 
@@ -154,6 +155,8 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
             loss, _parts = step_function(features, labels)
             step.assign_add(1)
             losses.append(float(loss))
+            if params.get("crash_at_step") == int(step.numpy()) and hvd.rank() == 0:  # fault tests: die mid-epoch
+                os.kill(os.getpid(), signal.SIGKILL)
         input_wait += epoch_wait
         mean_loss = float(hvd.allreduce(tf.constant(np.mean(losses), tf.float32), op=hvd.Average))
         history.append({"epoch": epoch, "loss": mean_loss, "step": int(step.numpy()),
