@@ -224,6 +224,11 @@ def test_erasure_covers_every_table_that_carries_a_shopper() -> None:
         for value in vars(importlib.import_module(module.name)).values():
             if isinstance(value, TableSpec):
                 specs.setdefault(value.name, value)
+    from shopper_profiles.catalog import all_tables
+    from shopper_profiles.features.schemas import stats_spec
+
+    specs.setdefault("feature_stats", stats_spec())  # made by a function, not a module constant
+    assert {spec.name for spec in all_tables(config)} == set(specs) - {"smoke"}, "catalog.all_tables misses a table"
     shopper_columns = {"user_id", "src_user_id", "dst_user_id", "neighbour_id"}
     for name, spec in specs.items():
         carried = shopper_columns & set(spec.schema.fieldNames())

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from shopper_profiles.config import PROJECT_ROOT, add_config_arguments, config_from_args
@@ -325,6 +326,114 @@ def render_privacy(result: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bench_soak(args: argparse.Namespace) -> dict[str, Any]:
+    """Day after day, as a scheduler runs it (#9 deliverable 6): after a warm-up period and one
+    trained model, ``--soak-days`` consecutive simulated days of ingest (that day's window) ->
+    feature snapshot -> incremental scoring, the reconciliation checked every day (bronze grows by
+    exactly the load's new rows, input = accepted + quarantined + duplicates), and the weekly
+    upkeep (optimize + vacuum) keeping file counts bounded."""
+    from shopper_profiles.catalog import all_tables
+    from shopper_profiles.features.build import build_snapshot
+    from shopper_profiles.ingest.bronze import EVENTS
+    from shopper_profiles.ingest.sources import ingest_source
+    from shopper_profiles.model.build import build_training_set, example_dates
+    from shopper_profiles.model.tracking import train_and_register
+    from shopper_profiles.profiles.scoring import score_profiles
+    from shopper_profiles.spark import build_spark
+    from shopper_profiles.storage import maintain, open_store
+
+    os.environ.setdefault("SHOPPER_PSEUDONYM_KEY", "benchmark-key")
+    root = RESULTS / "lakehouse-soak"
+    shutil.rmtree(root, ignore_errors=True)
+    warmup, days = 35, int(args.soak_days)
+    args.conf_override = [*args.base_overrides, f"lakehouse.root={root}", f"simulator.users={args.soak_users}",
+                          f"simulator.days={warmup + days}", "lakehouse.vacuum_retention_hours=0"]
+    config = config_from_args(args)
+    spark = build_spark(config)
+    store = open_store(spark, config)
+    start = config.simulator.start_date
+    first = start + timedelta(days=warmup)
+    ingest_source(spark, store, config, "simulator", start, first)
+    trained_on = first - timedelta(days=config.model.horizon_days)
+    for day in sorted({*example_dates(config, trained_on), first}):
+        build_snapshot(spark, store, config, day)
+    build_training_set(spark, store, config, trained_on)
+    train_and_register(store, config, trained_on, num_proc=2, epochs=1)  # scoring's cost, not the model's quality
+    score_profiles(spark, store, config, first)
+    tables = all_tables(config)
+
+    def footprint() -> dict[str, dict[str, int]]:
+        out = {}
+        for spec in tables:
+            if store.exists(spec):
+                folder = Path(store.path(spec))
+                files = [f for f in folder.rglob("*.parquet") if "_delta_log" not in f.parts]
+                out[spec.name] = {"live_files": len(store.file_uris(spec)), "files_on_disk": len(files),
+                                  "bytes": sum(f.stat().st_size for f in files)}
+        return out
+
+    log = []
+    for number in range(days):
+        day = first + timedelta(days=number)
+        row: dict[str, Any] = {"day": str(day)}
+        before = store.read(EVENTS).count()
+        started = time.perf_counter()
+        report = ingest_source(spark, store, config, "simulator", day, day + timedelta(days=1))
+        row["ingest_seconds"] = round(time.perf_counter() - started, 1)
+        events = report["entities"]["events"]
+        after = store.read(EVENTS).count()
+        row.update(input=events["input_rows"], new=events["new_rows"], quarantined=events["quarantined_rows"],
+                   duplicates=events["duplicate_rows"], bronze_events=after,
+                   reconciled=bool(report["balanced"] and after == before + events["new_rows"]))
+        if not row["reconciled"]:
+            raise AssertionError(f"soak day {day}: the load does not reconcile: {report}; bronze {before} -> {after}")
+        started = time.perf_counter()
+        row["active_users"] = build_snapshot(spark, store, config, day + timedelta(days=1))["active_users"]
+        row["features_seconds"] = round(time.perf_counter() - started, 1)
+        started = time.perf_counter()
+        scored = score_profiles(spark, store, config, day + timedelta(days=1), incremental=True)
+        row["score_seconds"] = round(time.perf_counter() - started, 1)
+        row["rescored"] = scored["rescored"]
+        if (number + 1) % 7 == 0:
+            started = time.perf_counter()
+            maintain(store, tables)
+            row["maintenance_seconds"] = round(time.perf_counter() - started, 1)
+        sizes = footprint()
+        row["files_on_disk"] = sum(t["files_on_disk"] for t in sizes.values())
+        row["live_files"] = sum(t["live_files"] for t in sizes.values())
+        row["megabytes"] = round(sum(t["bytes"] for t in sizes.values()) / 2**20, 1)
+        log.append(row)
+        logger.info("soak %s: %s", day, row)
+    final = footprint()
+    spark.stop()
+    return {"users": args.soak_users, "warmup_days": warmup, "days": log, "tables": final}
+
+
+def render_soak(result: dict[str, Any], meta: dict[str, Any]) -> str:
+    days = result["days"]
+    per_day = [d["ingest_seconds"] + d["features_seconds"] + d["score_seconds"] for d in days]
+    lines = ["## Soak: 30 days of the daily jobs ([7/7] deliverable 6)", "", *_meta_lines(meta),
+             f"- Protocol: a simulated shop of {result['users']:,} shoppers; {result['warmup_days']} warm-up days ingested, "
+             "features at T, T - 7d, T - 14d and the first day, one model trained (1 epoch: scoring's cost, not quality); then per "
+             "day: ingest that day's window -> feature snapshot of the next day -> incremental scoring; every 7th day "
+             "`maintain` (optimize + vacuum, retention 0 here). Reconciled = the load balances (input = accepted + quarantined + "
+             "duplicates) **and** bronze grew by exactly its new rows; the run stops at the first day that does not.",
+             f"- All {len(days)} days reconciled: **{'yes' if all(d['reconciled'] for d in days) else 'NO'}**; seconds per day "
+             f"(ingest + features + scoring): median {sorted(per_day)[len(days) // 2]:.0f}, first {per_day[0]:.0f}, "
+             f"last {per_day[-1]:.0f}.", "",
+             "| day | events in | new | quarantined | bronze events | active shoppers | re-scored | ingest s | features s | scoring s "
+             "| upkeep s | Parquet files on disk | live files | MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for d in days:
+        lines.append(f"| {d['day']} | {d['input']:,} | {d['new']:,} | {d['quarantined']:,} | {d['bronze_events']:,} | "
+                     f"{d['active_users']:,} | {d['rescored']:,} | {d['ingest_seconds']} | {d['features_seconds']} | "
+                     f"{d['score_seconds']} | {d.get('maintenance_seconds', '')} | {d['files_on_disk']:,} | {d['live_files']:,} | "
+                     f"{d['megabytes']} |")
+    lines += ["", "Tables after the last day (live files / Parquet files on disk / MiB): " + "; ".join(
+        f"{name} {t['live_files']}/{t['files_on_disk']}/{t['bytes'] / 2**20:.1f}" for name, t in result["tables"].items())]
+    return "\n".join(lines) + "\n"
+
+
 def bench_retail(args: argparse.Namespace) -> dict[str, Any]:
     """UCI Online Retail through the product's own pipeline."""
     return run_pipeline(args, "online_retail", "--source", "online_retail")
@@ -617,6 +726,7 @@ SUITES: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]], tuple[tu
     "scoring": (bench_scoring, (("scoring", render_scoring),)),
     "retail": (bench_retail, (("retail", render_retail),)),
     "privacy": (bench_privacy, (("privacy", render_privacy),)),
+    "soak": (bench_soak, (("soak", render_soak),)),
     "scaling": (bench_scaling, (("scaling", render_scaling),)),
 }
 
@@ -624,9 +734,11 @@ SUITES: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]], tuple[tu
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = add_config_arguments(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--suite", choices=list(SUITES),
-                        action="append", help="default: all but retail, scaling and privacy (each runs the whole model pipeline)")
+                        action="append", help="default: all but retail, scaling, privacy and soak (each runs the whole model pipeline)")
     parser.add_argument("--scaling-users", default="4000,16000,64000", help="simulated shop sizes of the scaling suite")
     parser.add_argument("--scoring-users", type=int, default=10000, help="simulated shoppers of the scoring suite")
+    parser.add_argument("--soak-users", type=int, default=2000, help="simulated shoppers of the soak suite")
+    parser.add_argument("--soak-days", type=int, default=30, help="consecutive daily cycles of the soak suite")
     parser.add_argument("--scoring-scale", type=int, default=10, help="replication factor for the large scoring size")
     parser.add_argument("--training-users", type=int, default=4000, help="simulated users of the training suite")
     parser.add_argument("--training-epochs", type=int, default=4)

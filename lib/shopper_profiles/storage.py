@@ -785,6 +785,20 @@ class SparkDeltaStore(DeltaStore):
         return out
 
 
+def maintain(store: DeltaStore, specs: Iterable[TableSpec], retention_hours: int | None = None) -> dict[str, dict[str, int]]:
+    """Routine upkeep of every existing table: compact small files (``optimize``), then delete the
+    files no version within the retention needs (``vacuum``); live file counts before and after."""
+    out: dict[str, dict[str, int]] = {}
+    for spec in specs:
+        if not store.exists(spec):
+            continue
+        before = len(store.file_uris(spec))
+        store.optimize(spec)
+        removed = store.vacuum(spec, retention_hours)
+        out[spec.name] = {"files_before": before, "files_after": len(store.file_uris(spec)), "vacuumed": removed}
+    return out
+
+
 def open_store(spark: SparkSession, config: Config) -> DeltaStore:
     """The store config asks for; ``auto`` picks spark-delta when the Delta classes are loaded."""
     engine = config.lakehouse.engine
