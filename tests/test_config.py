@@ -56,8 +56,8 @@ def test_bad_engine_and_range_fail() -> None:
 def test_bad_override_syntax_and_env() -> None:
     with pytest.raises(ConfigError, match="expected dotted.key=value"):
         parse_override("spark.master")
-    with pytest.raises(ConfigError, match="--env 'staging' is unknown"):
-        load_config("staging")
+    with pytest.raises(ConfigError, match="--env 'qa' is unknown"):
+        load_config("qa")
 
 
 def test_every_job_parser_takes_env_and_overrides() -> None:

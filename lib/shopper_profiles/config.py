@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 logger = logging.getLogger(__name__)
 
-ENVIRONMENTS = ("local", "dev", "prod")
+ENVIRONMENTS = ("local", "dev", "staging", "prod")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """Repository root (the folder holding conf/); relative paths in config resolve against it."""
 
@@ -202,7 +202,7 @@ class PrivacyConfig(_Strict):
 
 
 class Config(_Strict):
-    env: Literal["local", "dev", "prod"]
+    env: Literal["local", "dev", "staging", "prod"]
     lakehouse: LakehouseConfig
     tables: TablesConfig
     data: DataConfig
