@@ -12,9 +12,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from shopper_profiles.catalog import all_tables
+from shopper_profiles.catalog import maintain_lakehouse
 from shopper_profiles.runtime import job_parser, start_job
-from shopper_profiles.storage import maintain
 
 logger = logging.getLogger("maintain_tables")
 
@@ -23,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = job_parser(__doc__ or "")
     parser.add_argument("--retention-hours", type=int, help="override lakehouse.vacuum_retention_hours")
     job = start_job(parser, argv)
-    report = maintain(job.store, all_tables(job.config), job.args.retention_hours)
+    report = maintain_lakehouse(job.spark, job.store, job.config, job.args.retention_hours)
     for table, counts in report.items():
         logger.info("%s: %d -> %d live files, %d vacuumed", table, counts["files_before"], counts["files_after"],
                     counts["vacuumed"])

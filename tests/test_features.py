@@ -274,3 +274,45 @@ def test_failing_expectation_aborts_the_commit(spark: SparkSession, store: Delta
         build_snapshot(spark, store, config, D)
     for spec in feature_specs(config.features).values():
         assert store.version(spec) == 0  # created, never written
+
+
+def test_a_snapshot_is_seen_whole_or_not_at_all(spark: SparkSession, store: DeltaStore, config, monkeypatch) -> None:
+    """A build that dies after writing some of its tables: readers keep the last complete snapshot
+    of that date (or, for a date never completed, get a clear error) -- never half of each."""
+    from shopper_profiles.features.build import snapshot_tables
+
+    _seed_bronze(spark, store, BEFORE_D)
+    build_snapshot(spark, store, config, D)
+
+    def users(frames: dict[str, DataFrame]) -> dict[str, set[str]]:
+        return {name: {r.user_id for r in frame.select("user_id").collect()} for name, frame in frames.items()}
+
+    published = users(snapshot_tables(store, config, D))
+    assert set(published) == {"basic", "behaviour", "need", "social", "sequences"}
+    assert all(found == {"u1", "u2"} for found in published.values())
+    f = frames(spark, [ev("g1", "u9", "2024-02-27 10:00:00", "view", A, 10.0, session="s9")])
+    store.append(f["events"], EVENTS)  # a new shopper before D: a rebuild of D would add u9 everywhere
+
+    real, written = store.overwrite, []
+
+    def dies_at_the_third_table(frame, spec, *args, **kwargs):
+        if spec.name.startswith(("features_", "behaviour_sequences")):
+            if len(written) == 2:
+                raise RuntimeError("injected: the driver died mid-build")
+            written.append(spec.name)
+        return real(frame, spec, *args, **kwargs)
+
+    monkeypatch.setattr(store, "overwrite", dies_at_the_third_table)
+    with pytest.raises(RuntimeError, match="injected"):
+        build_snapshot(spark, store, config, D)
+    half = store.read(feature_specs(config.features)["basic"]).where(F.col("snapshot_date") == D)
+    assert "u9" in {r.user_id for r in half.collect()}  # the dead build did write its first tables ...
+    assert users(snapshot_tables(store, config, D)) == published  # ... which no reader sees
+    written.clear()
+    with pytest.raises(RuntimeError, match="injected"):
+        build_snapshot(spark, store, config, date(2024, 3, 2))
+    with pytest.raises(ValueError, match="2024-03-02: that feature snapshot is missing or incomplete"):
+        snapshot_tables(store, config, date(2024, 3, 2))
+    monkeypatch.setattr(store, "overwrite", real)
+    build_snapshot(spark, store, config, D)  # the rerun completes: now every table has u9
+    assert all(found == {"u1", "u2", "u9"} for found in users(snapshot_tables(store, config, D)).values())

@@ -332,7 +332,7 @@ def bench_soak(args: argparse.Namespace) -> dict[str, Any]:
     feature snapshot -> incremental scoring, the reconciliation checked every day (bronze grows by
     exactly the load's new rows, input = accepted + quarantined + duplicates), and the weekly
     upkeep (optimize + vacuum) keeping file counts bounded."""
-    from shopper_profiles.catalog import all_tables
+    from shopper_profiles.catalog import all_tables, maintain_lakehouse
     from shopper_profiles.features.build import build_snapshot
     from shopper_profiles.ingest.bronze import EVENTS
     from shopper_profiles.ingest.sources import ingest_source
@@ -340,7 +340,7 @@ def bench_soak(args: argparse.Namespace) -> dict[str, Any]:
     from shopper_profiles.model.tracking import train_and_register
     from shopper_profiles.profiles.scoring import score_profiles
     from shopper_profiles.spark import build_spark
-    from shopper_profiles.storage import maintain, open_store
+    from shopper_profiles.storage import open_store
 
     os.environ.setdefault("SHOPPER_PSEUDONYM_KEY", "benchmark-key")
     root = RESULTS / "lakehouse-soak"
@@ -396,7 +396,7 @@ def bench_soak(args: argparse.Namespace) -> dict[str, Any]:
         row["rescored"] = scored["rescored"]
         if (number + 1) % 7 == 0:
             started = time.perf_counter()
-            maintain(store, tables)
+            maintain_lakehouse(spark, store, config)
             row["maintenance_seconds"] = round(time.perf_counter() - started, 1)
         sizes = footprint()
         row["files_on_disk"] = sum(t["files_on_disk"] for t in sizes.values())
@@ -655,6 +655,7 @@ def _replicate(spark: Any, store: Any, config: Any, dates: dict[Any, Any], copie
     times under new pseudonyms, moved by ``shift``."""
     from pyspark.sql import functions as F
 
+    from shopper_profiles.features.build import record_snapshot
     from shopper_profiles.features.schemas import feature_specs
     from shopper_profiles.ingest.bronze import EVENTS
 
@@ -670,6 +671,8 @@ def _replicate(spark: Any, store: Any, config: Any, dates: dict[Any, Any], copie
             for i in range(1, copies):
                 copies_frame = copies_frame.unionByName(renamed(rows, i))
             store.overwrite(copies_frame, spec, window={"snapshot_date": new})
+    for new in dates.values():  # published like a build would: readers take only published snapshots
+        record_snapshot(spark, store, new, {spec.name: store.version(spec) for spec in feature_specs(config.features).values()})
     events = store.read(EVENTS).where((F.col("event_date") >= F.lit(start)) & (F.col("event_date") < F.lit(end)))
     moved = events.withColumn("ts", F.col("ts") + F.expr(f"INTERVAL {shift.days} DAYS")).withColumn(
         "event_date", F.to_date("ts"))

@@ -3,12 +3,14 @@ checks that must see them all (erasure's coverage test walks the modules for the
 
 from __future__ import annotations
 
+from pyspark.sql import SparkSession
+
 from shopper_profiles.config import Config
-from shopper_profiles.storage import TableSpec
+from shopper_profiles.storage import DeltaStore, TableSpec, maintain
 
 
 def all_tables(config: Config) -> list[TableSpec]:
-    from shopper_profiles.features.schemas import feature_specs, stats_spec
+    from shopper_profiles.features.schemas import FEATURE_SNAPSHOTS, feature_specs, stats_spec
     from shopper_profiles.ingest.bronze import (
         ERASURES,
         EVENTS,
@@ -29,5 +31,15 @@ def all_tables(config: Config) -> list[TableSpec]:
     from shopper_profiles.profiles.similar import SIMILAR_USERS
 
     return [EVENTS, USERS, ITEMS, SOCIAL_EDGES, QUARANTINE, INGEST_LOADS, USER_ID_MAP, PLANTED_TRUTH, ERASURES,
-            *feature_specs(config.features).values(), stats_spec(), VOCAB, training_spec(config.model.max_len), EVALUATION,
+            *feature_specs(config.features).values(), stats_spec(), FEATURE_SNAPSHOTS, VOCAB,
+            training_spec(config.model.max_len), EVALUATION,
             PROFILES, EXPLANATIONS, AUDIENCE_MEMBERS, AUDIENCE_SIZES, SIMILAR_USERS, CATEGORY_DEMAND]
+
+
+def maintain_lakehouse(spark: SparkSession, store: DeltaStore, config: Config,
+                       retention_hours: int | None = None) -> dict[str, dict[str, int]]:
+    """Weekly upkeep: compact every table, re-point the published feature snapshots at the
+    compacted versions (same rows), then vacuum, so the old files may go."""
+    from shopper_profiles.features.build import repin_snapshots
+
+    return maintain(store, all_tables(config), retention_hours, before_vacuum=lambda: repin_snapshots(spark, store, config))

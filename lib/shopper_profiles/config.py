@@ -62,6 +62,7 @@ class TablesConfig(_Strict):
     features_social: str
     behaviour_sequences: str
     feature_stats: str
+    feature_snapshots: str
     item_vocab: str
     training_set: str
     model_evaluation: str

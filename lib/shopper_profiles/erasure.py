@@ -29,6 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from shopper_profiles.config import Config
+from shopper_profiles.features.build import repin_snapshots
 from shopper_profiles.features.schemas import feature_specs
 from shopper_profiles.ingest.bronze import ERASURES, EVENTS, PLANTED_TRUTH, QUARANTINE, SOCIAL_EDGES, USER_ID_MAP, USERS
 from shopper_profiles.ingest.pseudonym import erasure_token, load_key, pseudonym
@@ -128,6 +129,9 @@ class Erasure:
             deleted[spec.name] = self.store.rewrite_without(spec, _anti_join(erased, columns))
             touched.append(spec)
             logger.info("erasure %s: %s -%d rows", self.request_id, spec.name, deleted[spec.name])
+        # The published feature snapshots must point at the versions without them, or readers would
+        # keep reading (and vacuum would break) the old ones.
+        repin_snapshots(self.spark, self.store, self.config)
         deleted["quarantine"] = self._scrub_quarantine()
         touched.append(QUARANTINE)
         report["deleted_rows"] = deleted

@@ -785,17 +785,21 @@ class SparkDeltaStore(DeltaStore):
         return out
 
 
-def maintain(store: DeltaStore, specs: Iterable[TableSpec], retention_hours: int | None = None) -> dict[str, dict[str, int]]:
-    """Routine upkeep of every existing table: compact small files (``optimize``), then delete the
-    files no version within the retention needs (``vacuum``); live file counts before and after."""
+def maintain(store: DeltaStore, specs: Iterable[TableSpec], retention_hours: int | None = None,
+             before_vacuum: Callable[[], Any] | None = None) -> dict[str, dict[str, int]]:
+    """Routine upkeep of every existing table: compact small files (``optimize``), then (after
+    ``before_vacuum``, e.g. re-pointing readers at the compacted versions) delete the files no
+    version within the retention needs (``vacuum``); live file counts before and after."""
+    present = [spec for spec in specs if store.exists(spec)]
     out: dict[str, dict[str, int]] = {}
-    for spec in specs:
-        if not store.exists(spec):
-            continue
+    for spec in present:
         before = len(store.file_uris(spec))
         store.optimize(spec)
-        removed = store.vacuum(spec, retention_hours)
-        out[spec.name] = {"files_before": before, "files_after": len(store.file_uris(spec)), "vacuumed": removed}
+        out[spec.name] = {"files_before": before, "files_after": len(store.file_uris(spec))}
+    if before_vacuum is not None:
+        before_vacuum()
+    for spec in present:
+        out[spec.name]["vacuumed"] = store.vacuum(spec, retention_hours)
     return out
 
 

@@ -84,6 +84,18 @@ def sequences_spec() -> TableSpec:
     return _spec("behaviour_sequences", fields, "Each user's last N events before the snapshot, oldest first.")
 
 
+FEATURE_SNAPSHOTS = TableSpec(
+    "feature_snapshots",
+    T.StructType([
+        T.StructField("snapshot_date", T.DateType(), False), T.StructField("table_name", T.StringType(), False),
+        T.StructField("version", T.LongType(), False), T.StructField("built_at", T.TimestampType(), False),
+    ]),
+    keys=("snapshot_date", "table_name"),
+    description="The manifest of complete feature snapshots: per snapshot and table, the Delta version its build "
+                "committed. Written last, in one commit: readers see a snapshot whole or not at all.",
+)
+
+
 def stats_spec() -> TableSpec:
     return TableSpec(
         "feature_stats",

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from shopper_profiles.config import Config
 from shopper_profiles.features import events_before
+from shopper_profiles.features.build import snapshot_tables
 from shopper_profiles.features.schemas import feature_specs
 from shopper_profiles.ingest.bronze import EVENTS, ITEMS
 from shopper_profiles.model.dataset import FIRST_ITEM, VOCAB, item_vocab, training_examples, training_spec
@@ -29,10 +30,7 @@ def snapshot_examples(spark: SparkSession, store: DeltaStore, config: Config, as
                       max_len: int | None = None) -> DataFrame:
     """Snapshot D's features + the labels of [D, D + horizon), tokenised with ``vocabulary``: the
     training set of D, or the evaluation set at D of a model trained on an earlier snapshot."""
-    specs = feature_specs(config.features)
-    snapshot = {name: store.read(spec).where(F.col("snapshot_date") == F.lit(as_of)) for name, spec in specs.items()}
-    if snapshot["sequences"].limit(1).count() == 0:
-        raise ValueError(f"no behaviour_sequences for {as_of}; run jobs/build_features.py --as-of {as_of} first")
+    snapshot = snapshot_tables(store, config, as_of)  # every table as its build published it
     events = store.read(EVENTS)
     horizon_end = as_of + timedelta(days=config.model.horizon_days)
     last = events.agg(F.max("ts")).collect()[0][0]

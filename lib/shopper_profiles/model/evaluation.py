@@ -42,6 +42,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from shopper_profiles.config import Config
+from shopper_profiles.features.build import read_published
 from shopper_profiles.features.schemas import need_spec
 from shopper_profiles.features.social import neighbours
 from shopper_profiles.ingest.bronze import EVENTS, PLANTED_TRUTH, SOCIAL_EDGES
@@ -296,7 +297,7 @@ def _users_frame(spark: SparkSession, users: Sequence[str] | np.ndarray) -> Data
 
 
 def _need_rules(spark: SparkSession, store: DeltaStore, as_of: date, users: Sequence[str]) -> dict[str, dict[str, Any]]:
-    need = store.read(need_spec()).where(F.col("snapshot_date") == F.lit(as_of))
+    (need,) = read_published(store, [need_spec()], as_of)
     rows = need.join(_users_frame(spark, users), "user_id").select(
         "user_id", "purchase_intent_rule", "churn_risk_rule", "r_score", "f_score", "paid_vs_category_median_90d",
         "category_affinity_90d").collect()

@@ -181,6 +181,7 @@ def audience_members(profiles: DataFrame, need: DataFrame, audiences: list[Audie
 def build_audiences(spark: SparkSession, store: DeltaStore, config: Config, as_of: date) -> dict[str, Any]:
     """Materialise every defined audience for profile snapshot D (members replace partition D) and
     append this run's sizes."""
+    from shopper_profiles.features.build import read_published
     from shopper_profiles.features.schemas import need_spec
     from shopper_profiles.profiles.scoring import PROFILES, profiles_at
 
@@ -189,7 +190,7 @@ def build_audiences(spark: SparkSession, store: DeltaStore, config: Config, as_o
     profiles = profiles_at(store, as_of)
     first = profiles.select("interest_scores").limit(1).collect()
     definitions = load_audiences(path, sorted(first[0]["interest_scores"]))
-    need = store.read(need_spec()).where(F.col("snapshot_date") == F.lit(as_of))
+    (need,) = read_published(store, [need_spec()], as_of)
     store.create(AUDIENCE_MEMBERS)
     version = store.overwrite(audience_members(profiles, need, definitions), AUDIENCE_MEMBERS, window={"as_of": as_of})
     counted: dict[str, int] = dict(store.read(AUDIENCE_MEMBERS).where(F.col("as_of") == F.lit(as_of)).groupBy("audience").count().collect())

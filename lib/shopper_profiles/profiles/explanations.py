@@ -216,6 +216,7 @@ def explain_snapshot(spark: Any, store: Any, config: Any, as_of: date, alias: st
                      faithfulness_users: int = 300) -> dict[str, Any]:
     """Explain every shopper of snapshot D with the model that scored its profiles (one commit
     replacing partition D), then the deletion test on up to ``faithfulness_users`` of them."""
+    from shopper_profiles.features.build import read_published
     from shopper_profiles.features.schemas import feature_specs
     from shopper_profiles.model.registry import load_model_once
     from shopper_profiles.profiles.scoring import scoring_inputs, usable_model
@@ -224,7 +225,7 @@ def explain_snapshot(spark: Any, store: Any, config: Any, as_of: date, alias: st
     p = config.profiles
     max_len = int(model.spec.get("max_len", config.model.max_len))
     inputs, _versions = scoring_inputs(spark, store, config, vocabulary, as_of, max_len)
-    sequences = store.read(feature_specs(config.features)["sequences"]).where(F.col("snapshot_date") == F.lit(as_of))
+    (sequences,) = read_published(store, [feature_specs(config.features)["sequences"]], as_of)
     body = explain_function(config.mlflow_tracking_uri, model.uri, vocabulary.categories, p.explanation_events,
                             p.explanation_features, p.explanation_steps)
     store.create(EXPLANATIONS)

@@ -24,6 +24,7 @@ from pyspark.sql import types as T
 
 from shopper_profiles.config import Config
 from shopper_profiles.features import events_between
+from shopper_profiles.features.build import published_versions, read_published, snapshot_tables
 from shopper_profiles.features.schemas import feature_specs
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENTS, GENDERS
 from shopper_profiles.model.dataset import FIRST_ITEM, model_inputs_frame
@@ -146,9 +147,8 @@ def scoring_inputs(spark: SparkSession, store: DeltaStore, config: Config, vocab
                    max_len: int, users: DataFrame | None = None) -> tuple[DataFrame, dict[str, int]]:
     """Model inputs for snapshot D (optionally only ``users``), tokenised with the model's own
     vocabulary, and the Delta version of every feature table read."""
-    specs = feature_specs(config.features)
-    versions = {spec.name: store.version(spec) for spec in specs.values()}
-    snapshot = {name: store.read(spec).where(F.col("snapshot_date") == F.lit(as_of)) for name, spec in specs.items()}
+    snapshot = snapshot_tables(store, config, as_of)  # every table as its build published it
+    versions = published_versions(store, as_of)
     if users is not None:
         snapshot = {name: frame.join(users, "user_id") for name, frame in snapshot.items()}
     inputs = model_inputs_frame(snapshot["sequences"], snapshot["basic"], snapshot["behaviour"], snapshot["need"],
@@ -197,10 +197,8 @@ def score_profiles(spark: SparkSession, store: DeltaStore, config: Config, as_of
     max_len = int(model.spec.get("max_len", config.model.max_len))
     decoder = ProfileDecoder(vocabulary.item_ids, vocabulary.categories, p.top_interests, p.top_items,
                              (float(p.price_bands[0]), float(p.price_bands[1])), p.demographics)
-    sequences = feature_specs(config.features)["sequences"]
-    population = store.read(sequences).where(F.col("snapshot_date") == F.lit(as_of)).select("user_id")
-    if population.limit(1).count() == 0:
-        raise ValueError(f"no feature snapshot {as_of}; run jobs/build_features.py --as-of {as_of} first")
+    (sequences,) = read_published(store, [feature_specs(config.features)["sequences"]], as_of)
+    population = sequences.select("user_id")
     store.create(PROFILES)
 
     mode, since, carried, users = "full", None, None, None
