@@ -212,7 +212,10 @@ def test_one_profile_per_active_shopper_every_value_in_range(shop: Shop) -> None
     assert report["profiles"] == len(rows) == len(active) and {r["user_id"] for r in rows} == active
     vocabulary = Vocabulary.load(shop.store, D1)  # the model's vocabulary (training snapshot), not D2's
     known_items = {i for i in vocabulary.item_ids if i}
-    versions = {spec.name: shop.store.version(spec) for spec in feature_specs(shop.config.features).values()}
+    from shopper_profiles.features.build import published_versions
+
+    versions = published_versions(shop.store, D2)  # the versions D2's build published (what scoring read)
+    assert set(versions) == {spec.name for spec in feature_specs(shop.config.features).values()}
     low, high = shop.config.profiles.price_bands
     champion = str(shop.champion().version)
     for r in rows:
