@@ -96,7 +96,7 @@ def d1_examples():
 @pytest.mark.slow
 def test_training_set_holds_one_example_per_shopper_and_snapshot_labelled_by_its_own_next_window(
         shop: Shop, spark: SparkSession) -> None:
-    with pytest.raises(ValueError, match="no behaviour_sequences for 2024-01-06"):  # D0's earlier snapshot is missing
+    with pytest.raises(ValueError, match="behaviour_sequences for 2024-01-06: that feature snapshot is missing"):  # D0 - 7d
         shop.job("build_training_set", "--as-of", str(D0))
     built = shop.built
     assert set(built["splits"]) == {"train", "validation", "test"}
