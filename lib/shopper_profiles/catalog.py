@@ -11,17 +11,7 @@ from shopper_profiles.storage import DeltaStore, TableSpec, maintain
 
 def all_tables(config: Config) -> list[TableSpec]:
     from shopper_profiles.features.schemas import FEATURE_SNAPSHOTS, feature_specs, stats_spec
-    from shopper_profiles.ingest.bronze import (
-        ERASURES,
-        EVENTS,
-        INGEST_LOADS,
-        ITEMS,
-        PLANTED_TRUTH,
-        QUARANTINE,
-        SOCIAL_EDGES,
-        USER_ID_MAP,
-        USERS,
-    )
+    from shopper_profiles.ingest.bronze import INGEST_TABLES
     from shopper_profiles.model.dataset import VOCAB, training_spec
     from shopper_profiles.model.evaluation import EVALUATION
     from shopper_profiles.profiles.audiences import AUDIENCE_MEMBERS, AUDIENCE_SIZES
@@ -30,8 +20,7 @@ def all_tables(config: Config) -> list[TableSpec]:
     from shopper_profiles.profiles.scoring import PROFILES
     from shopper_profiles.profiles.similar import SIMILAR_USERS
 
-    return [EVENTS, USERS, ITEMS, SOCIAL_EDGES, QUARANTINE, INGEST_LOADS, USER_ID_MAP, PLANTED_TRUTH, ERASURES,
-            *feature_specs(config.features).values(), stats_spec(), FEATURE_SNAPSHOTS, VOCAB,
+    return [*INGEST_TABLES, *feature_specs(config.features).values(), stats_spec(), FEATURE_SNAPSHOTS, VOCAB,
             training_spec(config.model.max_len), EVALUATION,
             PROFILES, EXPLANATIONS, AUDIENCE_MEMBERS, AUDIENCE_SIZES, SIMILAR_USERS, CATEGORY_DEMAND]
 

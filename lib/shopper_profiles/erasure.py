@@ -30,15 +30,10 @@ from pyspark.sql import functions as F
 
 from shopper_profiles.config import Config
 from shopper_profiles.features.build import repin_snapshots
-from shopper_profiles.features.schemas import feature_specs
-from shopper_profiles.ingest.bronze import ERASURES, EVENTS, PLANTED_TRUTH, QUARANTINE, SOCIAL_EDGES, USER_ID_MAP, USERS
+from shopper_profiles.ingest.bronze import ERASURES, EVENTS, QUARANTINE
 from shopper_profiles.ingest.pseudonym import erasure_token, load_key, pseudonym
 from shopper_profiles.model.dataset import training_spec
 from shopper_profiles.model.registry import TRAINING_SNAPSHOT_TAG
-from shopper_profiles.profiles.audiences import AUDIENCE_MEMBERS
-from shopper_profiles.profiles.explanations import EXPLANATIONS
-from shopper_profiles.profiles.scoring import PROFILES
-from shopper_profiles.profiles.similar import SIMILAR_USERS
 from shopper_profiles.storage import DeltaStore, TableSpec
 
 logger = logging.getLogger(__name__)
@@ -81,16 +76,20 @@ def read_requests(path: str, source: str | None) -> list[ErasureRequest]:
     return sorted(set(requests), key=lambda r: (r.source, r.raw_user_id))
 
 
+SHOPPER_COLUMNS = ("user_id", "src_user_id", "dst_user_id", "neighbour_id")
+"""Columns that carry a shopper's pseudonym, in any table."""
+
+
 def user_tables(config: Config) -> list[tuple[TableSpec, tuple[str, ...]]]:
-    """Every table that carries a shopper's pseudonym, with the columns that carry it."""
-    return [
-        (EVENTS, ("user_id",)), (USERS, ("user_id",)), (SOCIAL_EDGES, ("src_user_id", "dst_user_id")),
-        (USER_ID_MAP, ("user_id",)), (PLANTED_TRUTH, ("user_id",)),
-        *[(spec, ("user_id",)) for spec in feature_specs(config.features).values()],
-        (training_spec(config.model.max_len), ("user_id",)),
-        (PROFILES, ("user_id",)), (EXPLANATIONS, ("user_id",)), (AUDIENCE_MEMBERS, ("user_id",)),
-        (SIMILAR_USERS, ("user_id", "neighbour_id")),
-    ]
+    """Every table of the catalog that carries a shopper's pseudonym, with the columns that carry it."""
+    from shopper_profiles.catalog import all_tables
+
+    out = []
+    for spec in all_tables(config):
+        columns = tuple(c for c in SHOPPER_COLUMNS if c in spec.schema.fieldNames())
+        if columns:
+            out.append((spec, columns))
+    return out
 
 
 def _anti_join(erased: DataFrame, columns: Sequence[str]) -> Callable[[DataFrame], DataFrame]:
@@ -110,9 +109,10 @@ class Erasure:
 
     def __init__(self, spark: SparkSession, store: DeltaStore, config: Config, requests: Sequence[ErasureRequest]):
         self.spark, self.store, self.config = spark, store, config
-        key = load_key(spark, config)
+        self.key = load_key(spark, config)
         self.requests = list(requests)
-        self.pseudonyms = sorted({pseudonym(key, r.source, r.raw_user_id) for r in self.requests})
+        self.pseudonyms = sorted({pseudonym(self.key, r.source, r.raw_user_id) for r in self.requests})
+        self._affected: set[date] = set()  # training snapshots whose models saw them (set by _tag_models)
         self.erased_at = datetime.now(UTC).replace(tzinfo=None)
         self.request_id = f"erasure-{self.erased_at:%Y%m%dT%H%M%S}"
 
@@ -152,8 +152,7 @@ class Erasure:
 
     def _register(self) -> int:
         """The keyed tokens go in first: from here on ingestion refuses these shoppers."""
-        key = load_key(self.spark, self.config)
-        rows = sorted({(erasure_token(pseudonym(key, r.source, r.raw_user_id)), r.source, self.request_id, self.erased_at)
+        rows = sorted({(erasure_token(pseudonym(self.key, r.source, r.raw_user_id)), r.source, self.request_id, self.erased_at)
                        for r in self.requests})
         self.store.create(ERASURES)
         return self.store.merge(self.spark.createDataFrame(rows, ERASURES.schema), ERASURES).inserted
@@ -179,7 +178,7 @@ class Erasure:
         from mlflow import MlflowClient
 
         first_event, snapshots = self._first_event(), self._training_snapshots()
-        self._affected: set[date] = set(snapshots)
+        self._affected = set(snapshots)
         mlflow.set_tracking_uri(self.config.mlflow_tracking_uri)
         client = MlflowClient()
         name = self.config.mlflow.registered_model
@@ -212,7 +211,7 @@ class Erasure:
         removed = 0
         for path in sorted(folder.glob("*")) if folder.exists() else []:
             match = re.match(r"(\d{4}-\d{2}-\d{2})-", path.name)
-            if match and date.fromisoformat(match.group(1)) in getattr(self, "_affected", set()):
+            if match and date.fromisoformat(match.group(1)) in self._affected:
                 shutil.rmtree(path)
                 removed += 1
         return removed

@@ -210,4 +210,7 @@ RAW_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 """Columns a source must deliver per entity (all strings; ``attributes`` is a JSON list)."""
 
+INGEST_TABLES = (EVENTS, USERS, ITEMS, SOCIAL_EDGES, QUARANTINE, INGEST_LOADS, USER_ID_MAP, PLANTED_TRUTH, ERASURES)
+"""Every table ingestion writes or reads (bronze and restricted)."""
+
 BRONZE_TABLES = {"events": EVENTS, "users": USERS, "items": ITEMS, "social_edges": SOCIAL_EDGES}

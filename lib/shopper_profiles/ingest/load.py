@@ -27,6 +27,7 @@ from shopper_profiles.ingest.bronze import (
     ERASURES,
     EVENTS,
     INGEST_LOADS,
+    INGEST_TABLES,
     ITEMS,
     PLANTED_TRUTH,
     QUARANTINE,
@@ -85,7 +86,7 @@ def make_load_id(source: str, window: tuple[date, date] | None, fingerprint: str
 
 
 def ensure_bronze(store: DeltaStore) -> None:
-    for spec in (EVENTS, USERS, ITEMS, SOCIAL_EDGES, QUARANTINE, INGEST_LOADS, USER_ID_MAP, PLANTED_TRUTH, ERASURES):
+    for spec in INGEST_TABLES:
         store.create(spec)
 
 
