@@ -100,6 +100,47 @@ def test_an_untrained_wide_model_ranks_shoppers_as_its_rules_do() -> None:
         assert spearmanr(out[head], rule).statistic > 0.999, head
 
 
+def test_the_repeat_aware_path_scores_each_item_by_its_own_events_propensity_and_the_latest_purchase() -> None:
+    """The learned repeat evidence lands on the item of each event, by its action and age; the
+    return propensity only on items the shopper touched; the latest purchase's followers on them."""
+    tf = pytest.importorskip("tensorflow")
+    from shopper_profiles.model.dataset import TABULAR_FEATURES
+    from shopper_profiles.model.network import PURCHASE_TYPE, REPEAT_SCALE, ModelSpec, build_model, latest_purchase, predict
+
+    n_categories, view = 3, 1
+    names = [name for name, _, _ in TABULAR_FEATURES]
+    follow = np.zeros((12, 2), np.int32)
+    strength = np.zeros((12, 2), np.float32)
+    follow[4], strength[4] = [9, 10], [2.0, 1.0]  # 4 is followed by 9 (strongly) and 10
+    follow[5], strength[5] = [11, 0], [3.0, 0.0]  # the latest item's followers (the older co-occurrence path)
+    model = build_model(ModelSpec(n_items=12, n_tabular=len(names) + n_categories, n_categories=n_categories, max_len=5,
+                                  hidden_size=8, layers=1, wide=True, neighbours=2, repeat_aware=True),
+                        item_category=np.array([-1, -1, 0, 0, 1, 1, 2, 2, -1, 0, 1, 2]), neighbours=(follow, strength))
+    arrays = {"item_seq": np.array([[0, 3, 4, 3, 5], [0, 0, 0, 6, 7]]),
+              "type_seq": np.array([[0, view, PURCHASE_TYPE, view, view], [0, 0, 0, view, view]]),
+              "time_seq": np.array([[0, 9, 9, 4, 1], [0, 0, 0, 2, 2]]),
+              "tabular": np.zeros((2, len(names) + n_categories))}
+    items = tf.constant(arrays["item_seq"], tf.int32)
+    bought, age = latest_purchase(items, tf.constant(arrays["type_seq"], tf.int32), tf.constant(arrays["time_seq"], tf.int32))
+    assert bought.numpy().tolist() == [4, 0] and age.numpy().tolist() == [9, 0]
+    before = predict(model, arrays)["next_item_logits"]
+    kernel = np.zeros(model.repeat_kernel.shape, np.float32)
+    kernel[PURCHASE_TYPE, 9], kernel[view, 4] = 2.0 / REPEAT_SCALE, 0.5 / REPEAT_SCALE  # a purchase ~2 weeks ago; a view hours ago
+    model.repeat_kernel.assign(kernel)
+    model.repeat_category.assign(np.array([0.0, 1.0, 0.0, 0.0], np.float32) / REPEAT_SCALE)  # category 1 comes back
+    follow_weight = np.zeros(model.purchase_follow.shape, np.float32)
+    follow_weight[9], follow_weight[2] = 1.0 / REPEAT_SCALE, 5.0 / REPEAT_SCALE  # only the latest purchase's age counts
+    model.purchase_follow.assign(follow_weight)
+    delta = predict(model, arrays)["next_item_logits"] - before
+    expected = np.zeros((2, 12))
+    expected[0, 4] = 2.0 + 1.0  # its purchase at age bucket 9, and category 1 touched
+    expected[0, 3] = 0.5  # the view at bucket 4 (the one at bucket 9 has no weight)
+    expected[0, 5] = 1.0  # touched, category 1
+    expected[0, [9, 10]] = [2.0, 1.0]  # followers of the latest purchase (4), weighted by purchase_follow
+    # row 1 bought nothing, touched only categories 2: no change
+    assert delta[:, 2:] == pytest.approx(expected[:, 2:], abs=1e-4)
+
+
 def test_followers_as_an_input_match_the_counts_and_never_count_the_pair_being_predicted() -> None:
     tf = pytest.importorskip("tensorflow")
     from shopper_profiles.model.baselines import cooccurrence, top_followers

@@ -159,6 +159,8 @@ class ModelConfig(_Strict):
                        "feed the heads linearly beside the deep part")
     neighbours: int = Field(default=20, ge=0, description="wide path: per item, its most frequent followers in the "
                             "training histories (co-occurrence as an input); 0 turns it off")
+    repeat_aware: bool = Field(default=True, description="wide path: learned repeat evidence per action and age, "
+                                "per-category return propensity, followers of the latest purchase")
     training_snapshots: int = Field(default=1, ge=1, description="feature snapshots T, T - every, ... whose shoppers "
                                     "each give one training example (every label window ends by T + horizon)")
     snapshot_every_days: int = Field(default=7, ge=1, description="days between those snapshots")

@@ -28,9 +28,15 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENT_TYPES, GENDERS  # noqa: E402
 from shopper_profiles.model.dataset import FIRST_ITEM, TABULAR_FEATURES, TIME_BUCKETS  # noqa: E402
+
+PURCHASE_TYPE = EVENT_TYPES.index("purchase") + 1  # type token of a purchase (0 is padding)
+# The repeat-aware weights are stored divided by this (cf. WIDE_SCALE): they must reach their size in
+# the few epochs before early stopping ends a run (the deep part overfits from epoch 2-3 here).
+REPEAT_SCALE = 100.0
 from shopper_profiles.model.encoder import (  # noqa: E402,F401  (one loss and one co-occurrence input for both models)
     WIDE_SCALE,
     add_followers,
+    follower_cells,
     next_item_loss,
     recent_items,
     sequence_loss,
@@ -53,6 +59,10 @@ class ModelSpec:
     # before they existed (their spec.json has no such key).
     wide: bool = False
     neighbours: int = 0  # wide path: each item's top co-occurring items kept as an input (0: none)
+    # Repeat-aware wide path: each event's learned evidence that its item comes again (by action and
+    # age), how much more a touched item returns (per category and along the item space), and the
+    # followers of the latest purchase. Off for models saved before it existed.
+    repeat_aware: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +141,23 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
                     np.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0]) / WIDE_SCALE))
                 # The deep part's share of the next-window item logits starts small: the model begins
                 # as the sum of the rules and lets the sequence in as far as it earns its place.
+                if spec.repeat_aware:
+                    # [action type, age bucket] -> how strongly one such event says its item comes
+                    # again (the shop's repurchase cycle, a viewed-and-left item's return, a bought
+                    # durable's not); from zero: repeat counts above already start as the rule
+                    self.repeat_kernel = self.add_weight(name="repeat_kernel", shape=(len(EVENT_TYPES) + 1, TIME_BUCKETS + 1),
+                                                         initializer="zeros", trainable=True)
+                    # how much more a touched item returns than the rest: per category (consumables vs
+                    # durables) and along a direction of the (title-initialised) item table, so similar
+                    # items share what they learn
+                    self.repeat_category = self.add_weight(name="repeat_category", shape=(spec.n_categories + 1,),
+                                                           initializer="zeros", trainable=True)
+                    self.repeat_direction = self.add_weight(name="repeat_direction", shape=(spec.hidden_size,),
+                                                            initializer="zeros", trainable=True)
+                    # "bought X, then Y": the followers of the latest purchase, beside those of the latest
+                    # events, weighed by how long ago it was (a follow-up comes days after, not months)
+                    self.purchase_follow = self.add_weight(name="purchase_follow", shape=(TIME_BUCKETS + 1,),
+                                                           initializer="zeros", trainable=True)
                 self.deep_gate = self.add_weight(name="deep_gate", shape=(), trainable=True,
                                                  initializer=keras.initializers.Constant(0.1 / WIDE_SCALE))
                 # interests: affinity and log affinity, one weight each for every category (the
@@ -198,6 +225,18 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
             summed = tf.math.unsorted_segment_sum(tf.reshape(values, [-1]), tf.reshape(cells, [-1]), batch * spec.n_items)
             return tf.reshape(summed, [batch, spec.n_items])
 
+        def repeat_terms(self, inputs: dict[str, Any], real: Any, counts: Any, batch: Any) -> Any:
+            """[batch, n_items]: the learned evidence of every event for its own item (action x age),
+            plus the item's learned return propensity where the shopper has touched it."""
+            types = tf.clip_by_value(inputs["type_seq"], 0, len(EVENT_TYPES))
+            times = tf.clip_by_value(inputs["time_seq"], 0, TIME_BUCKETS)
+            # one flat gather (XLA has no resource gather_nd)
+            evidence = tf.gather(tf.reshape(self.repeat_kernel, [-1]), types * (TIME_BUCKETS + 1) + times) * real
+            propensity = (REPEAT_SCALE * tf.gather(self.repeat_category, self.item_category)
+                          + WIDE_SCALE * tf.linalg.matvec(self.item_embedding, self.repeat_direction))
+            touched = tf.cast(counts > 0, tf.float32)
+            return REPEAT_SCALE * self.per_item(inputs["item_seq"], evidence, batch) + touched * propensity[None, :]
+
         def add_wide(self, inputs: dict[str, Any], normed: Any, out: dict[str, Any]) -> None:
             """What a rule profile computes, as inputs the heads weigh: the next-item logit gains
             the user's affinity to the item's category and the item's repeat counts; interests gain
@@ -213,10 +252,19 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
             w = self.item_wide * WIDE_SCALE
             rules = (w[0] * item_affinity + w[1] * tf.math.log(item_affinity + 0.01) + w[2] * tf.math.log1p(counts)
                      + w[3] * latest + w[4] * self.item_popularity)
+            if spec.repeat_aware:
+                rules += self.repeat_terms(inputs, real, counts, batch)
             out["next_item_logits"] = self.deep_gate * WIDE_SCALE * out["next_item_logits"] + rules
             if spec.neighbours:  # co-occurrence after the last three items, as the baseline scores it
                 out["next_item_logits"] = add_followers(out["next_item_logits"], recent_items(items)[:, -1, :],
                                                         self.neighbour_items, self.neighbour_weights, w[5])
+                if spec.repeat_aware:
+                    bought, age = latest_purchase(items, inputs["type_seq"], inputs["time_seq"])
+                    cells, values = follower_cells(tf.stack([bought, tf.zeros_like(bought), tf.zeros_like(bought)], axis=1),
+                                                   self.neighbour_items, self.neighbour_weights)
+                    weight = tf.gather(self.purchase_follow, tf.clip_by_value(age, 0, TIME_BUCKETS)) * REPEAT_SCALE
+                    out["next_item_logits"] = tf.tensor_scatter_nd_add(  # follower_cells: 3 x K cells per row
+                        out["next_item_logits"], cells, values * tf.repeat(weight, 3 * spec.neighbours))
             v = self.interest_wide * WIDE_SCALE
             out["interest_logits"] += v[0] * affinity + v[1] * tf.math.log(affinity + 0.01)
             linear = self.tabular_wide(normed) * WIDE_SCALE
@@ -232,6 +280,19 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
              "time_seq": tf.zeros((1, spec.max_len), tf.int32), "tabular": tf.zeros((1, spec.n_tabular), tf.float32)}
     model(dummy)
     return model
+
+
+def latest_purchase(items: Any, types: Any, times: Any) -> tuple[Any, Any]:
+    """[batch] twice: the item of each row's latest purchase event and its age bucket (0 and 0 for
+    none); sequences are oldest first."""
+    import tensorflow as tf
+
+    bought = tf.cast((types == PURCHASE_TYPE) & (items >= FIRST_ITEM), tf.int32)
+    position = tf.reduce_max(bought * tf.range(1, tf.shape(items)[1] + 1)[None, :], axis=1)  # 1-based, 0 none
+    at = tf.maximum(position - 1, 0)
+    found = position > 0
+    return (tf.where(found, tf.gather(items, at, batch_dims=1), tf.zeros_like(position)),
+            tf.where(found, tf.gather(times, at, batch_dims=1), tf.zeros_like(position)))
 
 
 _COMPILED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()

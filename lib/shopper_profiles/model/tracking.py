@@ -234,7 +234,7 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
     n_categories, n_tabular = len(first["next_categories"]), len(first["tabular"])
     spec = ModelSpec(n_items=n_items, n_tabular=n_tabular, n_categories=n_categories, max_len=m.max_len,
                      hidden_size=m.hidden_size, layers=m.layers, heads=m.heads, dropout=m.dropout, wide=m.wide,
-                     neighbours=m.neighbours if m.wide else 0)
+                     neighbours=m.neighbours if m.wide else 0, repeat_aware=m.wide and m.repeat_aware)
     # Only this snapshot's files: the reader must not see other snapshots' rows.
     files = [f for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
     work = Path(tempfile.mkdtemp(prefix="profile-train-"))
