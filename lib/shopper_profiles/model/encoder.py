@@ -121,19 +121,20 @@ def recent_items(items: Any) -> Any:
 
 
 def follower_cells(recent: Any, neighbour_items: Any, neighbour_weights: Any, targets: Any = None) -> tuple[Any, Any]:
-    """Co-occurrence as an input: for rows of ``recent`` [rows, 3] (latest item first, 0 none), the
+    """Co-occurrence as an input: for rows of ``recent`` [rows, n <= 3] (latest item first, 0 none), the
     (row, item) cells of those items' top followers and their log1p counts weighted 1, 1/2, 1/3 (the
     co-occurrence baseline's sum), to add onto [rows, n_items] logits with ``tf.tensor_scatter_nd_add``
     (repeated cells add up). With training ``targets``, a follower that is the row's own target counts
     one occurrence less: the pair being predicted must not be its own evidence."""
     import tensorflow as tf
 
-    follow = tf.gather(neighbour_items, recent)  # [rows, 3, K]
+    follow = tf.gather(neighbour_items, recent)  # [rows, n, K]
     strength = tf.gather(neighbour_weights, recent)
     if targets is not None:
         own = tf.equal(follow, tf.cast(targets, follow.dtype)[:, None, None])
         strength = tf.where(own, tf.math.log1p(tf.maximum(tf.math.expm1(strength) - 1.0, 0.0)), strength)
-    strength *= tf.constant([1.0, 0.5, 1.0 / 3.0])[None, :, None] * tf.cast(recent > 0, tf.float32)[:, :, None]
+    decay = tf.constant([1.0, 0.5, 1.0 / 3.0][:recent.shape[-1]])
+    strength *= decay[None, :, None] * tf.cast(recent > 0, tf.float32)[:, :, None]
     rows = tf.broadcast_to(tf.range(tf.shape(recent)[0])[:, None, None], tf.shape(follow))
     cells = tf.stack([tf.reshape(rows, [-1]), tf.reshape(tf.cast(follow, tf.int32), [-1])], axis=1)
     return cells, tf.reshape(strength, [-1])
@@ -141,12 +142,18 @@ def follower_cells(recent: Any, neighbour_items: Any, neighbour_weights: Any, ta
 
 def add_followers(logits: Any, recent: Any, neighbour_items: Any, neighbour_weights: Any, weight: Any,
                   targets: Any = None) -> Any:
-    """``logits`` [rows, n_items] plus ``weight`` x the co-occurrence strength of every item after the
-    rows' ``recent`` items (see :func:`follower_cells`): the one way both models take co-occurrence in."""
+    """``logits`` [rows, n_items] plus ``weight`` (one for all rows, or [rows]) x the co-occurrence
+    strength of every item after the rows' ``recent`` items (see :func:`follower_cells`): the one way
+    both models take co-occurrence in."""
     import tensorflow as tf
 
     cells, values = follower_cells(recent, neighbour_items, neighbour_weights, targets)
-    return tf.tensor_scatter_nd_add(logits, cells, weight * values)
+    weight = tf.convert_to_tensor(weight, values.dtype)
+    if weight.shape.rank == 1:  # a weight per row: each row owns the same number of cells
+        values = tf.reshape(tf.reshape(values, [tf.shape(recent)[0], -1]) * weight[:, None], [-1])
+    else:
+        values = weight * values
+    return tf.tensor_scatter_nd_add(logits, cells, values)
 
 
 def next_item_loss(hidden: Any, targets: Any, present: Any, item_table: Any, item_bias: Any = None,

@@ -28,19 +28,18 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENT_TYPES, GENDERS  # noqa: E402
 from shopper_profiles.model.dataset import FIRST_ITEM, TABULAR_FEATURES, TIME_BUCKETS  # noqa: E402
+from shopper_profiles.model.encoder import (  # noqa: E402,F401  (one loss and one co-occurrence input for both models)
+    WIDE_SCALE,
+    add_followers,
+    next_item_loss,
+    recent_items,
+    sequence_loss,
+)
 
 PURCHASE_TYPE = EVENT_TYPES.index("purchase") + 1  # type token of a purchase (0 is padding)
 # The repeat-aware weights are stored divided by this (cf. WIDE_SCALE): they must reach their size in
 # the few epochs before early stopping ends a run (the deep part overfits from epoch 2-3 here).
 REPEAT_SCALE = 100.0
-from shopper_profiles.model.encoder import (  # noqa: E402,F401  (one loss and one co-occurrence input for both models)
-    WIDE_SCALE,
-    add_followers,
-    follower_cells,
-    next_item_loss,
-    recent_items,
-    sequence_loss,
-)
 
 
 @dataclass(frozen=True)
@@ -139,8 +138,6 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
                 # sum: category rule (log affinity + log popularity), repeat buy and co-occurrence
                 self.item_wide = self.add_weight(name="item_wide", shape=(6,), trainable=True, initializer=keras.initializers.Constant(
                     np.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0]) / WIDE_SCALE))
-                # The deep part's share of the next-window item logits starts small: the model begins
-                # as the sum of the rules and lets the sequence in as far as it earns its place.
                 if spec.repeat_aware:
                     # [action type, age bucket] -> how strongly one such event says its item comes
                     # again (the shop's repurchase cycle, a viewed-and-left item's return, a bought
@@ -158,6 +155,8 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
                     # events, weighed by how long ago it was (a follow-up comes days after, not months)
                     self.purchase_follow = self.add_weight(name="purchase_follow", shape=(TIME_BUCKETS + 1,),
                                                            initializer="zeros", trainable=True)
+                # The deep part's share of the next-window item logits starts small: the model begins
+                # as the sum of the rules and lets the sequence in as far as it earns its place.
                 self.deep_gate = self.add_weight(name="deep_gate", shape=(), trainable=True,
                                                  initializer=keras.initializers.Constant(0.1 / WIDE_SCALE))
                 # interests: affinity and log affinity, one weight each for every category (the
@@ -260,11 +259,9 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
                                                         self.neighbour_items, self.neighbour_weights, w[5])
                 if spec.repeat_aware:
                     bought, age = latest_purchase(items, inputs["type_seq"], inputs["time_seq"])
-                    cells, values = follower_cells(tf.stack([bought, tf.zeros_like(bought), tf.zeros_like(bought)], axis=1),
-                                                   self.neighbour_items, self.neighbour_weights)
                     weight = tf.gather(self.purchase_follow, tf.clip_by_value(age, 0, TIME_BUCKETS)) * REPEAT_SCALE
-                    out["next_item_logits"] = tf.tensor_scatter_nd_add(  # follower_cells: 3 x K cells per row
-                        out["next_item_logits"], cells, values * tf.repeat(weight, 3 * spec.neighbours))
+                    out["next_item_logits"] = add_followers(out["next_item_logits"], bought[:, None], self.neighbour_items,
+                                                            self.neighbour_weights, weight)
             v = self.interest_wide * WIDE_SCALE
             out["interest_logits"] += v[0] * affinity + v[1] * tf.math.log(affinity + 0.01)
             linear = self.tabular_wide(normed) * WIDE_SCALE
