@@ -20,6 +20,16 @@ from shopper_profiles.storage import DeltaStore, open_store  # noqa: E402
 DELTA_PACKAGE = "io.delta:delta-spark_2.12:3.3.2"
 
 
+LONGEST_FILES = ("test_pipeline.py", "test_training.py", "test_simulator.py", "test_profiles.py", "test_faults.py")
+"""Started first under ``make test``'s two workers (one file per worker at a time), so the long
+files do not end up queued behind the short ones and the two workers finish close together."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--storage-engine",
