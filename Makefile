@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: venv run run-online-retail test lint bench sql clean-lakehouse
+.PHONY: venv run run-online-retail test lint bench sql clean-lakehouse wheel
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -24,6 +24,11 @@ run: venv
 run-online-retail: venv
 	$(PY) jobs/run_pipeline.py --env $(ENV) --source online_retail --steps ingest,training_set,train,evaluate \
 		--conf-override lakehouse.root=lakehouse-online_retail
+
+## wheel: the library as a pure-Python wheel in dist/ (spark-submit --py-files, the bundle's artifact)
+wheel: venv
+	$(PY) -m pip wheel --no-deps --no-build-isolation -q -w dist .
+	@ls dist/shopper_profiles-*.whl
 
 ## test: the whole test suite (slow tests included)
 test: venv

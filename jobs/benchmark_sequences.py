@@ -18,7 +18,7 @@ from typing import Any
 
 from shopper_profiles.config import add_config_arguments, config_from_args
 from shopper_profiles.model.sequential import SequentialSpec, run_benchmark
-from shopper_profiles.runtime import configure_logging
+from shopper_profiles.runtime import cli, configure_logging
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -28,8 +28,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                              "is the default file)")
     parser.add_argument("--no-attributes", action="store_true", help="item ids only")
     parser.add_argument("--minutes", type=float, default=SequentialSpec.minutes, help="training budget (wall clock)")
-    parser.add_argument("--max-epochs", type=int, default=SequentialSpec.max_epochs)
-    parser.add_argument("--seed", type=int, default=SequentialSpec.seed)
+    parser.add_argument("--max-epochs", type=int, default=SequentialSpec.max_epochs,
+                        help="epoch limit; early stopping on the validation users usually ends sooner")
+    parser.add_argument("--seed", type=int, default=SequentialSpec.seed, help="seed of the initial weights and the batch order")
     parser.add_argument("--out", help="also write the JSON report here")
     args = parser.parse_args(argv)
     configure_logging()
@@ -53,4 +54,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date
 from typing import Any
 
 from shopper_profiles.profiles.audiences import build_audiences
-from shopper_profiles.runtime import job_parser, start_job
+from shopper_profiles.runtime import cli, iso_date, job_parser, start_job
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = job_parser(__doc__ or "")
-    parser.add_argument("--as-of", type=date.fromisoformat, required=True)
+    parser.add_argument("--as-of", type=iso_date, required=True, help="profile snapshot D (score_profiles --as-of D first)")
     job = start_job(parser, argv)
     report = build_audiences(job.spark, job.store, job.config, job.args.as_of)
     print(json.dumps({"audiences": report}, default=str))
@@ -25,4 +24,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date
 from typing import Any
 
 from shopper_profiles.features.build import build_features, dates_between
-from shopper_profiles.runtime import job_parser, start_job
+from shopper_profiles.runtime import cli, iso_date, job_parser, start_job
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = job_parser(__doc__ or "")
     when = parser.add_mutually_exclusive_group(required=True)
-    when.add_argument("--as-of", type=date.fromisoformat, help="snapshot date D: features use events with ts < D")
-    when.add_argument("--backfill", nargs=2, type=date.fromisoformat, metavar=("FROM", "TO"),
+    when.add_argument("--as-of", type=iso_date, help="snapshot date D: features use events with ts < D")
+    when.add_argument("--backfill", nargs=2, type=iso_date, metavar=("FROM", "TO"),
                       help="every snapshot date from FROM to TO inclusive")
     job = start_job(parser, argv)
     dates = [job.args.as_of] if job.args.as_of else dates_between(*job.args.backfill)
@@ -29,4 +28,4 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -16,7 +16,7 @@ from typing import Any
 
 from shopper_profiles.erasure import Erasure, read_requests
 from shopper_profiles.ingest.sources import SOURCES
-from shopper_profiles.runtime import job_parser, start_job
+from shopper_profiles.runtime import cli, job_parser, start_job
 
 logger = logging.getLogger("erase_users")
 
@@ -37,4 +37,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date
 from typing import Any
 
 from shopper_profiles.model.evaluation import evaluate_snapshot
-from shopper_profiles.runtime import add_model_arguments, job_parser, start_job
+from shopper_profiles.runtime import add_model_arguments, cli, iso_date, job_parser, start_job
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = job_parser(__doc__ or "")
-    parser.add_argument("--as-of", type=date.fromisoformat, required=True)
+    parser.add_argument("--as-of", type=iso_date, required=True,
+                        help="evaluation day E: features as of E, labels from [E, E + horizon); the model must be trained before E")
     add_model_arguments(parser)
     job = start_job(parser, argv)
     report = evaluate_snapshot(job.spark, job.store, job.config, job.args.as_of, job.args.model_alias, job.args.model_version)
@@ -29,4 +29,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date
 from typing import Any
 
 from shopper_profiles.profiles.explanations import explain_snapshot
-from shopper_profiles.runtime import add_model_arguments, job_parser, start_job
+from shopper_profiles.runtime import add_model_arguments, cli, iso_date, job_parser, start_job
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = job_parser(__doc__ or "")
-    parser.add_argument("--as-of", type=date.fromisoformat, required=True)
+    parser.add_argument("--as-of", type=iso_date, required=True, help="profile snapshot D to explain")
     parser.add_argument("--faithfulness-users", type=int, default=300, help="users in the deletion test")
     add_model_arguments(parser)
     job = start_job(parser, argv)
@@ -29,4 +28,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

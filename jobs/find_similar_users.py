@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date
 from typing import Any
 
 from shopper_profiles.profiles.similar import build_similar_users
-from shopper_profiles.runtime import job_parser, start_job
+from shopper_profiles.runtime import cli, iso_date, job_parser, start_job
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = job_parser(__doc__ or "")
-    parser.add_argument("--as-of", type=date.fromisoformat, required=True)
+    parser.add_argument("--as-of", type=iso_date, required=True, help="profile snapshot D whose embeddings are compared")
     job = start_job(parser, argv)
     report = build_similar_users(job.spark, job.store, job.config, job.args.as_of)
     print(json.dumps({"similar_users": report}, default=str))
@@ -25,4 +24,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date
 from typing import Any
 
 from shopper_profiles.profiles.demand import POPULATIONS, forecast_demand
-from shopper_profiles.runtime import job_parser, start_job
+from shopper_profiles.runtime import cli, iso_date, job_parser, start_job
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = job_parser(__doc__ or "")
-    parser.add_argument("--as-of", type=date.fromisoformat, required=True)
-    parser.add_argument("--population", choices=POPULATIONS, default="all_users")
+    parser.add_argument("--as-of", type=iso_date, required=True, help="profile snapshot D: demand for [D, D + horizon)")
+    parser.add_argument("--population", choices=POPULATIONS, default="all_users",
+                        help="whose demand is summed: every profiled shopper or one audience")
     job = start_job(parser, argv)
     report = forecast_demand(job.spark, job.store, job.config, job.args.as_of, job.args.population)
     print(json.dumps({"demand": report}, default=str))
@@ -27,4 +27,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

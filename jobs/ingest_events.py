@@ -9,20 +9,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from datetime import date
 from typing import Any
 
 from shopper_profiles.ingest.sources import SOURCES, ingest_source
-from shopper_profiles.runtime import job_parser, start_job
+from shopper_profiles.runtime import cli, iso_date, job_parser, start_job
 
 logger = logging.getLogger("ingest_events")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = job_parser(__doc__ or "")
-    parser.add_argument("--source", required=True, choices=sorted(SOURCES))
-    parser.add_argument("--from", dest="start", type=date.fromisoformat, help="window start (inclusive)")
-    parser.add_argument("--to", dest="end", type=date.fromisoformat, help="window end (exclusive)")
+    parser.add_argument("--source", required=True, choices=sorted(SOURCES), help="which source adapter lands the data")
+    parser.add_argument("--from", dest="start", type=iso_date, help="window start (inclusive)")
+    parser.add_argument("--to", dest="end", type=iso_date, help="window end (exclusive)")
     parser.add_argument("--path", help="input file (default: the data set under data.dir)")
     job = start_job(parser, argv)
     report = ingest_source(job.spark, job.store, job.config, job.args.source, job.args.start, job.args.end, job.args.path)
@@ -36,4 +35,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shopper_profiles.catalog import maintain_lakehouse
-from shopper_profiles.runtime import job_parser, start_job
+from shopper_profiles.runtime import cli, job_parser, start_job
 
 logger = logging.getLogger("maintain_tables")
 
@@ -31,4 +31,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -8,6 +8,10 @@ training set at T -> Horovod training (2 ranks) with the MLflow registry -> eval
 the traditional profiles -> profiles scored at E (full) and refreshed at L (incremental) ->
 explanations -> audiences, similar shoppers and category demand (backtest at E on the test
 shoppers, forecast at L).
+
+    python jobs/run_pipeline.py --env local                                     # make run
+    python jobs/run_pipeline.py --steps train,evaluate --json --env local       # two steps again
+    python jobs/run_pipeline.py --source online_retail --conf-override lakehouse.root=lakehouse-online_retail
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from shopper_profiles.profiles.demand import forecast_demand
 from shopper_profiles.profiles.explanations import explain_snapshot
 from shopper_profiles.profiles.scoring import score_profiles
 from shopper_profiles.profiles.similar import build_similar_users
-from shopper_profiles.runtime import JobContext, job_parser, start_job
+from shopper_profiles.runtime import JobContext, cli, job_parser, start_job
 from shopper_profiles.smoke import run_smoke
 from shopper_profiles.storage import DeltaStore
 
@@ -204,4 +208,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

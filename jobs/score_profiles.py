@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date
 from typing import Any
 
 from shopper_profiles.profiles.scoring import score_profiles
-from shopper_profiles.runtime import add_model_arguments, job_parser, start_job
+from shopper_profiles.runtime import add_model_arguments, cli, iso_date, job_parser, start_job
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = job_parser(__doc__ or "")
-    parser.add_argument("--as-of", type=date.fromisoformat, required=True, help="feature snapshot D to score")
+    parser.add_argument("--as-of", type=iso_date, required=True, help="feature snapshot D to score")
     parser.add_argument("--incremental", action="store_true",
                         help="re-score only shoppers with events since the previous profile snapshot, carry the rest")
     add_model_arguments(parser)
@@ -31,4 +30,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

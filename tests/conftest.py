@@ -18,6 +18,7 @@ from shopper_profiles.config import Config, load_config  # noqa: E402
 from shopper_profiles.storage import DeltaStore, open_store  # noqa: E402
 
 DELTA_PACKAGE = "io.delta:delta-spark_2.12:3.3.2"
+REPO = Path(__file__).resolve().parents[1]
 
 
 LONGEST_FILES = ("test_pipeline.py", "test_training.py", "test_simulator.py", "test_profiles.py", "test_faults.py")
@@ -104,7 +105,7 @@ def run_job(name: str, argv: list[str]):
     """Run ``jobs/<name>.py``'s ``main(argv)`` in this process, as Airflow or a test would."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "jobs" / f"{name}.py"
+    path = REPO / "jobs" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"jobs_{name}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -126,3 +127,54 @@ def ingest_simulator(spark: SparkSession, config: Config, store: DeltaStore, sta
 
     batch, window, load_id = land_source(spark, config, "simulator", start, end)
     return batch, Ingestion(spark, store, config, batch, window, load_id).run()
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The library as ``make wheel`` builds it, into a temp folder."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
+                   check=True, capture_output=True)
+    (built,) = out.glob("shopper_profiles-*.whl")
+    return built
+
+
+@pytest.fixture(scope="session")
+def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An interpreter with every dependency but not the library: a venv that reaches the project
+    venv's site-packages through a plain path entry, so the editable install there (a .pth file)
+    is never processed and ``import shopper_profiles`` only works from a shipped wheel."""
+    import subprocess
+    import sysconfig
+
+    folder = tmp_path_factory.mktemp("bare-venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    python = folder / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    Path(site, "project-stack.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    probe = subprocess.run([str(python), "-c", "import pyspark, tensorflow, mlflow; import shopper_profiles"],
+                           capture_output=True, text=True)
+    assert "No module named 'shopper_profiles'" in probe.stderr, probe.stderr[-2000:]
+    return python
+
+
+def spark_submit(job: str, wheel: Path, python: Path, argv: list[str], env: dict[str, str]) -> tuple[dict, str]:
+    """``spark-submit --master local[2] --py-files <wheel> jobs/<job>.py <argv>`` with ``python`` as
+    driver and executor interpreter, run from the checkout (conf/ is read from the current folder,
+    as the README says); the job's JSON report (its last stdout line) and its log (Spark's
+    PythonRunner merges the driver's stderr into stdout, so the log is both streams)."""
+    import json
+    import subprocess
+
+    command = [str(Path(sys.executable).with_name("spark-submit")), "--master", "local[2]", "--driver-memory", "2g",
+               "--driver-java-options", f"-Dlog4j2.configurationFile=file:{REPO / 'conf' / 'log4j2.properties'}",
+               "--py-files", str(wheel), f"jobs/{job}.py", *argv]
+    environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+    environment.update(PYSPARK_PYTHON=str(python), PYSPARK_DRIVER_PYTHON=str(python), TF_USE_LEGACY_KERAS="1",
+                       HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **env)
+    done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"spark-submit {job} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stdout + done.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from shopper_profiles.config import PROJECT_ROOT, ConfigError, load_config, parse_override
+from shopper_profiles.config import PROJECT_ROOT, ConfigError, load_config, node_path, node_url, parse_override
 from shopper_profiles.runtime import job_parser
 
 
@@ -26,6 +26,21 @@ def test_prod_is_cluster_only() -> None:
     assert config.lakehouse.engine == "spark-delta"
     assert config.lakehouse_root.startswith("dbfs:/")
     assert config.mlflow_tracking_uri == "databricks"
+
+
+def test_training_files_live_where_every_node_reaches_them() -> None:
+    prod = load_config("prod")
+    root = prod.lakehouse_root.removeprefix("dbfs:")
+    assert prod.training_dir == f"/dbfs{root}/_training"  # Databricks' FUSE mount, not dbfs:/ through open()
+    assert prod.checkpoint_root == f"/dbfs{root}/_training/checkpoints/profile_model"
+    assert load_config("local").training_dir == str(PROJECT_ROOT / "lakehouse" / "_training")
+    assert load_config("local", ["model.shared_dir=/mnt/nfs/train"]).training_dir == "/mnt/nfs/train"
+    assert node_path("file:///x/y") == "/x/y" and node_path("dbfs:/a/b") == "/dbfs/a/b"
+    assert node_url("dbfs:/a/part-0.parquet") == "file:///dbfs/a/part-0.parquet"
+    assert node_url("/a/part-0.parquet") == "file:///a/part-0.parquet"
+    assert node_url("s3://bucket/a.parquet") == "s3://bucket/a.parquet"  # Petastorm reads object stores itself
+    with pytest.raises(ConfigError, match="model.shared_dir"):
+        _ = load_config("local", ["lakehouse.root=s3://bucket/lh", "mlflow.tracking_uri=databricks"]).training_dir
 
 
 def test_overrides_are_typed_and_nested(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from conftest import run_job
+from conftest import run_job, spark_submit
 from pyspark.sql import SparkSession
 
 SMALL = ["simulator.users=120", "simulator.days=20", "simulator.items_per_leaf=10", "model.hidden_size=16", "model.layers=1",
@@ -38,17 +38,27 @@ def whole(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.mark.slow
-def test_ingest_then_backfill_then_whole_pipeline(spark: SparkSession, tmp_path, monkeypatch, whole) -> None:
+def test_ingest_then_backfill_then_whole_pipeline(spark: SparkSession, tmp_path, monkeypatch, whole, wheel,
+                                                  bare_python) -> None:
+    """Ingest and a feature backfill into a fresh lakehouse through the real `spark-submit` (the
+    library from the wheel only: see conftest's ``bare_python``), then the whole pipeline's report,
+    then its profiles scored again through `spark-submit` (the model runs in the executors' Python
+    workers, which can only import the library from the shipped wheel)."""
     monkeypatch.setenv("SHOPPER_PSEUDONYM_KEY", "pipeline")
     root = tmp_path / "lh"
-    report = run_job("ingest_events", ["--source", "simulator", "--from", "2024-01-01", "--to", "2024-01-15",
-                                       *overrides(root)])
+    submitted, log = spark_submit("ingest_events", wheel, bare_python, [
+        "--source", "simulator", "--from", "2024-01-01", "--to", "2024-01-15", "--env", "local", *overrides(root)], {})
+    assert f"shopper_profiles from {wheel}" in log  # the driver imported the wheel, not the checkout
+    report = submitted["ingest"]
     assert report["balanced"] and report["entities"]["events"]["new_rows"] > 1000
-    snapshots = run_job("build_features", ["--backfill", "2024-01-11", "2024-01-12", *overrides(root)])
-    assert [s["as_of"] for s in snapshots] == ["2024-01-11", "2024-01-12"]
-    assert all(s["active_users"] > 50 for s in snapshots)
     from deltalake import DeltaTable
 
+    assert len(DeltaTable(str(root / "bronze" / "events")).to_pyarrow_table(columns=["event_id"])) == \
+        report["entities"]["events"]["new_rows"]
+    snapshots = spark_submit("build_features", wheel, bare_python,
+                             ["--backfill", "2024-01-11", "2024-01-12", "--env", "local", *overrides(root)], {})[0]["features"]
+    assert [s["as_of"] for s in snapshots] == ["2024-01-11", "2024-01-12"]
+    assert all(s["active_users"] > 50 for s in snapshots)
     behaviour = DeltaTable(str(root / "silver" / "features_behaviour"))
     dates = {str(d) for d in behaviour.to_pyarrow_table(columns=["snapshot_date"]).column("snapshot_date").to_pylist()}
     assert sorted(dates) == ["2024-01-11", "2024-01-12"]
@@ -73,6 +83,13 @@ def test_ingest_then_backfill_then_whole_pipeline(spark: SparkSession, tmp_path,
     assert set(whole["audiences"]["audiences"]["sizes"]) >= {"churn_risk_high_spenders", "loyal_full_price"}
     assert whole["audiences"]["similar_users"]["rows"] == 10 * refresh["profiles"]
     assert whole["audiences"]["demand_backtest"]["observed"] is True
+    rescored, log = spark_submit("score_profiles", wheel, bare_python,
+                                 ["--as-of", "2024-01-21", "--env", "local", *overrides(whole_root)], {})
+    assert f"shipped {wheel.name} to the executors' Python path" in log
+    profiles = rescored["profiles"]
+    assert profiles["mode"] == "full" and profiles["profiles"] == profiles["rescored"] == refresh["profiles"]
+    table = DeltaTable(str(whole_root / "gold" / "profiles")).to_pyarrow_table(filters=[("as_of", "=", date(2024, 1, 21))])
+    assert table.num_rows == refresh["profiles"] and set(table.column("model_version").to_pylist()) == {"1"}
 
 
 @pytest.mark.slow

@@ -98,6 +98,9 @@ def test_training_set_holds_one_example_per_shopper_and_snapshot_labelled_by_its
         shop: Shop, spark: SparkSession) -> None:
     with pytest.raises(ValueError, match="behaviour_sequences for 2024-01-06: that feature snapshot is missing"):  # D0 - 7d
         shop.job("build_training_set", "--as-of", str(D0))
+    # Bronze ends 2024-02-09: a snapshot whose 14-day label window is not yet observed is refused with the latest usable one.
+    with pytest.raises(ValueError, match=r"label window \[2024-02-01, 2024-02-15\) is complete; use --as-of 2024-01-27 or earlier"):
+        shop.job("build_training_set", "--as-of", "2024-02-01")
     built = shop.built
     assert set(built["splits"]) == {"train", "validation", "test"}
     assert built["example_dates"] == [str(D1), str(D0)]
@@ -151,7 +154,7 @@ def test_training_registers_a_champion_with_its_lineage_that_scores_shoppers(sho
 def test_rerunning_the_training_job_resumes_from_its_durable_checkpoint(shop: Shop) -> None:
     # Before anything rebuilds the training set: the fixture's run has the same checkpoint key.
     first = shop.trained
-    folders = list((shop.root / "_checkpoints" / "profile_model").iterdir())
+    folders = list((shop.root / "_training" / "checkpoints" / "profile_model").iterdir())
     assert folders and all(any(f.iterdir()) for f in folders)  # kept under the lakehouse, not a temp folder
     again = shop.job("train_profile_model", "--as-of", str(D1), "--np", "2")
     assert again["history"] == []  # every epoch was already done: nothing retrained
@@ -159,6 +162,34 @@ def test_rerunning_the_training_job_resumes_from_its_durable_checkpoint(shop: Sh
     assert again["weights_checksums"] == first["weights_checksums"]
     longer = shop.job("train_profile_model", "--as-of", str(D1), "--np", "2", "--epochs", "3")
     assert [h["epoch"] for h in longer["history"]] == [2]  # more epochs continue the same run
+
+
+@pytest.mark.slow
+def test_training_on_spark_executors_opens_only_the_shared_folder(shop: Shop, spark: SparkSession, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`horovod.spark.run` with 2 tasks continues the same durable run for one more epoch, the
+    driver and the executors' Python workers each with their own temp folder: on a cluster those
+    are different disks, so a file a rank opened under either would be one the other side lacks."""
+    import tempfile
+
+    driver_tmp, executor_tmp = tmp_path / "driver-tmp", tmp_path / "executor-tmp"
+    driver_tmp.mkdir()
+    executor_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(driver_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    monkeypatch.setitem(spark.sparkContext.environment, "TMPDIR", str(executor_tmp))  # executors' Python workers
+    trained = shop.job("train_profile_model", "--as-of", str(D1), "--np", "2", "--launcher", "spark", "--epochs", "4")
+    assert [h["epoch"] for h in trained["history"]] == [3]  # resumed from the horovodrun checkpoint, on executors
+    assert trained["ranks"] == 2 and sorted(p["rank"] for p in trained["placement"]) == [0, 1]
+    assert trained["weights_checksums"][0] == pytest.approx(trained["weights_checksums"][1], rel=1e-6)
+    shared = f"{shop.root}/_training/"
+    for rank in trained["placement"]:
+        assert rank["tempdir"] == str(executor_tmp)  # the ranks did run in the executors' environment
+        assert rank["opened"] and all(path.startswith(shared) for path in rank["opened"]), rank
+    assert any(path.endswith("weights.h5") for p in trained["placement"] for path in p["opened"])  # rank 0's weights
+    import mlflow
+    mlflow.set_tracking_uri(shop.config.mlflow_tracking_uri)
+    assert mlflow.pyfunc.load_model(trained["model_uri"]) is not None  # the driver read rank 0's weights
 
 
 @pytest.mark.slow

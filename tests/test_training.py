@@ -74,11 +74,12 @@ def test_two_rank_horovod_training_syncs_lowers_loss_and_resumes(spark: SparkSes
     losses = [h["loss"] for h in ranks[0]["history"]]
     assert losses[-1] < losses[0], losses
     assert ranks[0]["steps"] == 24 and (tmp_path / "weights.h5").exists()
-    # Deterministic given a seed: a second run from scratch ends with the very same weights.
-    again = run_horovodrun(dict(params, checkpoint_dir=str(tmp_path / "ckpt-again"), weights_path=None), num_proc=2, timeout_s=900)
-    assert again[0]["weights_checksum"] == ranks[0]["weights_checksum"]
+    import shutil
+
+    shutil.copytree(tmp_path / "ckpt", tmp_path / "ckpt-killed")  # the 4-epoch checkpoint, for the kill below
     # Interrupted after 4 of 6 epochs: the next run resumes at step 24, runs only epochs 4 and 5, and
-    # ends with exactly the weights of an uninterrupted 6-epoch run.
+    # ends with exactly the weights of an uninterrupted 6-epoch run from scratch (which also shows the
+    # training is deterministic given a seed: the first 4 epochs of both runs were the same).
     (tmp_path / "resumed").mkdir()
     (tmp_path / "straight").mkdir()
     resumed = run_horovodrun(dict(params, epochs=6, rank_weights_dir=str(tmp_path / "resumed")), num_proc=2, timeout_s=900)
@@ -92,9 +93,6 @@ def test_two_rank_horovod_training_syncs_lowers_loss_and_resumes(spark: SparkSes
         assert np.array_equal(after_resume[name], uninterrupted[name]), name
     # Killed (SIGKILL of rank 0) in the middle of epoch 5, from the same 4-epoch checkpoint: the
     # rerun restarts epoch 5 from the last checkpoint and still ends with the uninterrupted weights.
-    import shutil
-
-    shutil.copytree(tmp_path / "ckpt-again", tmp_path / "ckpt-killed")
     killed = dict(params, epochs=6, checkpoint_dir=str(tmp_path / "ckpt-killed"), weights_path=None)
     with pytest.raises(RuntimeError, match="horovodrun failed"):
         run_horovodrun(dict(killed, crash_at_step=27), num_proc=2, timeout_s=900)
@@ -229,7 +227,9 @@ def test_per_example_gradients_equal_one_tape_per_example_and_clip_to_c() -> Non
         expected = tape.gradient(loss, model.trainable_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         assert abs(float(losses[i]) - float(loss)) < 1e-5
         for got, want in zip(grads, expected, strict=True):
-            np.testing.assert_allclose(got[i].numpy(), tf.convert_to_tensor(want).numpy(), atol=1e-5)
+            # float32 at its own precision: the vectorised and the one-example tape sum in different
+            # orders (CI saw 1.1e-5 apart on a value of 12.5); a wrong gradient is off by far more
+            np.testing.assert_allclose(got[i].numpy(), tf.convert_to_tensor(want).numpy(), rtol=1e-5, atol=1e-5)
     clip = 0.5 * float(np.min(np.sqrt(sum(np.sum(g.numpy().reshape(b, -1) ** 2, axis=1) for g in grads))))
     sums, norms = clip_and_sum(grads, clip)
     for total, g in zip(sums, grads, strict=True):

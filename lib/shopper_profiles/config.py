@@ -21,7 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 logger = logging.getLogger(__name__)
 
 ENVIRONMENTS = ("local", "dev", "staging", "prod")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+def _project_root() -> Path:
+    """The checkout when the library runs from one (editable install, ``make run``); from a wheel
+    (``spark-submit --py-files``, a cluster library) the current folder, which holds ``conf/``
+    when a job is submitted from the checkout (elsewhere SHOPPER_CONF_DIR names it)."""
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+
+
+PROJECT_ROOT = _project_root()
 """Repository root (the folder holding conf/); relative paths in config resolve against it."""
 
 
@@ -166,6 +174,9 @@ class ModelConfig(_Strict):
     snapshot_every_days: int = Field(default=7, ge=1, description="days between those snapshots")
     patience: int = Field(default=3, ge=0, description="epochs without validation improvement before training stops "
                           "and the best epoch is kept (0: no early stopping, the last epoch is kept)")
+    shared_dir: str | None = Field(default=None, description="folder every training node reads and writes (input "
+                                   "arrays, weights, checkpoints); default <lakehouse.root>/_training; a dbfs:/ "
+                                   "path is used through its /dbfs/ mount")
 
 
 class ProfilesConfig(_Strict):
@@ -224,6 +235,17 @@ class Config(_Strict):
         return resolve_path(self.lakehouse.root)
 
     @property
+    def training_dir(self) -> str:
+        """Where Horovod ranks exchange files with the driver: a path every node mounts, never a
+        node's own temp folder (ranks on executors could not hand their weights back)."""
+        return node_path(resolve_path(self.model.shared_dir) if self.model.shared_dir else f"{self.lakehouse_root}/_training")
+
+    @property
+    def checkpoint_root(self) -> str:
+        """Durable training checkpoints (a rerun of the job resumes from here; erasure empties it)."""
+        return f"{self.training_dir}/checkpoints/profile_model"
+
+    @property
     def data_dir(self) -> str:
         return resolve_path(self.data.dir)
 
@@ -248,6 +270,26 @@ def resolve_path(value: str) -> str:
     if not path.is_absolute():
         path = PROJECT_ROOT / path
     return str(path.resolve())
+
+
+def node_path(location: str) -> str:
+    """The POSIX path a process on any node opens for ``location``: ``dbfs:/x`` -> ``/dbfs/x``
+    (Databricks' FUSE mount), ``file:///x`` -> ``/x``. TensorFlow checkpoints, h5py and numpy
+    write plain files, so an object-store URI is refused with what to set instead."""
+    if location.startswith("dbfs:"):
+        return "/dbfs/" + location.removeprefix("dbfs:").lstrip("/")
+    if location.startswith("file:"):
+        return "/" + location.removeprefix("file:").lstrip("/")
+    if "://" in location:
+        raise ConfigError(f"{location} is not a path training nodes can open; set model.shared_dir to a folder "
+                          "every node mounts (a dbfs:/ or /dbfs/ path on Databricks, NFS elsewhere)")
+    return location
+
+
+def node_url(location: str) -> str:
+    """A table file as every node's reader opens it: ``dbfs:/x`` -> ``file:///dbfs/x``; object-store
+    URIs (s3://, abfss://) as they are, since Petastorm reads those itself."""
+    return f"file://{node_path(location)}" if location.startswith(("dbfs:", "file:")) or "://" not in location else location
 
 
 def conf_dir() -> Path:

@@ -207,7 +207,7 @@ class Erasure:
     def _remove_checkpoints(self) -> int:
         """Training checkpoints of the snapshots that held them (a resume must not continue from
         weights that saw them)."""
-        folder = Path(self.config.lakehouse_root) / "_checkpoints" / "profile_model"
+        folder = Path(self.config.checkpoint_root)
         removed = 0
         for path in sorted(folder.glob("*")) if folder.exists() else []:
             match = re.match(r"(\d{4}-\d{2}-\d{2})-", path.name)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -25,8 +29,31 @@ class JobContext:
     store: DeltaStore
 
 
+def cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:
+    """What ``python jobs/<job>.py`` (and spark-submit, Databricks, Airflow) runs: the job; a mistake
+    the user can fix -- bad config, a table or snapshot not written yet, a missing key or file, all
+    raised as ValueError with what to do -- ends with that one line and exit code 2, not a
+    traceback (SHOPPER_VERBOSE=1 shows it)."""
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError) as e:
+        if os.environ.get("SHOPPER_VERBOSE") == "1":
+            raise
+        print(f"error: {e}\n(SHOPPER_VERBOSE=1 shows the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def iso_date(text: str) -> date:
+    """argparse type of every date flag: a wrong date says which form is expected."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; give it as YYYY-MM-DD, e.g. 2024-04-16") from None
+
+
 def job_parser(description: str) -> argparse.ArgumentParser:
-    return add_config_arguments(argparse.ArgumentParser(description=description))
+    return add_config_arguments(argparse.ArgumentParser(description=description,
+                                                        formatter_class=argparse.RawDescriptionHelpFormatter))
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -67,6 +94,7 @@ def configure_logging() -> None:
     logging.basicConfig(
         level=os.environ.get("SHOPPER_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,  # under spark-submit a root handler already exists and would swallow the jobs' progress
     )
     quiet_third_party()
 
@@ -80,5 +108,8 @@ def start_job(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> Jo
     if os.environ.get("SHOPPER_VERBOSE") != "1":
         spark.sparkContext.setLogLevel("ERROR")  # planner WARNs (e.g. single-partition windows) are not the user's to act on
     store = open_store(spark, config)
-    logger.info("env=%s lakehouse=%s engine=%s", config.env, config.lakehouse_root, store.engine)
+    import shopper_profiles
+
+    logger.info("env=%s lakehouse=%s engine=%s; shopper_profiles from %s", config.env, config.lakehouse_root, store.engine,
+                Path(shopper_profiles.__file__).parents[1])
     return JobContext(args=args, config=config, spark=spark, store=store)

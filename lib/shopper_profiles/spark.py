@@ -39,7 +39,39 @@ def build_spark(config: Config) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     _apply_contract(spark)
+    _ship_wheels(spark)
     return spark
+
+
+def submitted() -> bool:
+    """True inside ``spark-submit``: its JVM launched this Python (and its ``--master`` decides)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def _ship_wheels(spark: SparkSession) -> None:
+    """Put the wheels of ``spark-submit --py-files`` on the executors' Python path too.
+
+    Spark adds every ``--py-files`` entry to the driver's path but only ``.zip``/``.egg``/``.jar``
+    ones to the executors' (pyspark's ``PACKAGE_EXTENSIONS``); a pure-Python wheel is a zip
+    archive, so the same bytes are added again under a ``.zip`` name. Without this, code that
+    runs in executors' Python workers (scoring's ``mapInPandas``) fails with
+    ``ModuleNotFoundError: shopper_profiles`` on every node that lacks the library."""
+    import shutil
+    import tempfile
+
+    from pyspark import SparkFiles
+
+    context = spark.sparkContext
+    for path in filter(None, context.getConf().get("spark.submit.pyFiles", "").split(",")):
+        name = os.path.basename(path)
+        if not name.endswith(".whl") or any(f.endswith("/" + name[:-4] + ".zip") for f in context.listFiles):
+            continue
+        shipped = Path(SparkFiles.getRootDirectory()) / name
+        source = shipped if shipped.exists() else Path(path.removeprefix("file:"))
+        archive = Path(tempfile.mkdtemp(prefix="wheel-")) / (name[:-4] + ".zip")
+        shutil.copyfile(source, archive)
+        context.addPyFile(str(archive))
+        logger.info("shipped %s to the executors' Python path", name)
 
 
 def _apply_contract(spark: SparkSession) -> None:
@@ -59,7 +91,6 @@ def _local_builder(builder: SparkSession.Builder, config: Config) -> SparkSessio
     if os.environ.get("SHOPPER_VERBOSE") != "1" and quiet.exists():  # start-up WARNs a user cannot act on
         java_opts += f" -Dlog4j2.configurationFile=file:{quiet}"
     local_conf = {
-        "spark.master": config.spark.master or "local[*]",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.shuffle.partitions": str(config.spark.shuffle_partitions),
@@ -72,9 +103,11 @@ def _local_builder(builder: SparkSession.Builder, config: Config) -> SparkSessio
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
     }
+    if not submitted():  # under spark-submit its --master (and --driver-memory) decide
+        local_conf["spark.master"] = config.spark.master or "local[*]"
     for key, value in local_conf.items():
         builder = builder.config(key, value)
-    logger.info("local Spark session %s, temp dirs under %s", config.spark.master, tmp)
+    logger.info("local Spark session %s, temp dirs under %s", "of spark-submit" if submitted() else config.spark.master, tmp)
     return builder
 
 

@@ -55,6 +55,15 @@ class SchemaMismatchError(ValueError):
 class TableNotFoundError(ValueError):
     """The table has not been created yet."""
 
+    @classmethod
+    def of(cls, spec: TableSpec, path: str, config: Config) -> TableNotFoundError:
+        """The error naming the job that writes the table (what to run first)."""
+        from shopper_profiles.catalog import writer_of
+
+        writer = writer_of(spec.name, config)
+        hint = f"run {writer} first" if writer else "create it first (store.create)"
+        return cls(f"table {spec.name} does not exist at {path}; {hint} (or check lakehouse.root and --env)")
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -338,9 +347,7 @@ class DeltaRsStore(DeltaStore):
         try:
             return DeltaTable(self.path(spec), version=version)
         except RsNotFound as e:
-            raise TableNotFoundError(
-                f"table {spec.name} does not exist at {self.path(spec)}; create it first (store.create)"
-            ) from e
+            raise TableNotFoundError.of(spec, self.path(spec), self.config) from e
 
     def exists(self, spec: TableSpec) -> bool:
         try:
@@ -651,7 +658,7 @@ class SparkDeltaStore(DeltaStore):
         from delta.tables import DeltaTable
 
         if not self.exists(spec):
-            raise TableNotFoundError(f"table {spec.name} does not exist at {self.path(spec)}; create it first")
+            raise TableNotFoundError.of(spec, self.path(spec), self.config)
         return DeltaTable.forPath(self.spark, self.path(spec))
 
     def exists(self, spec: TableSpec) -> bool:
@@ -722,7 +729,7 @@ class SparkDeltaStore(DeltaStore):
 
     def read(self, spec: TableSpec, version: int | None = None) -> DataFrame:
         if not self.exists(spec):
-            raise TableNotFoundError(f"table {spec.name} does not exist at {self.path(spec)}; create it first")
+            raise TableNotFoundError.of(spec, self.path(spec), self.config)
         reader = self.spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)

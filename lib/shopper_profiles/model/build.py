@@ -26,20 +26,24 @@ def label_window_observed(last_event: datetime | None, as_of: date, horizon_days
     return last_event is not None and last_event.date() >= as_of + timedelta(days=horizon_days - 1)
 
 
+def require_observed_labels(store: DeltaStore, config: Config, as_of: date) -> None:
+    """Labels come from [D, D + horizon): a window bronze has not fully seen would label every
+    shopper churned and no one a buyer, so such a D is refused with the latest usable one."""
+    last = store.read(EVENTS).agg(F.max("ts")).collect()[0][0]
+    if not label_window_observed(last, as_of, config.model.horizon_days):
+        horizon_end = as_of + timedelta(days=config.model.horizon_days)
+        latest = (last.date() - timedelta(days=config.model.horizon_days - 1)) if last else None
+        raise ValueError(f"bronze events end at {last}, before the label window [{as_of}, {horizon_end}) is complete; "
+                         f"use --as-of {latest} or earlier (model.horizon_days={config.model.horizon_days})")
+
+
 def snapshot_examples(spark: SparkSession, store: DeltaStore, config: Config, as_of: date, vocabulary: Vocabulary,
                       max_len: int | None = None) -> DataFrame:
     """Snapshot D's features + the labels of [D, D + horizon), tokenised with ``vocabulary``: the
     training set of D, or the evaluation set at D of a model trained on an earlier snapshot."""
+    require_observed_labels(store, config, as_of)
     snapshot = snapshot_tables(store, config, as_of)  # every table as its build published it
     events = store.read(EVENTS)
-    horizon_end = as_of + timedelta(days=config.model.horizon_days)
-    last = events.agg(F.max("ts")).collect()[0][0]
-    if not label_window_observed(last, as_of, config.model.horizon_days):
-        # Labels come from [D, D + horizon): a window bronze has not fully seen would label
-        # every shopper churned and no one a buyer.
-        latest = (last.date() - timedelta(days=config.model.horizon_days - 1)) if last else None
-        raise ValueError(f"bronze events end at {last}, before the label window [{as_of}, {horizon_end}) is complete; "
-                         f"use --as-of {latest} or earlier (model.horizon_days={config.model.horizon_days})")
     return training_examples(snapshot["sequences"], snapshot["basic"], snapshot["behaviour"], snapshot["need"],
                              snapshot["social"], events, vocabulary.frame(spark), as_of, config.model.horizon_days,
                              max_len or config.model.max_len, list(vocabulary.categories))
@@ -57,6 +61,7 @@ def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, a
     of T: one example per shopper and snapshot S in ``example_dates`` (features as of S, labels from
     [S, S + horizon), all ending by T + horizon), every one tokenised with T's vocabulary. A shopper
     keeps one split in every snapshot (the split is a hash of the user id)."""
+    require_observed_labels(store, config, as_of)  # before anything is written
     specs = feature_specs(config.features)
     store.create(VOCAB)
     events_cut = events_before(store.read(EVENTS), as_of)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shopper_profiles.config import PROJECT_ROOT, Config
+from shopper_profiles.config import PROJECT_ROOT, Config, node_url
 from shopper_profiles.ingest.bronze import AGE_BANDS, GENDERS
 from shopper_profiles.model.dataset import FIRST_ITEM, VOCAB, training_spec
 from shopper_profiles.model.inputs import SEQUENCE_INPUTS, load_shard
@@ -207,7 +207,7 @@ def checkpoint_dir(config: Config, as_of: date, params: dict[str, Any], data_ver
     decisive.update(data_version=data_version, vocab=vocab_fingerprint, text_init=bool(params.get("item_init")),
                     files=sorted(os.path.basename(f) for f in params["files"]), code=_training_code_fingerprint())
     key = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:12]
-    return f"{config.lakehouse_root}/_checkpoints/profile_model/{as_of}-{key}"
+    return f"{config.checkpoint_root}/{as_of}-{key}"
 
 
 def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc: int = 2,
@@ -236,8 +236,11 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
                      hidden_size=m.hidden_size, layers=m.layers, heads=m.heads, dropout=m.dropout, wide=m.wide,
                      neighbours=m.neighbours if m.wide else 0, repeat_aware=m.wide and m.repeat_aware)
     # Only this snapshot's files: the reader must not see other snapshots' rows.
-    files = [f for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
-    work = Path(tempfile.mkdtemp(prefix="profile-train-"))
+    files = [node_url(f) for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
+    # Every file a rank opens lives where every node can reach it: ranks under horovod.spark.run
+    # run on executors, whose own temp folders the driver cannot read (and vice versa).
+    os.makedirs(config.training_dir, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="profile-train-", dir=config.training_dir))
     try:
         item_init = None
         if m.text_init:
@@ -327,6 +330,7 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             return {"run_id": run.info.run_id, "model_version": version, "champion": promoted, "metrics": metrics,
                     "best_epoch": rank0.get("best_epoch"), "dp": rank0.get("dp"),
                     "history": rank0["history"], "ranks": len(ranks), "weights_checksums": [r["weights_checksum"] for r in ranks],
+                    "placement": [{k: r[k] for k in ("rank", "local_rank", "host", "tempdir", "opened")} for r in ranks],
                     "model_uri": f"models:/{config.mlflow.registered_model}/{version}"}
     finally:
         shutil.rmtree(work, ignore_errors=True)

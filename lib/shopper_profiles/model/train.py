@@ -191,7 +191,16 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
             break
     elapsed = time.perf_counter() - started
     checksum = float(sum(float(tf.reduce_sum(tf.abs(v))) for v in model.trainable_variables))
-    result = {"rank": hvd.rank(), "size": hvd.size(), "rows": rows, "history": history, "weights_checksum": checksum,
+    import socket
+    import tempfile
+
+    # Where this rank ran and which files it opened: on a cluster they must all be shared paths.
+    opened = [params[k] for k in ("item_init", "item_category", "item_popularity", "neighbour_items", "neighbour_weights")
+              if params.get(k)] + [params["checkpoint_dir"]] + ([params["weights_path"]] if hvd.rank() == 0 and
+                                                                 params.get("weights_path") else [])
+    result = {"rank": hvd.rank(), "size": hvd.size(), "local_rank": hvd.local_rank(), "host": socket.gethostname(),
+              "tempdir": tempfile.gettempdir(), "opened": opened,
+              "rows": rows, "history": history, "weights_checksum": checksum,
               "steps": int(step.numpy()), "seconds": elapsed, "input_wait_seconds": input_wait,
               "sequences_per_second": (len(history) * steps_per_epoch * int(params["batch_size"]) / elapsed) if history else 0.0}
     if privacy is not None:  # the privacy spent by every step taken (a resumed run counts all of them)

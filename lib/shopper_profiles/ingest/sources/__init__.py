@@ -73,7 +73,9 @@ def ingest_source(spark: SparkSession, store: DeltaStore, config: Config, source
     """Land a source and ingest it into bronze (validate, quarantine, pseudonymise, reconcile);
     the reconciliation report back."""
     from shopper_profiles.ingest.load import Ingestion, reconciliation_report
+    from shopper_profiles.ingest.pseudonym import load_key
 
+    load_key(spark, config)  # no key, no load: say so before landing anything
     batch, window, load_id = land_source(spark, config, source, start, end, path)
     ingestion = Ingestion(spark, store, config, batch, window, load_id)
     report = reconciliation_report(ingestion.run(), load_id, ingestion.refused)
