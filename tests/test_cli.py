@@ -85,3 +85,15 @@ def test_a_missing_secret_stops_the_ingest_before_anything_lands(spark: SparkSes
     err = capsys.readouterr().err
     assert "privacy.secret_scope='shop' needs Databricks dbutils; elsewhere set SHOPPER_PSEUDONYM_KEY" in err
     assert not (tmp_path / "landing").exists()
+
+
+def test_the_mlflow_ui_says_when_there_is_nothing_it_can_serve(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from shopper_profiles.model import ui
+
+    with pytest.raises(SystemExit) as done:
+        cli(ui.main, ["--conf-override", f"lakehouse.root={tmp_path}"])
+    assert done.value.code == 2
+    assert f"no MLflow store at {tmp_path}/mlflow.db yet: run `make run`" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli(ui.main, ["--conf-override", f"lakehouse.root={tmp_path}", "--conf-override", "mlflow.tracking_uri=databricks"])
+    assert "that store has its own UI (on Databricks: the workspace's Experiments and Models pages)" in capsys.readouterr().err

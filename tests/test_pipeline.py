@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -90,6 +96,86 @@ def test_ingest_then_backfill_then_whole_pipeline(spark: SparkSession, tmp_path,
     assert profiles["mode"] == "full" and profiles["profiles"] == profiles["rescored"] == refresh["profiles"]
     table = DeltaTable(str(whole_root / "gold" / "profiles")).to_pyarrow_table(filters=[("as_of", "=", date(2024, 1, 21))])
     assert table.num_rows == refresh["profiles"] and set(table.column("model_version").to_pylist()) == {"1"}
+
+
+CHROMIUM = os.environ.get("SHOPPER_CHROMIUM", "/usr/bin/chromium")
+
+
+@contextmanager
+def mlflow_ui(root: Path) -> Iterator[str]:
+    """`make mlflow-ui`'s server (``python -m shopper_profiles.model.ui``) on a free port: its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "shopper_profiles.model.ui", "--env", "local", *overrides(root),
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            assert server.poll() is None, f"the MLflow UI exited:\n{server.communicate()[0][-3000:]}"
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the MLflow UI did not answer /health within 60 s")
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def shown_image(page, name: str) -> list[int]:
+    """Click an artifact in the run's Artifacts tab; the [width, height] of the image its preview
+    loaded (a new ``blob:`` image: the UI fetched the artifact's bytes and the browser decoded them)."""
+    fresh = """seen => [...document.querySelectorAll('img')].find(
+        i => i.src.startsWith('blob:') && !seen.includes(i.src) && i.complete && i.naturalWidth > 0)"""
+    seen = page.eval_on_selector_all("img", "all => all.map(i => i.src)")
+    page.get_by_text(name, exact=True).first.click()
+    page.wait_for_function(f"seen => Boolean(({fresh})(seen))", arg=seen, timeout=60_000)
+    return page.evaluate(f"seen => {{ const i = ({fresh})(seen); return [i.naturalWidth, i.naturalHeight]; }}", seen)
+
+
+@pytest.mark.slow
+def test_the_mlflow_ui_shows_the_champion_and_its_plots(whole) -> None:
+    """In a real browser (Playwright driving Debian's chromium): the registered model's page shows
+    the champion alias; its version page links to the training run, whose artifacts preview the
+    training curve and the validation plots, and names the evaluation run, whose headline plot
+    previews too."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no chromium at {CHROMIUM}: `apt-get install -y --no-install-recommends chromium` "
+                    "(scripts/bootstrap.sh does it when run as root), or set SHOPPER_CHROMIUM")
+    root, _ = whole
+    with mlflow_ui(root) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(f"{base}/#/models/shopper_profile_model")
+        version_row = page.get_by_role("row").filter(has_text="Version 1")
+        version_row.get_by_text("champion").wait_for()
+        version_row.get_by_role("link", name="Version 1").click()
+
+        page.get_by_text("Source Run").wait_for()
+        page.get_by_text(re.compile(r"^evaluation_\d{4}-\d\d-\d\d$")).first.wait_for()  # the evaluation run's tag
+        body = page.inner_text("body")
+        evaluation_run = re.search(r"evaluation_\d{4}-\d\d-\d\d\s*:?\s*([0-9a-f]{32})", body)
+        assert evaluation_run, body[-1500:]
+        source = page.locator("a[href*='/runs/']").first
+        experiment = re.search(r"/experiments/([^/]+)/runs/", source.get_attribute("href") or "")
+        assert experiment
+        source.click()
+        page.get_by_role("tab", name="Artifacts").click()
+        assert shown_image(page, "training_curve.png")[0] > 100
+        page.get_by_text("validation", exact=True).first.click()
+        assert shown_image(page, "calibration.png")[0] > 100
+
+        page.goto(f"{base}/#/experiments/{experiment.group(1)}/runs/{evaluation_run.group(1)}/artifacts")
+        assert shown_image(page, "evaluation.png")[0] > 100
+        browser.close()
 
 
 @pytest.mark.slow

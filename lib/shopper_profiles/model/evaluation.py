@@ -414,7 +414,7 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
               "validation_users": len(validation["user_id"]), "planted_truth": truth, "rows": len(rows),
               "table_version": store.version(EVALUATION), "merge": str(merged), "headline": heads, "results": results.rows,
               "markdown": text}
-    report["mlflow_run_id"] = _log_run(config, as_of, model_uri, version, results, text, holdout)
+    report["mlflow_run_id"] = _log_run(config, as_of, model_uri, version, results, heads, text, holdout)
     return report
 
 
@@ -541,10 +541,13 @@ def headline_table(heads: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _log_run(config: Config, as_of: date, model_uri: str, version: str | None, results: Results, text: str,
-             holdout: str) -> str:
+def _log_run(config: Config, as_of: date, model_uri: str, version: str | None, results: Results,
+             heads: list[dict[str, Any]], text: str, holdout: str) -> str:
+    """One MLflow run per evaluation (metrics, the Markdown table, the headline plot); the model
+    version it judged is tagged with it, so the version's page in the UI links to its evidence."""
     import mlflow
 
+    from shopper_profiles.model.plots import headline_plot
     from shopper_profiles.model.tracking import mlflow_name
 
     use_experiment(config.mlflow_tracking_uri, config.mlflow.experiment)
@@ -564,4 +567,9 @@ def _log_run(config: Config, as_of: date, model_uri: str, version: str | None, r
             mlflow.log_artifact(str(path))
             (Path(folder) / "evaluation.json").write_text(json.dumps(results.rows, default=str))
             mlflow.log_artifact(os.path.join(folder, "evaluation.json"))
+            headline_plot(heads, Path(folder) / "evaluation.png")
+            mlflow.log_artifact(os.path.join(folder, "evaluation.png"))
+        if version is not None:
+            mlflow.MlflowClient().set_model_version_tag(config.mlflow.registered_model, str(version),
+                                                        f"evaluation_{as_of}", run.info.run_id)
         return str(run.info.run_id)

@@ -84,3 +84,26 @@ def scaling_plot(sizes: list[int], ratios: dict[str, list[float | None]], interv
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def headline_plot(heads: list[dict[str, Any]], path: Path) -> None:
+    """Model vs the best traditional method per task, as the ratio with its 95 % interval: the
+    evaluation's answer at a glance in the MLflow UI (1.0 = a tie; left of it the rules win)."""
+    plt = _pyplot()
+    rows = [h for h in heads if h.get("ratio") is not None]
+    figure, axis = plt.subplots(figsize=(6, 1 + 0.35 * max(len(rows), 1)))
+    names = [f"{h['task']} ({h['best_traditional']})" for h in rows]
+    ratios = [h["ratio"] for h in rows]
+    colours = ["tab:green" if r >= 1 else "tab:red" for r in ratios]
+    axis.barh(range(len(rows)), ratios, color=colours)
+    for i, h in enumerate(rows):
+        low_high = h.get("intervals", {}).get("ratio")
+        if low_high:
+            axis.plot(low_high, [i, i], color="black", linewidth=1)
+    axis.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+    axis.set_yticks(range(len(rows)), names, fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel("profile model / best traditional")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
