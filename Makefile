@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: venv run run-online-retail test lint bench sql mlflow-ui clean-lakehouse wheel
+.PHONY: venv run run-online-retail test lint bench sql mlflow-ui airflow-venv clean-lakehouse wheel
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -46,6 +46,10 @@ bench: venv
 PORT ?= 5000
 mlflow-ui: venv
 	@$(PY) -m shopper_profiles.model.ui --env $(ENV) --port $(PORT)
+
+## airflow-venv: Airflow 3.3 + the Spark and Databricks providers in their own cached venv (prints its folder)
+airflow-venv:
+	@bash scripts/airflow_venv.sh
 
 ## sql: interactive SQL (DuckDB over the Delta tables) with the analyst tables and views registered
 sql: venv

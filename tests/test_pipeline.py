@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from conftest import run_job, spark_submit
+from conftest import REPO, run_job, spark_submit
 from pyspark.sql import SparkSession
 
 SMALL = ["simulator.users=120", "simulator.days=20", "simulator.items_per_leaf=10", "model.hidden_size=16", "model.layers=1",
@@ -176,6 +176,97 @@ def test_the_mlflow_ui_shows_the_champion_and_its_plots(whole) -> None:
         page.goto(f"{base}/#/experiments/{experiment.group(1)}/runs/{evaluation_run.group(1)}/artifacts")
         assert shown_image(page, "evaluation.png")[0] > 100
         browser.close()
+
+
+AIRFLOW_DAGS = REPO / "resources" / "airflow"
+DAG_REPORT = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {d.dag_id: {
+    "downstream": {t.task_id: sorted(t.downstream_task_ids) for t in d.tasks},
+    "operator": {t.task_id: type(t).__name__ for t in d.tasks},
+    "retries": {t.task_id: t.retries for t in d.tasks},
+    "timeout_s": {t.task_id: t.execution_timeout.total_seconds() for t in d.tasks},
+    "target": {t.task_id: getattr(t, "application", None) or getattr(t, "job_name", None) for t in d.tasks},
+    "interval": d.timetable.__class__.__name__} for d in bag.dags.values()}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """Airflow's own venv (scripts/airflow_venv.sh: cached per machine) and an environment with
+    sqlite metadata in a fresh AIRFLOW_HOME, the repo's DAG folder and a local[2] Spark connection."""
+    made = subprocess.run(["bash", str(REPO / "scripts" / "airflow_venv.sh")], capture_output=True, text=True, timeout=900)
+    assert made.returncode == 0, made.stderr[-3000:]
+    venv = Path(made.stdout.strip().splitlines()[-1])
+    home = tmp_path_factory.mktemp("airflow")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SHOPPER_", "PYSPARK", "PYTHONPATH"))}
+    environment.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=str(AIRFLOW_DAGS),
+                       AIRFLOW__CORE__LOAD_EXAMPLES="False", SHOPPER_HOME=str(REPO), SHOPPER_ENV="local",
+                       AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type": "spark", "host": "local[2]"}',
+                       PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")  # spark-submit of the project's pyspark
+    migrated = subprocess.run([str(venv / "bin" / "airflow"), "db", "migrate"], env=environment, capture_output=True,
+                              text=True, timeout=300)
+    assert migrated.returncode == 0, migrated.stdout[-3000:] + migrated.stderr[-3000:]
+    return venv, environment
+
+
+def dag_report(venv: Path, environment: dict[str, str], orchestrator: str) -> dict:
+    import json
+
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", DAG_REPORT, str(AIRFLOW_DAGS)], capture_output=True, text=True,
+                          env={**environment, "SHOPPER_ORCHESTRATOR": orchestrator}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_the_airflow_dags_load_and_the_daily_one_runs_through_spark_submit(whole, wheel, airflow) -> None:
+    """The DAGs in Airflow's own venv: no import errors, the expected task graphs with retries and
+    timeouts, for both the spark-submit and the Databricks (run-now of the bundle's jobs) branch;
+    then `airflow dags test` runs the daily DAG's spark-submit branch (ingest -> features -> score
+    -> audiences) on the whole pipeline's lakehouse for the interval [2024-01-20, 2024-01-21)."""
+    import yaml
+    from deltalake import DeltaTable
+
+    venv, environment = airflow
+    submit = dag_report(venv, environment, "spark_submit")
+    assert submit["errors"] == {}
+    daily, weekly = submit["dags"]["shopper_profiles_daily"], submit["dags"]["shopper_profiles_weekly"]
+    assert daily["downstream"] == {"ingest": ["features"], "features": ["score"], "score": ["audiences"], "audiences": []}
+    assert weekly["downstream"] == {"training_set": ["train"], "train": ["evaluate"], "evaluate": []}
+    for dag in (daily, weekly):
+        assert set(dag["operator"].values()) == {"SparkSubmitOperator"} and dag["interval"] == "CronDataIntervalTimetable"
+        assert set(dag["retries"].values()) == {2} and all(t > 0 for t in dag["timeout_s"].values())
+        assert all(Path(application).is_file() for application in dag["target"].values())
+    databricks = dag_report(venv, environment, "databricks")
+    assert databricks["errors"] == {}
+    bundle = yaml.safe_load((REPO / "resources" / "jobs.yml").read_text())["resources"]["jobs"]
+    deployed = {job["name"].replace("${bundle.target}", "local") for job in bundle.values()}
+    assert databricks["dags"]["shopper_profiles_daily"]["downstream"] == {"daily_features": ["daily_scoring"], "daily_scoring": []}
+    assert databricks["dags"]["shopper_profiles_weekly"]["downstream"] == {"weekly_training": []}
+    for dag in databricks["dags"].values():
+        assert set(dag["operator"].values()) == {"DatabricksRunNowOperator"} and set(dag["target"].values()) <= deployed
+
+    root, _ = whole
+    before = {t: DeltaTable(str(root / "gold" / t)).version() for t in ("profiles", "audience_sizes")}
+    environment = {**environment, "SHOPPER_WHEEL": str(wheel), "SHOPPER_PYTHON": sys.executable, "SHOPPER_RETRIES": "0",
+                   "SHOPPER_PSEUDONYM_KEY": "pipeline", "SHOPPER_CONF_OVERRIDES": ",".join(
+                       [f"lakehouse.root={root}", *SMALL])}
+    ran = subprocess.run([str(venv / "bin" / "airflow"), "dags", "test", "shopper_profiles_daily", "2024-01-21T02:00:00+00:00"],
+                         env=environment, capture_output=True, text=True, timeout=1200)
+    log = ran.stdout + ran.stderr
+    assert ran.returncode == 0 and "state=success" in log, log[-6000:]
+    commands = re.findall(r"Spark-Submit cmd: (.*?) \[airflow", log)
+    assert [re.search(r"jobs/(\w+)\.py", c).group(1) for c in commands] == [
+        "ingest_events", "build_features", "score_profiles", "build_audiences"]
+    assert "--from 2024-01-20 --to 2024-01-21 --env local" in commands[0] and all("--as-of 2024-01-21" in c for c in commands[1:])
+    landed = re.search(r"events: input=(\d+) .*\(new=(\d+), already loaded=(\d+)\)", log)
+    assert landed and int(landed.group(1)) > 0 and landed.group(2) == "0", log[-6000:]  # the pipeline loaded it already
+    assert '"mode": "incremental"' in log
+    after = {t: DeltaTable(str(root / "gold" / t)).version() for t in before}
+    assert all(after[t] == before[t] + 1 for t in before), (before, after)
 
 
 @pytest.mark.slow

@@ -22,9 +22,12 @@ logger = logging.getLogger(__name__)
 
 ENVIRONMENTS = ("local", "dev", "staging", "prod")
 def _project_root() -> Path:
-    """The checkout when the library runs from one (editable install, ``make run``); from a wheel
+    """``SHOPPER_HOME`` when set (a scheduler submits from a folder of its own: Airflow); else the
+    checkout when the library runs from one (editable install, ``make run``); from a wheel
     (``spark-submit --py-files``, a cluster library) the current folder, which holds ``conf/``
     when a job is submitted from the checkout (elsewhere SHOPPER_CONF_DIR names it)."""
+    if os.environ.get("SHOPPER_HOME"):
+        return Path(os.environ["SHOPPER_HOME"]).resolve()
     checkout = Path(__file__).resolve().parents[2]
     return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
 
