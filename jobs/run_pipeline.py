@@ -172,10 +172,10 @@ def closing_summary(job: JobContext, report: dict[str, Any]) -> str:
     if "evaluate" in report:
         lines.append("model vs best traditional profile: " + _ratios(report["evaluate"]))
     lines += ["where to look:",
-              f"  make mlflow-ui ENV={job.config.env}                  (http://127.0.0.1:5000: runs, registry, plots; "
+              f"  {'make mlflow-ui ENV=' + job.config.env:<32} (http://127.0.0.1:5000: runs, registry, plots; "
               f"store {job.config.mlflow_tracking_uri})",
-              "  make sql                             (profiles, audiences, k-suppressed views)",
-              "  notebooks/profiles_tour.ipynb        (interests, intent vs churn, segments, explanations)"]
+              f"  {'make sql':<32} (profiles, audiences, k-suppressed views)",
+              f"  {'notebooks/profiles_tour.ipynb':<32} (interests, intent vs churn, segments, explanations)"]
     return "\n".join(lines)
 
 

@@ -479,3 +479,20 @@ def test_erasure_reaches_every_copy_and_a_later_ingest_refuses_them(spark: Spark
     assert again["landing_rows_scrubbed"] > 0
     assert not set(chosen) & {r["user_id"] for r in table("bronze/events")}
     assert _holders(root, raw + chosen) == {}
+
+
+@pytest.mark.slow
+def test_training_runs_through_spark_submit_with_only_the_wheel(whole, wheel, bare_python) -> None:
+    """The training job under `spark-submit` with an interpreter that has no library but the
+    shipped wheel (last in the module: it registers another version): the driver starts Horovod
+    through that interpreter (no `horovodrun` script on its path), the ranks import the library
+    from the wheel, and the code fingerprint is read from inside it. The erasure before it rewrote
+    the training snapshot into one file, fewer than the two ranks Petastorm shards it over: the
+    job spreads it out again instead of failing."""
+    root, _ = whole
+    report, log = spark_submit("train_profile_model", wheel, bare_python, [
+        "--as-of", "2024-01-07", "--epochs", "1", "--env", "local", *overrides(root)], {"SHOPPER_PSEUDONYM_KEY": "pipeline"})
+    assert f"launching {bare_python} -m horovod.runner.launch -np 2" in log
+    assert "training set 2024-01-07 is in 1 file(s) for 2 ranks; spreading it over 8 again" in log
+    trained = report["train"]
+    assert trained["model_version"] == "2" and trained["history"] and len(trained["placement"]) == 2

@@ -21,6 +21,11 @@ from shopper_profiles.storage import DeltaStore
 logger = logging.getLogger(__name__)
 
 
+TRAINING_FILES = 8
+"""Files per training snapshot: Petastorm shards row groups across ranks, so a snapshot needs at
+least as many as there are ranks."""
+
+
 def label_window_observed(last_event: datetime | None, as_of: date, horizon_days: int) -> bool:
     """Bronze has seen [D, D + horizon) once its events reach the window's last day."""
     return last_event is not None and last_event.date() >= as_of + timedelta(days=horizon_days - 1)
@@ -74,7 +79,7 @@ def build_training_set(spark: SparkSession, store: DeltaStore, config: Config, a
         examples = examples.unionByName(
             snapshot_examples(spark, store, config, day, vocabulary).withColumn("snapshot_date", F.lit(as_of)))
     # Several files, so Petastorm can hand each rank its own row groups.
-    version = store.overwrite(examples, spec, window={"snapshot_date": as_of}, target_files=8)
+    version = store.overwrite(examples, spec, window={"snapshot_date": as_of}, target_files=TRAINING_FILES)
     counts: dict[str, int] = dict(store.read(spec).where(F.col("snapshot_date") == F.lit(as_of)).groupBy("split").count().collect())
     lineage = {s.name: store.version(s) for s in (*specs.values(), EVENTS, ITEMS)}
     return {"as_of": str(as_of), "version": version, "splits": counts, "items": vocabulary.n_items - FIRST_ITEM,

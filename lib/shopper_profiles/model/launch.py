@@ -18,17 +18,26 @@ from shopper_profiles.model.train import PROGRESS
 logger = logging.getLogger(__name__)
 
 
+def library_path() -> str:
+    """PYTHONPATH for worker processes: where this library was imported from first (the checkout's
+    lib/, or under ``spark-submit --py-files`` the wheel itself), then the caller's own."""
+    import shopper_profiles
+
+    return os.pathsep.join(filter(None, [str(Path(shopper_profiles.__file__).parents[1]), os.environ.get("PYTHONPATH")]))
+
+
 def run_horovodrun(params: dict[str, Any], num_proc: int, timeout_s: int = 3600) -> list[dict[str, Any]]:
     """`horovodrun -np N -H localhost:N --gloo python -m shopper_profiles.model.train`; rank results back."""
     with tempfile.TemporaryDirectory(prefix="hvd-") as work:
         params = dict(params, result_dir=work)
         params_file = Path(work) / "params.json"
         params_file.write_text(json.dumps(params))
-        horovodrun = str(Path(sys.executable).with_name("horovodrun"))
-        command = [horovodrun, "-np", str(num_proc), "-H", f"localhost:{num_proc}", "--gloo",
-                   sys.executable, "-m", "shopper_profiles.model.train", "--params", str(params_file)]
+        # `horovodrun` is `python -m horovod.runner.launch`: run through this interpreter, whose
+        # environment need not have the script on its PATH (spark-submit's PYSPARK_PYTHON).
+        command = [sys.executable, "-m", "horovod.runner.launch", "-np", str(num_proc), "-H", f"localhost:{num_proc}",
+                   "--gloo", sys.executable, "-m", "shopper_profiles.model.train", "--params", str(params_file)]
         env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS=str(
-            params.get("threads_per_rank", 1)))
+            params.get("threads_per_rank", 1)), PYTHONPATH=library_path())
         logger.info("launching %s", " ".join(command))
         tail: deque[str] = deque(maxlen=200)
         with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:

@@ -182,13 +182,16 @@ def item_followers(training_set: Any, as_of: date, n_items: int, k: int, window:
 
 
 def _training_code_fingerprint() -> str:
+    """Hash of the code that shapes the weights; read through the import system (``inspect``),
+    not the file system, as under ``spark-submit --py-files`` the modules live inside a wheel."""
     import hashlib
+    import inspect
 
     from shopper_profiles.model import encoder, inputs, network, train
 
     digest = hashlib.sha256()
     for module in (encoder, network, train, inputs):
-        digest.update(Path(str(module.__file__)).read_bytes())
+        digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()[:16]
 
 
@@ -237,6 +240,14 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
                      neighbours=m.neighbours if m.wide else 0, repeat_aware=m.wide and m.repeat_aware)
     # Only this snapshot's files: the reader must not see other snapshots' rows.
     files = [node_url(f) for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
+    if len(files) < num_proc:  # compacted by maintain_tables or rewritten by an erasure since it was built
+        from shopper_profiles.model.build import TRAINING_FILES
+
+        logger.info("training set %s is in %d file(s) for %d ranks; spreading it over %d again", as_of, len(files),
+                    num_proc, max(TRAINING_FILES, num_proc))
+        store.overwrite(snapshot.localCheckpoint(), spec_table, window={"snapshot_date": as_of},
+                        target_files=max(TRAINING_FILES, num_proc))
+        files = [node_url(f) for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
     # Every file a rank opens lives where every node can reach it: ranks under horovod.spark.run
     # run on executors, whose own temp folders the driver cannot read (and vice versa).
     os.makedirs(config.training_dir, exist_ok=True)
