@@ -9,11 +9,11 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
 
+from shopper_profiles import import_root
 from shopper_profiles.config import Config, add_config_arguments, config_from_args
 from shopper_profiles.spark import build_spark
 from shopper_profiles.storage import DeltaStore, open_store
@@ -108,8 +108,6 @@ def start_job(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> Jo
     if os.environ.get("SHOPPER_VERBOSE") != "1":
         spark.sparkContext.setLogLevel("ERROR")  # planner WARNs (e.g. single-partition windows) are not the user's to act on
     store = open_store(spark, config)
-    import shopper_profiles
-
     logger.info("env=%s lakehouse=%s engine=%s; shopper_profiles from %s", config.env, config.lakehouse_root, store.engine,
-                Path(shopper_profiles.__file__).parents[1])
+                import_root())
     return JobContext(args=args, config=config, spark=spark, store=store)

@@ -13,17 +13,15 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from shopper_profiles import import_root
 from shopper_profiles.model.train import PROGRESS
 
 logger = logging.getLogger(__name__)
 
 
 def library_path() -> str:
-    """PYTHONPATH for worker processes: where this library was imported from first (the checkout's
-    lib/, or under ``spark-submit --py-files`` the wheel itself), then the caller's own."""
-    import shopper_profiles
-
-    return os.pathsep.join(filter(None, [str(Path(shopper_profiles.__file__).parents[1]), os.environ.get("PYTHONPATH")]))
+    """PYTHONPATH for worker processes: this library's import root first, then the caller's own."""
+    return os.pathsep.join(filter(None, [str(import_root()), os.environ.get("PYTHONPATH")]))
 
 
 def run_horovodrun(params: dict[str, Any], num_proc: int, timeout_s: int = 3600) -> list[dict[str, Any]]:

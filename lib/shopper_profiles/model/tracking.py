@@ -239,15 +239,18 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
                      hidden_size=m.hidden_size, layers=m.layers, heads=m.heads, dropout=m.dropout, wide=m.wide,
                      neighbours=m.neighbours if m.wide else 0, repeat_aware=m.wide and m.repeat_aware)
     # Only this snapshot's files: the reader must not see other snapshots' rows.
-    files = [node_url(f) for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
+    def snapshot_files() -> list[str]:
+        return [node_url(f) for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
+
+    files = snapshot_files()
     if len(files) < num_proc:  # compacted by maintain_tables or rewritten by an erasure since it was built
         from shopper_profiles.model.build import TRAINING_FILES
 
+        spread = max(TRAINING_FILES, num_proc)
         logger.info("training set %s is in %d file(s) for %d ranks; spreading it over %d again", as_of, len(files),
-                    num_proc, max(TRAINING_FILES, num_proc))
-        store.overwrite(snapshot.localCheckpoint(), spec_table, window={"snapshot_date": as_of},
-                        target_files=max(TRAINING_FILES, num_proc))
-        files = [node_url(f) for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
+                    num_proc, spread)
+        store.overwrite(snapshot.localCheckpoint(), spec_table, window={"snapshot_date": as_of}, target_files=spread)
+        files = snapshot_files()
     # Every file a rank opens lives where every node can reach it: ranks under horovod.spark.run
     # run on executors, whose own temp folders the driver cannot read (and vice versa).
     os.makedirs(config.training_dir, exist_ok=True)

@@ -7,13 +7,13 @@ listening on other interfaces. ``make mlflow-ui`` runs it.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from shopper_profiles.config import Config, add_config_arguments, config_from_args
+from shopper_profiles.config import Config, config_from_args
+from shopper_profiles.runtime import cli, job_parser
 
 HOST = "127.0.0.1"
 
@@ -32,8 +32,7 @@ def ui_command(config: Config, port: int) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = add_config_arguments(argparse.ArgumentParser(description=__doc__,
-                                                          formatter_class=argparse.RawDescriptionHelpFormatter))
+    parser = job_parser(__doc__ or "")
     parser.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
     args = parser.parse_args(argv)
     command = ui_command(config_from_args(args), args.port)
@@ -42,6 +41,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from shopper_profiles.runtime import cli
-
     cli(main)
