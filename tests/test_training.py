@@ -279,3 +279,49 @@ def test_the_static_shape_history_loss_equals_the_masked_one() -> None:
     masked = float(sequence_loss(hidden, item_seq, table, first_item=2))
     dense = float(sequence_loss(hidden, item_seq, table, first_item=2, masked=False))
     assert abs(masked - dense) < 1e-5 and masked > 0
+
+
+def test_refitted_heads_are_the_exact_linear_fits_and_a_refit_that_validates_worse_is_not_kept() -> None:
+    """The refit writes each fitted linear model into the head's layers exactly (the model's own outputs
+    give the validation loss the fit reported, which catches a wrong column or a missing WIDE_SCALE),
+    lifts the heads whose labels the inputs carry, and leaves a head alone where the refit validates
+    worse (here gender: every validation shopper is class 0, which the trained head already says, while
+    the training labels split by a feature)."""
+    from shopper_profiles.model.heads import HEADS, INTEREST, _loss, _rows, _target, refit_heads
+    from shopper_profiles.model.network import ModelSpec, build_model, predict
+
+    rng = np.random.default_rng(5)
+
+    def arrays(rows: int, one_gender: bool) -> dict[str, np.ndarray]:
+        tab = rng.normal(size=(rows, N_TAB)).astype(np.float32)
+        gender = (tab[:, 4] > 0).astype(np.int64)
+        return {"item_seq": rng.integers(2, N_ITEMS, size=(rows, MAX_LEN)), "type_seq": np.ones((rows, MAX_LEN), np.int64),
+                "time_seq": np.full((rows, MAX_LEN), 3), "tabular": tab,
+                "price_next": np.exp(0.3 * tab[:, 0] + rng.normal(0, 0.05, rows)).astype(np.float32),
+                "purchase_next": (tab[:, 1] + rng.normal(0, 0.3, rows) > 0).astype(np.float32),
+                "churn_next": (tab[:, 2] > 0.5).astype(np.float32),
+                "next_categories": (tab[:, -N_CAT:] + rng.normal(0, 0.3, (rows, N_CAT)) > 0.5).astype(np.float32),
+                "age_label": np.where(rng.random(rows) < 0.2, -1, np.digitize(tab[:, 3], [-1.0, -0.3, 0.3, 1.0])),
+                "gender_label": np.zeros_like(gender) if one_gender else gender}
+
+    train, validation = arrays(600, False), arrays(300, True)
+    spec = ModelSpec(n_items=N_ITEMS, n_tabular=N_TAB, n_categories=N_CAT, max_len=MAX_LEN, hidden_size=16, layers=1,
+                     heads=2, dropout=0.0, wide=True)
+    model = build_model(spec)
+    kernel, bias = model.gender_head.get_weights()  # a head that already says "class 0", as the validation users are
+    model.gender_head.set_weights([np.zeros_like(kernel), np.array([10.0, 0.0, -30.0], np.float32)])
+    inputs = ("item_seq", "type_seq", "time_seq", "tabular")
+    before = predict(model, {k: validation[k] for k in inputs})
+    report = refit_heads(model, train, validation)
+    after = predict(model, {k: validation[k] for k in inputs})
+    assert {h for h, r in report.items() if r["kept"]} == {"price", "intent", "churn", "age_band", "interests"}, report
+    interests = _loss(INTEREST, validation["next_categories"].reshape(-1), after["interest_logits"].reshape(-1))
+    assert interests == pytest.approx(report["interests"]["validation_loss_refit"], rel=1e-3)
+    for head in HEADS:
+        rows = _rows(head, validation[head.label])
+        measured = _loss(head, _target(head, validation[head.label][rows]), after[head.output][rows])
+        found = report[head.name]
+        expected = found["validation_loss_refit"] if found["kept"] else found["validation_loss_trained"]
+        assert measured == pytest.approx(expected, rel=1e-3, abs=1e-5), head.name
+    assert report["price"]["validation_loss_refit"] < 0.01 < report["price"]["validation_loss_trained"]
+    assert np.array_equal(after["gender_logits"], before["gender_logits"])  # not kept: untouched

@@ -175,6 +175,9 @@ class ModelConfig(_Strict):
     training_snapshots: int = Field(default=1, ge=1, description="feature snapshots T, T - every, ... whose shoppers "
                                     "each give one training example (every label window ends by T + horizon)")
     snapshot_every_days: int = Field(default=7, ge=1, description="days between those snapshots")
+    refit_heads: bool = Field(default=True, description="after training, refit the price, intent, churn, age band and "
+                              "gender heads exactly on the frozen network (L2 chosen on the validation users; kept "
+                              "only where that head's validation loss falls); skipped under DP-SGD")
     patience: int = Field(default=3, ge=0, description="epochs without validation improvement before training stops "
                           "and the best epoch is kept (0: no early stopping, the last epoch is kept)")
     shared_dir: str | None = Field(default=None, description="folder every training node reads and writes (input "

@@ -3,6 +3,7 @@ live files (``cur_shard=rank, shard_count=size``), so no rank sees another's row
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -38,10 +39,15 @@ def read_shard(paths: Sequence[str], rank: int = 0, size: int = 1, split: str | 
             yield out
 
 
-def load_shard(paths: Sequence[str], rank: int = 0, size: int = 1, split: str | None = None) -> dict[str, np.ndarray]:
+def load_shard(paths: Sequence[str], rank: int = 0, size: int = 1, split: str | None = None,
+               share: float = 1.0) -> dict[str, np.ndarray]:
     """The whole shard in memory (training sets here are small per rank; streaming keeps the
-    reader honest about sharding and cleans up its own pool)."""
+    reader honest about sharding and cleans up its own pool). ``share`` < 1 keeps that share of the
+    shoppers, chosen by a hash of their id (the same rows whatever order the row groups arrive in)."""
     parts = list(read_shard(paths, rank, size, split))
+    if share < 1.0:
+        parts = [{k: v[keep] for k, v in p.items()} for p in parts
+                 if (keep := np.array([zlib.crc32(str(u).encode()) < share * 2**32 for u in p["user_id"]], bool)).any()]
     if not parts:
         return {}
     data = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}

@@ -289,6 +289,8 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
         ranks = run_horovodrun(params, num_proc) if launcher == "horovodrun" else run_horovod_spark(params, num_proc)
         rank0 = next(r for r in ranks if r["rank"] == 0)
         validation = load_shard(files, split="validation")
+        refit = (_refit_heads(weights_path, spec, files, validation, counts["train"])
+                 if m.refit_heads and not dp.enabled else {})
         figures = work / "figures"
         figures.mkdir()
         metrics = validation_metrics(weights_path, spec, validation, figures)
@@ -311,6 +313,11 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
                 mlflow.set_tag("dp_sgd", "true")
             if rank0.get("best_epoch") is not None:
                 mlflow.set_tag("best_epoch", str(rank0["best_epoch"]))  # the registered weights are this epoch's
+            mlflow.set_tag("refit_heads", ",".join(h for h, r in refit.items() if r.get("kept")) or "none")
+            for head, found in refit.items():
+                if "validation_loss_refit" in found:
+                    mlflow.log_metrics({f"refit.{head}.validation_loss_trained": found["validation_loss_trained"],
+                                        f"refit.{head}.validation_loss_refit": found["validation_loss_refit"]})
             mlflow.log_metrics({**{mlflow_name(k): v for k, v in metrics.items()}, "sequences_per_second": rank0["sequences_per_second"],
                                 "input_wait_share": rank0["input_wait_seconds"] / max(rank0["seconds"], 1e-9)})
             figure, axis = plt.subplots(figsize=(5, 3))
@@ -342,12 +349,30 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             version = str(info.registered_model_version)
             promoted = _maybe_promote(config.mlflow.registered_model, version, metrics.get("val_full_ndcg@10", 0.0))
             return {"run_id": run.info.run_id, "model_version": version, "champion": promoted, "metrics": metrics,
-                    "best_epoch": rank0.get("best_epoch"), "dp": rank0.get("dp"),
+                    "best_epoch": rank0.get("best_epoch"), "dp": rank0.get("dp"), "refit_heads": refit,
                     "history": rank0["history"], "ranks": len(ranks), "weights_checksums": [r["weights_checksum"] for r in ranks],
                     "placement": [{k: r[k] for k in ("rank", "local_rank", "host", "tempdir", "opened")} for r in ranks],
                     "model_uri": f"models:/{config.mlflow.registered_model}/{version}"}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _refit_heads(weights_path: str, spec: ModelSpec, files: list[str], validation: dict[str, np.ndarray],
+                 train_rows: int) -> dict[str, dict[str, Any]]:
+    """The trained weights with their small heads refitted exactly (model/heads.py), written back to
+    ``weights_path`` (what gets registered) when any refit was kept. The driver reads at most about
+    MAX_ROWS training rows (a hash-chosen share of the shoppers). Not under DP-SGD: a refit on the
+    raw training rows would spend privacy the accountant never counted."""
+    from shopper_profiles.model.heads import MAX_ROWS, refit_heads
+    from shopper_profiles.model.network import build_model
+
+    model = build_model(spec)
+    model.load_weights(weights_path)
+    train = load_shard(files, split="train", share=min(1.0, MAX_ROWS / max(train_rows, 1)))
+    report = refit_heads(model, train, validation)
+    if any(r.get("kept") for r in report.values()):
+        model.save_weights(weights_path)
+    return report
 
 
 def _maybe_promote(name: str, version: str, score: float) -> bool:
