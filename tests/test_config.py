@@ -66,6 +66,8 @@ def test_bad_engine_and_range_fail() -> None:
         load_config("local", ["lakehouse.engine=parquet"])
     with pytest.raises(ConfigError, match=r"spark\.shuffle_partitions: .*greater than or equal to 1"):
         load_config("local", ["spark.shuffle_partitions=0"])
+    with pytest.raises(ConfigError, match=r"profiles\.price_bands: .*two shares with 0 < first < second < 1, got \[0\.9, 1\.1\]"):
+        load_config("local", ["profiles.price_bands=[0.9, 1.1]"])  # the old ratio cuts are refused, not misread
 
 
 def test_bad_override_syntax_and_env() -> None:

@@ -247,8 +247,12 @@ def test_one_profile_per_active_shopper_every_value_in_range(shop: Shop) -> None
 
     versions = published_versions(shop.store, D2)  # the versions D2's build published (what scoring read)
     assert set(versions) == {spec.name for spec in feature_specs(shop.config.features).values()}
-    low, high = shop.config.profiles.price_bands
+    from shopper_profiles.model.registry import RegisteredModel
+    from shopper_profiles.profiles.scoring import price_cuts
     champion = str(shop.champion().version)
+    model_spec = RegisteredModel.resolve(shop.config, None, champion).spec
+    low, high = price_cuts(model_spec)  # measured on the training shoppers, carried with the model
+    assert model_spec["price_cuts"] and 0 < low < high
     for r in rows:
         assert r["user_id"].startswith("u_")  # the pseudonym, never a raw id
         assert len(r["user_embedding"]) == 16 and all(np.isfinite(r["user_embedding"]))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 logger = logging.getLogger(__name__)
 
@@ -192,8 +192,15 @@ class ProfilesConfig(_Strict):
     top_items: int = Field(ge=1, description="recommended items kept per profile")
     demographics: bool = Field(description="write predicted age band and gender (off in prod by default)")
     price_bands: tuple[float, float] = Field(
-        description="predicted paid price / category median: below the first -> 'high' price sensitivity, "
-        "above the second -> 'low', else 'medium'")
+        description="shares of the training shoppers: an expected price ratio below their first quantile -> "
+        "'high' price sensitivity, above the second -> 'low', else 'medium' (the cuts travel with the model)")
+
+    @field_validator("price_bands")
+    @classmethod
+    def _shares(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < value[0] < value[1] < 1.0:
+            raise ValueError(f"price_bands are two shares with 0 < first < second < 1, got {list(value)}")
+        return value
     similar_users: int = Field(ge=1, description="nearest users by embedding kept per user")
     explanation_events: int = Field(ge=1, description="behaviour events kept per explained score")
     explanation_features: int = Field(ge=1, description="tabular features kept per explained score")

@@ -62,6 +62,10 @@ class ModelSpec:
     # age), how much more a touched item returns (per category and along the item space), and the
     # followers of the latest purchase. Off for models saved before it existed.
     repeat_aware: bool = False
+    # The expected price ratios that split the training shoppers into price-sensitivity bands (their
+    # ``profiles.price_bands`` quantiles), measured after training: set on the registered spec, None
+    # while training and on models saved before it existed (scoring then uses LEGACY_PRICE_CUTS).
+    price_cuts: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

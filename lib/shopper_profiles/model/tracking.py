@@ -289,8 +289,8 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
         ranks = run_horovodrun(params, num_proc) if launcher == "horovodrun" else run_horovod_spark(params, num_proc)
         rank0 = next(r for r in ranks if r["rank"] == 0)
         validation = load_shard(files, split="validation")
-        refit = (_refit_heads(weights_path, spec, files, validation, counts["train"])
-                 if m.refit_heads and not dp.enabled else {})
+        refit, spec = _refit_heads(weights_path, spec, files, validation, counts["train"], config.profiles.price_bands,
+                                   refit=m.refit_heads, private=dp.enabled)
         figures = work / "figures"
         figures.mkdir()
         metrics = validation_metrics(weights_path, spec, validation, figures)
@@ -358,21 +358,34 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
 
 
 def _refit_heads(weights_path: str, spec: ModelSpec, files: list[str], validation: dict[str, np.ndarray],
-                 train_rows: int) -> dict[str, dict[str, Any]]:
+                 train_rows: int, band_shares: tuple[float, float], refit: bool,
+                 private: bool) -> tuple[dict[str, dict[str, Any]], ModelSpec]:
     """The trained weights with their small heads refitted exactly (model/heads.py), written back to
-    ``weights_path`` (what gets registered) when any refit was kept. The driver reads at most about
-    MAX_ROWS training rows (a hash-chosen share of the shoppers). Not under DP-SGD: a refit on the
-    raw training rows would spend privacy the accountant never counted."""
-    from shopper_profiles.model.heads import MAX_ROWS, refit_heads
+    ``weights_path`` (what gets registered) when any refit was kept, and the spec to register: with the
+    price-band cuts, the ``band_shares`` quantiles of the training shoppers' expected price ratio. The
+    driver reads at most about MAX_ROWS training rows (a hash-chosen share of the shoppers). Neither
+    under DP-SGD (``private``): a refit, or cuts, from the raw training rows would spend privacy the
+    accountant never counted; such a model keeps the fixed legacy cuts."""
+    import dataclasses
+
+    from shopper_profiles.model.heads import MAX_ROWS, head_inputs, refit_heads
     from shopper_profiles.model.network import build_model
 
+    if private:
+        return {}, spec
     model = build_model(spec)
     model.load_weights(weights_path)
     train = load_shard(files, split="train", share=min(1.0, MAX_ROWS / max(train_rows, 1)))
-    report = refit_heads(model, train, validation)
+    report = refit_heads(model, train, validation) if refit else {}
     if any(r.get("kept") for r in report.values()):
         model.save_weights(weights_path)
-    return report
+    if not train:
+        return report, spec
+    _, out = head_inputs(model, train, ("price",))
+    cuts = np.quantile(price_ratio(out), band_shares)
+    logger.info("price-sensitivity bands: expected price ratio below %.4f 'high', above %.4f 'low' (training shoppers' "
+                "%g and %g quantiles)", cuts[0], cuts[1], *band_shares)
+    return report, dataclasses.replace(spec, price_cuts=(float(cuts[0]), float(cuts[1])))
 
 
 def _maybe_promote(name: str, version: str, score: float) -> bool:

@@ -120,6 +120,17 @@ class ProfileDecoder:
         return columns
 
 
+LEGACY_PRICE_CUTS = (0.9, 1.1)  # models registered before the cuts travelled with them: fixed ratios
+
+
+def price_cuts(spec: dict[str, Any]) -> tuple[float, float]:
+    """The expected price ratios that bound a model's price-sensitivity bands: measured on its training
+    shoppers (an expectation shrinks towards 1 as it should, so fixed ratio cuts would empty the outer
+    bands), or the fixed legacy ratios for a model that carries none."""
+    cuts = spec.get("price_cuts")
+    return (float(cuts[0]), float(cuts[1])) if cuts else LEGACY_PRICE_CUTS
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
 
@@ -196,7 +207,7 @@ def score_profiles(spark: SparkSession, store: DeltaStore, config: Config, as_of
     p = config.profiles
     max_len = int(model.spec.get("max_len", config.model.max_len))
     decoder = ProfileDecoder(vocabulary.item_ids, vocabulary.categories, p.top_interests, p.top_items,
-                             (float(p.price_bands[0]), float(p.price_bands[1])), p.demographics)
+                             price_cuts(model.spec), p.demographics)
     (sequences,) = read_published(store, [feature_specs(config.features)["sequences"]], as_of)
     population = sequences.select("user_id")
     store.create(PROFILES)
