@@ -312,8 +312,10 @@ def test_refitted_heads_are_the_exact_linear_fits_and_a_refit_that_validates_wor
     model.gender_head.set_weights([np.zeros_like(kernel), np.array([10.0, 0.0, -30.0], np.float32)])
     inputs = ("item_seq", "type_seq", "time_seq", "tabular")
     before = predict(model, {k: validation[k] for k in inputs})
-    report = refit_heads(model, train, validation)
+    report, fitted = refit_heads(model, train, validation, ("price",))
     after = predict(model, {k: validation[k] for k in inputs})
+    # The training rows' outputs it hands back are what the refitted model itself gives.
+    assert fitted["price"] == pytest.approx(predict(model, {k: train[k] for k in inputs})["price"], abs=1e-4)
     assert {h for h, r in report.items() if r["kept"]} == {"price", "intent", "churn", "age_band", "interests"}, report
     interests = _loss(INTEREST, validation["next_categories"].reshape(-1), after["interest_logits"].reshape(-1))
     assert interests == pytest.approx(report["interests"]["validation_loss_refit"], rel=1e-3)

@@ -205,13 +205,17 @@ def _apply(model: Any, head: Head, coef: np.ndarray, bias: np.ndarray) -> None:
         wide.set_weights([kernel, wide_bias])
 
 
-def refit_heads(model: Any, train: dict[str, np.ndarray], validation: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+def refit_heads(model: Any, train: dict[str, np.ndarray], validation: dict[str, np.ndarray],
+                outputs: tuple[str, ...] = ()) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """Refit every head of HEADS on ``train``, choose the L2 strength by the ``validation`` loss and keep
     a refit only where that loss falls. Changes ``model`` in place; returns per head what was tried and
-    kept."""
-    if not train or not validation or not len(train["item_seq"]) or not len(validation["item_seq"]):
-        return {}
-    x_train, _ = head_inputs(model, train)
+    kept, and the requested ``outputs`` (of HEADS) on the training rows as the refitted model gives them,
+    from the forward pass the fit needs anyway."""
+    if not train or not len(train["item_seq"]):
+        return {}, {}
+    x_train, fitted = head_inputs(model, train, outputs)
+    if not validation or not len(validation["item_seq"]):
+        return {}, fitted
     x_val, before = head_inputs(model, validation, (*(h.output for h in HEADS), INTEREST.output))
     report: dict[str, dict[str, Any]] = {}
     if hasattr(model, "interest_wide"):  # the pooled form needs the wide path's shared affinity weights
@@ -238,8 +242,10 @@ def refit_heads(model: Any, train: dict[str, np.ndarray], validation: dict[str, 
         kept = best[0] < current
         if kept:
             _apply(model, head, best[2], best[3])
+            if head.output in fitted:
+                fitted[head.output] = (x_train @ best[2] + best[3]).reshape(fitted[head.output].shape)
         report[head.name] = {"kept": kept, "strength": best[1], "validation_loss_trained": current,
                              "validation_loss_refit": best[0], "rows": int(fit_rows.sum())}
         logger.info("head %s: validation loss %.4f as trained, %.4f refitted (C=%g, %d rows): %s", head.name, current,
                     best[0], best[1], int(fit_rows.sum()), "refit kept" if kept else "trained head kept")
-    return report
+    return report, fitted

@@ -376,12 +376,16 @@ def _refit_heads(weights_path: str, spec: ModelSpec, files: list[str], validatio
     model = build_model(spec)
     model.load_weights(weights_path)
     train = load_shard(files, split="train", share=min(1.0, MAX_ROWS / max(train_rows, 1)))
-    report = refit_heads(model, train, validation) if refit else {}
+    report: dict[str, dict[str, Any]] = {}
+    out: dict[str, np.ndarray] = {}
+    if refit:  # the expected price ratios come back from the refit's own forward pass over the rows
+        report, out = refit_heads(model, train, validation, ("price",))
+    elif train:
+        _, out = head_inputs(model, train, ("price",))
     if any(r.get("kept") for r in report.values()):
         model.save_weights(weights_path)
-    if not train:
+    if "price" not in out:  # no training rows
         return report, spec
-    _, out = head_inputs(model, train, ("price",))
     cuts = np.quantile(price_ratio(out), band_shares)
     logger.info("price-sensitivity bands: expected price ratio below %.4f 'high', above %.4f 'low' (training shoppers' "
                 "%g and %g quantiles)", cuts[0], cuts[1], *band_shares)

@@ -84,7 +84,7 @@ class ProfileDecoder:
     categories: tuple[str, ...]
     top_interests: int
     top_items: int
-    price_bands: tuple[float, float]
+    price_cuts: tuple[float, float]  # expected price ratios: below the first 'high', above the second 'low'
     demographics: bool
 
     def decode(self, out: dict[str, np.ndarray]) -> dict[str, list[Any]]:
@@ -97,7 +97,7 @@ class ProfileDecoder:
         k = min(self.top_items, probabilities.shape[1] - FIRST_ITEM)
         best = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
         ratio = price_ratio(out)
-        low, high = self.price_bands
+        low, high = self.price_cuts
         rows = len(ratio)
         columns: dict[str, list[Any]] = {
             "user_embedding": [v.astype(np.float32) for v in out["user_embedding"]],
