@@ -123,3 +123,57 @@ def test_paired_bootstrap_intervals_cover_the_values_and_the_ratio() -> None:
     binary = paired_intervals({"labels": labels, "scores": labels + rng.random(400)},
                               {"labels": labels, "scores": rng.random(400)}, "auc", resamples=200)
     assert binary["profile_model"][0] > 0.8 and binary["traditional"][1] < 0.6
+
+
+def test_intervals_over_more_users_than_the_cap_come_from_a_subset_and_are_not_narrower() -> None:
+    from shopper_profiles.model.evaluation import paired_intervals
+
+    rng = np.random.default_rng(3)
+    ours, theirs = {"ranks": rng.integers(0, 30, size=4000)}, {"ranks": rng.integers(0, 60, size=4000)}
+    whole = paired_intervals(ours, theirs, "ndcg@10", resamples=300)
+    capped = paired_intervals(ours, theirs, "ndcg@10", resamples=300, most_users=1000)
+    assert capped != whole
+    width = {name: (capped[name][1] - capped[name][0]) / (whole[name][1] - whole[name][0]) for name in whole}
+    assert all(1.5 < w < 2.6 for w in width.values()), width  # a quarter of the users: about twice as wide
+
+
+def test_vectorised_basket_metrics_equal_a_plain_sort_per_user() -> None:
+    """Positions in the order (score descending, non-basket items first among ties, then item id),
+    NaN candidates ahead and non-finite basket items last, against a per-user stable sort."""
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        n, m = int(rng.integers(1, 8)), int(rng.integers(3, 30))
+        scores = np.round(rng.random((n, m)) * 3, 1)
+        scores[rng.random((n, m)) < 0.08] = np.nan
+        scores[rng.random((n, m)) < 0.05] = np.inf
+        baskets = [rng.choice(m, size=int(rng.integers(1, min(m, 6) + 1)), replace=False) for _ in range(n)]
+        found = basket_metrics(scores.astype(np.float32), baskets, ks=(2, 5))
+        for row, basket in enumerate(baskets):
+            wanted = np.isin(np.arange(m), basket)
+            key = scores[row].copy()
+            key[np.isnan(key) & ~wanted] = np.inf
+            key[~np.isfinite(key) & wanted] = -np.inf
+            order = sorted(range(m), key=lambda i: (-key[i], wanted[i], i))
+            for k in (2, 5):
+                hits = [wanted[i] for i in order[:k]]
+                ideal = sum(1 / math.log2(p + 2) for p in range(min(k, len(basket))))
+                assert found[f"recall@{k}"][row] == pytest.approx(sum(hits) / len(basket))
+                assert found[f"ndcg@{k}"][row] == pytest.approx(sum(h / math.log2(p + 2) for p, h in enumerate(hits)) / ideal)
+
+
+def test_sampled_negatives_depend_on_the_user_not_on_the_chunk() -> None:
+    from shopper_profiles.model.metrics import uniform_negatives
+
+    rng = np.random.default_rng(5)
+    seen = rng.random((50, 40)) < 0.3
+    seen[:, :2] = False
+    whole = uniform_negatives(seen, np.arange(50), 100, seed=7, first_item=2)
+    parts = np.concatenate([uniform_negatives(seen[a:a + 13], np.arange(a, min(a + 13, 50)), 100, seed=7, first_item=2)
+                            for a in range(0, 50, 13)])
+    assert np.array_equal(whole, parts)
+    assert not seen[np.arange(50)[:, None], whole].any() and (whole >= 2).all()
+    counts = np.bincount(whole.ravel(), minlength=40)[2:]
+    assert counts.min() > 0  # every item can be drawn
+    assert not np.array_equal(whole, uniform_negatives(seen, np.arange(50), 100, seed=8, first_item=2))
+    with pytest.raises(ValueError, match="every item"):
+        uniform_negatives(np.ones((1, 5), dtype=bool), np.arange(1), 3, first_item=1)

@@ -7,6 +7,7 @@ the expensive part."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -226,10 +227,16 @@ def test_evaluation_puts_the_champion_beside_every_baseline(shop: Shop, spark: S
     measured = table.where("method = 'popularity' AND metric = 'hr@10' AND protocol LIKE 'full%'").collect()[0].value
     assert measured == pytest.approx(expected_hr10)
 
-    # Same snapshot and model again: the table's rows are replaced, not duplicated.
+    # Same snapshot and model again, ranked 16 shoppers at a time (a 0.1 MB budget): every number the
+    # same as in one chunk, and the table's rows are replaced, not duplicated.
     before = table.count()
-    shop.job("evaluate_profile_model", "--as-of", str(D1))
+    chunked = shop.job("evaluate_profile_model", "--as-of", str(D1), "--conf-override", "model.evaluation_memory_mb=0.1")
+    assert chunked["chunk_rows"] == 16 < evaluated["test_users"] <= evaluated["chunk_rows"]
+    assert [(r["method"], r["task"], r["protocol"], r["metric"], r["value"]) for r in chunked["results"]] == [
+        (r["method"], r["task"], r["protocol"], r["metric"], r["value"]) for r in evaluated["results"]]
+    assert json.dumps(chunked["headline"]) == json.dumps(evaluated["headline"])  # NaN intervals compare as text
     assert shop.store.read(EVALUATION).count() == before
+    assert not list(Path(shop.config.training_dir).glob("evaluation-*"))  # the scratch copy is gone
     assert "evaluation.md" in {a.path for a in MlflowClient().list_artifacts(evaluated["mlflow_run_id"])}
 
 

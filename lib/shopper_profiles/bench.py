@@ -707,6 +707,96 @@ def render_scoring(result: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _evaluation_worker(users: int, n_items: int, memory_mb: int, seed: int = 0) -> dict[str, Any]:
+    """The driver's side of ``evaluate_snapshot`` on ``users`` synthetic test shoppers (a spawned
+    process, so its peak RSS is its own): chunked ranking of the model and the four baselines on
+    next item (full, sampled), next basket, then the purchase task and the paired bootstrap
+    intervals. Chunks are generated, not read: the bound under test is what the driver keeps."""
+    import resource
+
+    import numpy as np
+
+    from shopper_profiles.model import baselines
+    from shopper_profiles.model.evaluation import RankingEvidence, Results, binary_results, chunk_rows, headline
+
+    rng = np.random.default_rng(seed)
+    first = 2
+    weights = 1.0 / np.arange(1, n_items - first + 1) ** 0.8
+    weights /= weights.sum()
+    category = np.concatenate([[-1, -1], rng.integers(0, 20, n_items - first)])
+    rows = chunk_rows(n_items, memory_mb)
+
+    def chunk(n: int) -> dict[str, np.ndarray]:
+        items = first + rng.choice(n_items - first, size=(n, 50), p=weights)
+        baskets = np.empty(n, dtype=object)
+        baskets[:] = [first + rng.choice(n_items - first, size=int(rng.integers(1, 6)), p=weights) for _ in range(n)]
+        return {"item_seq": items.astype(np.int32), "next_item": np.array([b[0] for b in baskets]), "next_basket": baskets,
+                "purchase_next": (rng.random(n) < 0.3).astype(np.float32)}
+
+    fit = chunk(min(users, 20000))  # the baselines' fit (items-sized once fitted)
+    histories = [row for row in fit["item_seq"]]
+    pop = baselines.popularity(histories, n_items, first)
+    ranking = RankingEvidence(pop, baselines.cooccurrence(histories, n_items, first_item=first), category, 20, seed)
+    labels, model_scores, rule_scores = [], [], []
+    start = time.perf_counter()
+    done = 0
+    while done < users:
+        part = chunk(min(rows, users - done))
+        logits = rng.normal(size=(len(part["item_seq"]), n_items)).astype(np.float32)
+        logits[np.arange(len(logits)), part["next_item"]] += 2.0  # some signal
+        ranking.add(part, logits, done)
+        labels.append(part["purchase_next"])
+        model_scores.append((part["purchase_next"] + rng.random(len(logits))).astype(np.float32))
+        rule_scores.append(rng.random(len(logits)).astype(np.float32))
+        done += len(logits)
+    ranked = time.perf_counter() - start
+    results = Results()
+    ranking.into(results)
+    y, ours, rule = np.concatenate(labels), np.concatenate(model_scores), np.concatenate(rule_scores)
+    half = len(y) // 2
+    binary_results(results, "purchase_next_window", {"profile_model": (ours[:half], ours), "intent_rule": (rule[:half], rule)},
+                   y[:half], y)
+    start = time.perf_counter()
+    heads = headline(results, seed)
+    intervals = time.perf_counter() - start
+    return {"users": users, "items": n_items, "chunk_rows": rows, "rank_s": round(ranked, 1),
+            "intervals_s": round(intervals, 1), "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "headlines": len(heads)}
+
+
+def bench_evaluation(args: argparse.Namespace) -> dict[str, Any]:
+    """Driver memory and time of the chunked evaluation at growing test-user counts (#11 d4)."""
+    import multiprocessing
+
+    sizes = [int(s) for s in args.evaluation_users.split(",")]
+    out = []
+    for users in sizes:
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            found = pool.apply(_evaluation_worker, (users, args.evaluation_items, args.evaluation_memory_mb))
+        logger.info("evaluation at %s users: %s", f"{users:,}", found)
+        out.append(found)
+    return {"sizes": out, "memory_mb": args.evaluation_memory_mb}
+
+
+def render_evaluation(result: dict[str, Any], meta: dict[str, Any]) -> str:
+    m = meta["machine"]
+    lines = ["## Driver-bounded evaluation (#11 deliverable 4)", "",
+             f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}; "
+             f"commit `{meta['commit']}`; {meta['date']}.",
+             f"- Command: `{meta['command']}`",
+             "- Protocol: the driver's side of `evaluate_snapshot` (`RankingEvidence`, the purchase task, the paired "
+             "bootstrap intervals of every headline) in a fresh process per size, on synthetic test shoppers (50-item "
+             "histories, Zipf item popularity, 1-5 item baskets, random float32 model logits with some signal) generated "
+             f"chunk by chunk; `model.evaluation_memory_mb` = {result['memory_mb']}. Peak RSS = the process's maximum "
+             "resident set (Python, numpy, the baselines' fit, the per-shopper evidence). Intervals: at most 100,000 "
+             "shoppers resampled (`INTERVAL_USERS`).", "",
+             "| test users | items | chunk rows | ranking s | intervals s | peak RSS MiB |", "|---|---|---|---|---|---|"]
+    for r in result["sizes"]:
+        lines.append(f"| {r['users']:,} | {r['items']:,} | {r['chunk_rows']:,} | {r['rank_s']} | {r['intervals_s']} | "
+                     f"{r['peak_rss_mib']:,} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_section(name: str, body: str) -> None:
     """Replace (or add) one suite's section of docs/BENCHMARKS.md between markers."""
     begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
@@ -731,6 +821,7 @@ SUITES: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]], tuple[tu
     "privacy": (bench_privacy, (("privacy", render_privacy),)),
     "soak": (bench_soak, (("soak", render_soak),)),
     "scaling": (bench_scaling, (("scaling", render_scaling),)),
+    "evaluation": (bench_evaluation, (("evaluation", render_evaluation),)),
 }
 
 
@@ -740,6 +831,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         action="append", help="default: all but retail, scaling, privacy and soak (each runs the whole model pipeline)")
     parser.add_argument("--scaling-users", default="4000,16000,64000", help="simulated shop sizes of the scaling suite")
     parser.add_argument("--scoring-users", type=int, default=10000, help="simulated shoppers of the scoring suite")
+    parser.add_argument("--evaluation-users", default="10000,100000,1000000", help="test shoppers of the evaluation suite")
+    parser.add_argument("--evaluation-items", type=int, default=5000, help="items ranked per shopper in the evaluation suite")
+    parser.add_argument("--evaluation-memory-mb", type=float, default=512, help="the evaluation suite's chunk budget")
     parser.add_argument("--soak-users", type=int, default=2000, help="simulated shoppers of the soak suite")
     parser.add_argument("--soak-days", type=int, default=30, help="consecutive daily cycles of the soak suite")
     parser.add_argument("--scoring-scale", type=int, default=10, help="replication factor for the large scoring size")

@@ -175,6 +175,8 @@ class ModelConfig(_Strict):
     training_snapshots: int = Field(default=1, ge=1, description="feature snapshots T, T - every, ... whose shoppers "
                                     "each give one training example (every label window ends by T + horizon)")
     snapshot_every_days: int = Field(default=7, ge=1, description="days between those snapshots")
+    evaluation_memory_mb: float = Field(default=512, gt=0, description="driver memory for one evaluation chunk's users "
+                                      "x items scores (the evaluation ranks that many shoppers at a time)")
     refit_heads: bool = Field(default=True, description="after training, refit the price, intent, churn, age band and "
                               "gender heads exactly on the frozen network (L2 chosen on the validation users; kept "
                               "only where that head's validation loss falls); skipped under DP-SGD")

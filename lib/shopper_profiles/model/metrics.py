@@ -17,38 +17,79 @@ import numpy as np
 
 
 def full_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Sequence[int] | np.ndarray] | None = None) -> np.ndarray:
-    scores = np.array(scores, dtype=np.float64, copy=True)
+    """Scores keep their dtype (float32 from the model): without ``exclude`` nothing is copied."""
+    scores = np.asarray(scores)
     rows = np.arange(len(targets))
     target_scores = scores[rows, targets]
     if exclude is not None:
+        scores = scores.astype(np.result_type(scores.dtype, np.float32), copy=True)
         for row, items in enumerate(exclude):
             banned = [i for i in items if i != targets[row]]
             scores[row, banned] = -np.inf
-    ahead = (scores >= target_scores[:, None]) | np.isnan(scores)  # a NaN candidate counts as ahead
+    ahead = scores >= target_scores[:, None]
+    ahead |= np.isnan(scores)  # a NaN candidate counts as ahead
     ranks = ahead.sum(axis=1) - 1  # minus the target itself
     # A NaN/inf target score is a miss, never a hit: it ranks behind every other item.
     return np.where(np.isfinite(target_scores), ranks, scores.shape[1] - 1)
 
 
+_U64 = np.uint64
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a counter-based uniform 64-bit hash (uint64 products wrap)."""
+    x = x ^ (x >> _U64(30))
+    x = x * _U64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> _U64(27))
+    x = x * _U64(0x94D049BB133111EB)
+    return x ^ (x >> _U64(31))
+
+
+def uniform_negatives(seen: np.ndarray, users: np.ndarray, n_negatives: int, seed: int = 0, first_item: int = 0) -> np.ndarray:
+    """``n_negatives`` items per row drawn uniformly (with replacement) from ``[first_item, n_items)``
+    minus the row's ``seen`` items (a users x items mask). Each draw is a hash of (seed, the user's
+    global row number ``users``, slot, attempt), so a user gets the same negatives whatever chunk
+    it is scored in, and every method is judged against the same ones."""
+    seen = np.asarray(seen, dtype=bool)
+    n_items = seen.shape[1]
+    if len(seen) and seen[:, first_item:].all(axis=1).any():
+        raise ValueError("a user has touched every item: there is no unseen negative to sample")
+    span = _U64(n_items - first_item)
+    base = _mix(np.array([seed], dtype=_U64) + _U64(0x9E3779B97F4A7C15))
+    out = np.empty((len(seen), n_negatives), dtype=np.int64)
+    rows, slots = np.divmod(np.arange(out.size), n_negatives)
+    attempt = 0
+    while len(rows):
+        counter = slots.astype(_U64) + _U64(attempt * n_negatives)
+        draws = (_mix(_mix(base ^ np.asarray(users, dtype=_U64)[rows]) ^ counter) % span).astype(np.int64) + first_item
+        unseen = ~seen[rows, draws]
+        out[rows[unseen], slots[unseen]] = draws[unseen]
+        rows, slots, attempt = rows[~unseen], slots[~unseen], attempt + 1
+    return out
+
+
 def sampled_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Sequence[int] | np.ndarray] | None = None,
-                  n_negatives: int = 100, seed: int = 0, first_item: int = 0) -> np.ndarray:
+                  n_negatives: int = 100, seed: int = 0, first_item: int = 0, users: np.ndarray | None = None) -> np.ndarray:
     """Rank among ``n_negatives`` uniform negatives (never the target nor the user's items).
-    ``first_item`` skips reserved ids (padding/mask) at the start of the score columns."""
-    rng = np.random.default_rng(seed)
-    n_items = scores.shape[1]
-    ranks = np.empty(len(targets), dtype=np.int64)
-    for row, target in enumerate(targets):
-        seen = set(exclude[row]) if exclude is not None else set()
-        seen.add(int(target))
-        negatives: list[int] = []
-        while len(negatives) < n_negatives:
-            draw = int(rng.integers(first_item, n_items))
-            if draw not in seen:
-                negatives.append(draw)
-        candidates, target_score = scores[row, negatives], scores[row, target]
-        ranks[row] = (int(((candidates >= target_score) | np.isnan(candidates)).sum()) if np.isfinite(target_score)
-                      else n_negatives)  # a NaN/inf target is a miss
-    return ranks
+    ``first_item`` skips reserved ids (padding/mask) at the start of the score columns; ``users``
+    (default 0..n-1) are the rows' global numbers, which fix their negatives (:func:`uniform_negatives`)."""
+    scores = np.asarray(scores)
+    seen = np.zeros(scores.shape, dtype=bool)
+    for row, items in enumerate(exclude if exclude is not None else ()):
+        seen[row, np.asarray(items, dtype=np.int64)] = True
+    rows = np.arange(len(targets))
+    seen[rows, targets] = True
+    negatives = uniform_negatives(seen, np.arange(len(targets)) if users is None else users, n_negatives, seed, first_item)
+    return ranks_among(scores, targets, negatives)
+
+
+def ranks_among(scores: np.ndarray, targets: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+    """Each target's rank among its row's ``negatives`` (ties and NaN candidates count ahead; a
+    NaN/inf target is a miss)."""
+    rows = np.arange(len(targets))
+    candidates, target_scores = np.asarray(scores)[rows[:, None], negatives], np.asarray(scores)[rows, targets]
+    ahead = ((candidates >= target_scores[:, None]) | np.isnan(candidates)).sum(axis=1)
+    return np.where(np.isfinite(target_scores), ahead, negatives.shape[1])
 
 
 def hit_rate(ranks: np.ndarray, k: int) -> float:
@@ -75,26 +116,46 @@ def basket_metrics(scores: np.ndarray, baskets: Sequence[Sequence[int] | np.ndar
                    ks: Sequence[int] = (10, 20)) -> dict[str, np.ndarray]:
     """Per user ``recall@k`` (share of the basket in the top k) and ``ndcg@k`` (binary gains over
     the ideal order) of a *set* of targets, e.g. the items bought in the next window. Ties are
-    broken against the basket and a non-finite basket score is a miss, as in :func:`full_ranks`."""
-    n_items, top_k = scores.shape[1], max(ks)
-    out = {f"{name}@{k}": np.zeros(len(baskets)) for k in ks for name in ("recall", "ndcg")}
-    discounts = 1.0 / np.log2(np.arange(2, top_k + 2))
-    for row, basket in enumerate(baskets):
-        basket = np.unique(np.asarray(basket, dtype=np.int64))
-        if not len(basket):
-            raise ValueError(f"user row {row} has an empty basket; keep only users who bought something")
-        wanted = np.zeros(n_items, dtype=bool)
-        wanted[basket] = True
-        key = np.array(scores[row], dtype=np.float64, copy=True)
-        key[np.isnan(key) & ~wanted] = np.inf  # a NaN candidate counts as ahead
-        key[~np.isfinite(key) & wanted] = -np.inf  # a NaN/inf target is a miss
-        order = np.lexsort((wanted, -key))[:top_k]  # ties: the other items first
-        hits = wanted[order].astype(np.float64)
-        for k in ks:
-            ideal = discounts[:min(k, len(basket))].sum()
-            out[f"recall@{k}"][row] = hits[:k].sum() / len(basket)
-            out[f"ndcg@{k}"][row] = (hits[:k] * discounts[:k]).sum() / ideal
-    return out
+    broken against the basket and a non-finite basket score is a miss, as in :func:`full_ranks`.
+
+    Vectorised over users: each basket item's position in the ordering (score descending, the
+    other items first among ties, then item id) is counted against its row, a users-sized group of
+    basket items at a time (memory: about one more copy of ``scores``)."""
+    scores = np.asarray(scores)
+    n_rows, n_items = scores.shape
+    unique = [np.unique(np.asarray(b, dtype=np.int64)) for b in baskets]
+    sizes = np.array([len(b) for b in unique], dtype=np.int64)
+    if (sizes == 0).any():
+        raise ValueError(f"user row {int(np.argmin(sizes))} has an empty basket; keep only users who bought something")
+    row_of = np.repeat(np.arange(n_rows), sizes)
+    items = np.concatenate(unique) if len(unique) else np.zeros(0, dtype=np.int64)
+    wanted = np.zeros((n_rows, n_items), dtype=bool)
+    wanted[row_of, items] = True
+    key = scores.astype(np.result_type(scores.dtype, np.float32), copy=True)
+    key[np.isnan(key) & ~wanted] = np.inf  # a NaN candidate counts as ahead
+    key[~np.isfinite(key) & wanted] = -np.inf  # a NaN/inf target is a miss
+    mine = key[row_of, items]
+    position = np.empty(len(items), dtype=np.int64)
+    group = max(1, n_rows)
+    for start in range(0, len(items), group):
+        part = slice(start, start + group)
+        rows, value = row_of[part], mine[part][:, None]
+        others = key[rows]
+        position[part] = (others > value).sum(axis=1) + ((others == value) & ~wanted[rows]).sum(axis=1)
+    # Basket items tied with each other keep item-id order (as a stable sort would).
+    order = np.lexsort((items, mine, row_of))
+    fresh = np.ones(len(order), dtype=bool)
+    fresh[1:] = (row_of[order][1:] != row_of[order][:-1]) | (mine[order][1:] != mine[order][:-1])
+    starts = np.maximum.accumulate(np.where(fresh, np.arange(len(order)), 0))
+    position[order] += np.arange(len(order)) - starts
+    out = {}
+    for k in ks:
+        hit = position < k
+        gain = np.where(hit, 1.0 / np.log2(position + 2.0), 0.0)
+        ideal = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[np.minimum(sizes, k) - 1]
+        out[f"recall@{k}"] = np.bincount(row_of, weights=hit.astype(np.float64), minlength=n_rows) / sizes
+        out[f"ndcg@{k}"] = np.bincount(row_of, weights=gain, minlength=n_rows) / ideal
+    return {name: out[name] for k in ks for name in (f"recall@{k}", f"ndcg@{k}")}
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:

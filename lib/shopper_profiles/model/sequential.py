@@ -232,7 +232,7 @@ def protocol_report(score: Callable[[slice], np.ndarray], targets: np.ndarray, h
         ranks["full"].append(full_ranks(scores, targets[part], exclude=histories[part]))
         if sampled:
             ranks["sampled100"].append(sampled_ranks(scores, targets[part], exclude=histories[part], n_negatives=100,
-                                                     seed=seed + start, first_item=1))
+                                                     seed=seed, first_item=1, users=np.arange(start, start + len(scores))))
     out: dict[str, float] = {}
     for protocol, parts in ranks.items():
         if parts:
