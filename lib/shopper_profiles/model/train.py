@@ -32,8 +32,13 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
     from shopper_profiles.model.network import ModelSpec, build_model, multitask_loss
     from shopper_profiles.model.privacy import PrivacySpec, clip_and_sum, epsilon, noisy_global_mean, per_example_gradients
 
-    hvd.init()  # distributed: one process per rank
     gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        # CPU ranks: Horovod's background thread wakes every HOROVOD_CYCLE_TIME ms (default 1, tuned for
+        # GPU steps of a few ms) and competes with the rank's compute for its core. Measured on 2 cores,
+        # 2 ranks x 1 thread: 0.2 ms 513 ms/step, 1 ms 431, 5 ms 415, 20 ms 408, 60 ms 436 (docs/BENCHMARKS.md).
+        os.environ.setdefault("HOROVOD_CYCLE_TIME", "20")
+    hvd.init()  # distributed: one process per rank
     if gpus:  # distributed: one GPU per rank, chosen by local rank
         tf.config.set_visible_devices(gpus[hvd.local_rank()], "GPU")
         tf.config.experimental.set_memory_growth(gpus[hvd.local_rank()], True)
