@@ -168,7 +168,8 @@ def _phenomena(spark: SparkSession, cfg: SimulatorConfig) -> dict[str, float]:
     after = drifted.ts >= drifted.interest_drift_ts
     return {"complement_followed": float(np.mean(followed)), "replenished": float(np.mean(again)),
             "new_interest_before": float(in_new[~after].mean()), "new_interest_after": float(in_new[after].mean()),
-            "truth_has_new_interest": float(np.mean([d in t for d, t in zip(truth.drifted_to, truth.top_interests, strict=True)])),
+            "truth_has_new_interest": float(np.mean([d in t for d, t in zip(truth.drifted_to, truth.top_interests, strict=True)]))
+            if len(truth) else float("nan"),  # no drift planted: nothing to hold
             "drifted_users": float(len(truth))}
 
 
