@@ -61,7 +61,7 @@ from shopper_profiles.model.metrics import (
     ranking_report,
     ranks_among,
     spearman,
-    uniform_negatives,
+    unseen_negatives,
 )
 from shopper_profiles.model.network import predict
 from shopper_profiles.model.registry import RegisteredModel, load_model_once, use_experiment
@@ -349,12 +349,8 @@ class RankingEvidence:
         }
         has_next = np.flatnonzero(chunk["next_item"] >= 0)
         targets = chunk["next_item"][has_next].astype(np.int64)
-        seen = np.zeros((len(has_next), n_items), dtype=bool)
-        for row, i in enumerate(has_next):
-            seen[row, histories[i]] = True
-        seen[np.arange(len(has_next)), targets] = True
-        negatives = uniform_negatives(seen, first_user + has_next, 100, self.seed, FIRST_ITEM)
-        del seen
+        negatives = unseen_negatives(n_items, targets, [histories[i] for i in has_next], first_user + has_next, 100,
+                                     self.seed, FIRST_ITEM)
         baskets = chunk["next_basket"]
         bought = np.flatnonzero([b is not None and len(b) > 0 for b in baskets])
         for method, score in scorers.items():

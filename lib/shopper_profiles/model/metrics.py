@@ -74,13 +74,18 @@ def sampled_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Seq
     ``first_item`` skips reserved ids (padding/mask) at the start of the score columns; ``users``
     (default 0..n-1) are the rows' global numbers, which fix their negatives (:func:`uniform_negatives`)."""
     scores = np.asarray(scores)
-    seen = np.zeros(scores.shape, dtype=bool)
+    users = np.arange(len(targets)) if users is None else users
+    return ranks_among(scores, targets, unseen_negatives(scores.shape[1], targets, exclude, users, n_negatives, seed, first_item))
+
+
+def unseen_negatives(n_items: int, targets: np.ndarray, exclude: Sequence[Sequence[int] | np.ndarray] | None,
+                     users: np.ndarray, n_negatives: int, seed: int = 0, first_item: int = 0) -> np.ndarray:
+    """:func:`uniform_negatives` that are never the row's target nor one of its ``exclude`` items."""
+    seen = np.zeros((len(targets), n_items), dtype=bool)
     for row, items in enumerate(exclude if exclude is not None else ()):
         seen[row, np.asarray(items, dtype=np.int64)] = True
-    rows = np.arange(len(targets))
-    seen[rows, targets] = True
-    negatives = uniform_negatives(seen, np.arange(len(targets)) if users is None else users, n_negatives, seed, first_item)
-    return ranks_among(scores, targets, negatives)
+    seen[np.arange(len(targets)), targets] = True
+    return uniform_negatives(seen, users, n_negatives, seed, first_item)
 
 
 def ranks_among(scores: np.ndarray, targets: np.ndarray, negatives: np.ndarray) -> np.ndarray:
