@@ -73,6 +73,7 @@ GOOD_ROWS = [
 ]
 EXACT_DUPLICATE = clean("good_purchase", event_id="e-good_purchase-copy")  # same content, another id
 NEAR_DUPLICATE = clean("near", event_id="e-near", ts="2024-02-10 10:00:01")  # same action 1 s later
+REUSED_ID = clean("reused_id", event_id="e-view", ts="2024-02-12 09:00:00")  # another event under a taken id
 
 
 def raw_frame(spark: SparkSession, rows: list[dict[str, str | None]]):
@@ -82,7 +83,7 @@ def raw_frame(spark: SparkSession, rows: list[dict[str, str | None]]):
 
 
 def all_rows() -> list[dict[str, str | None]]:
-    return [clean(case, **over) for case, (over, _rule) in BAD_ROWS.items()] + GOOD_ROWS + [EXACT_DUPLICATE, NEAR_DUPLICATE]
+    return [clean(case, **over) for case, (over, _rule) in BAD_ROWS.items()] + GOOD_ROWS + [EXACT_DUPLICATE, NEAR_DUPLICATE, REUSED_ID]
 
 
 @pytest.fixture(scope="module")
@@ -121,15 +122,21 @@ def test_near_duplicate_is_quarantined_and_exact_duplicate_dropped(ingested: dic
     assert events.where(F.col("session_id") == "good_purchase").count() == 1
 
 
+def test_a_reused_event_id_keeps_its_earliest_event(ingested: dict) -> None:
+    events = ingested["store"].read(EVENTS).where(F.col("event_id") == "e-view").collect()
+    assert [r.session_id for r in events] == ["good_view"]  # the later purchase under that id is dropped
+    assert "reused_id" not in ingested["quarantine"]  # a duplicate, counted, not quarantined
+
+
 def test_counts_reconcile_exactly(ingested: dict) -> None:
     (events,) = [x for x in ingested["loads"] if x.entity == "events"]
-    assert events.input_rows == len(all_rows()) == 33
+    assert events.input_rows == len(all_rows()) == 34
     assert events.quarantined_rows == len(BAD_ROWS) + 1 == 28  # + the near duplicate
-    assert events.duplicate_rows == 1
+    assert events.duplicate_rows == 2  # the exact copy and the reused id
     assert events.accepted_rows == events.new_rows == 4
     assert events.input_rows == events.accepted_rows + events.quarantined_rows + events.duplicate_rows
     recorded = ingested["store"].read(INGEST_LOADS).where(F.col("entity") == "events").collect()
-    assert [(r.input_rows, r.accepted_rows, r.quarantined_rows, r.duplicate_rows) for r in recorded] == [(33, 4, 28, 1)]
+    assert [(r.input_rows, r.accepted_rows, r.quarantined_rows, r.duplicate_rows) for r in recorded] == [(34, 4, 28, 2)]
 
 
 def test_accepted_rows_are_typed_and_cleaned(ingested: dict) -> None:

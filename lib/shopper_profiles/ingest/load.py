@@ -145,9 +145,7 @@ class Ingestion:
 
     def _run(self) -> list[EntityLoad]:
         lt = self.load_time
-        flagged: dict[str, DataFrame] = {
-            "events": validation.validate_events(self.batch.events, self.cfg, lt, self.window)
-        }
+        flagged: dict[str, DataFrame] = {}
         if self.batch.users is not None:
             flagged["users"] = validation.validate_users(self.batch.users, self.cfg, lt)
         if self.batch.items is not None:
@@ -155,12 +153,14 @@ class Ingestion:
         if self.batch.social_edges is not None:
             flagged["social_edges"] = validation.validate_social_edges(self.batch.social_edges, self.cfg, lt)
         flagged = {k: self._persist(v) for k, v in flagged.items()}
-
-        events = self._persist(validation.mark_duplicates(
-            flagged["events"].where(F.col("_rule").isNull()), self.cfg.near_duplicate_seconds))
+        # The events are judged in one pass (rules, then copies) whose result is cached once:
+        # every count, the quarantine and the bronze append below read that cache.
+        flagged["events"] = validation.mark_duplicates(
+            validation.validate_events(self.batch.events, self.cfg, lt, self.window), self.cfg.near_duplicate_seconds,
+            self._persist)
+        events = flagged["events"]
         survivors = {"events": events.where(~F.col("_duplicate") & F.col("_rule").isNull())}
-        rejected = {"events": flagged["events"].where(F.col("_rule").isNotNull()).unionByName(
-            events.where(~F.col("_duplicate") & F.col("_rule").isNotNull()).drop("_duplicate"))}
+        rejected = {"events": events.where(F.col("_rule").isNotNull()).drop("_duplicate")}
         duplicates = {"events": events.where(F.col("_duplicate"))}
         for entity, keys in (("users", ["raw_user_id"]), ("items", ["item_id"]),
                              ("social_edges", ["raw_src_user_id", "raw_dst_user_id", "edge_type"])):
@@ -270,12 +270,14 @@ class Ingestion:
         """The events' counts now; their append when the whole load has reconciled."""
         events = survivors.join(to_pseudonym, "raw_user_id").withColumn("source", F.lit(self.source)).withColumn(
             "load_id", F.lit(self.load_id))
-        events = self._persist(_conform(events, EVENTS))
+        events = _conform(events, EVENTS)
         accepted = events.count()
         existing = self._existing_event_ids(events)
+        # Counted on ids alone; the append recomputes the (cheap) join from the cached events,
+        # against the same bronze files (the read pins them), rather than caching the wide rows again.
+        already = events.select("event_id").join(existing, "event_id", "left_semi").count() if existing is not None else 0
         new_events = events.join(existing, "event_id", "left_anti") if existing is not None else events
-        new_events = self._persist(new_events)
-        new_rows = new_events.count()
+        new_rows = accepted - already
         load = EntityLoad("events", flagged.count(), accepted, quarantined, duplicates.count(), accepted - new_rows, new_rows)
 
         def commit() -> EntityLoad:
