@@ -91,8 +91,10 @@ def test_spearman_and_top_k_recall() -> None:
     assert spearman(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
     assert spearman(np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])) == pytest.approx(-1.0)
     assert spearman(np.array([1, 2, 2, 3]), np.array([1, 3, 2, 4])) == pytest.approx(0.9486833)
-    assert top_k_recall([["a", "b", "c"], ["x", "y", "z"]], [["c", "a", "q"], ["q", "r", "x"]], k=3) == pytest.approx(
-        (2 / 3 + 1 / 3) / 2)
+    true = np.array([[0, 1, 2], [3, 4, 5], [6, -1, -1], [-1, -1, -1]])  # -1: fewer than 3 true interests
+    predicted = np.array([[2, 0, 7], [7, 8, 3], [9, 6, 0], [0, 1, 2]])
+    assert top_k_recall(true, predicted).tolist() == pytest.approx([2 / 3, 1 / 3, 1.0, 0.0])
+    assert top_k_recall(true, predicted, k=1).tolist() == pytest.approx([0.0, 0.0, 0.0, 0.0])  # only first places
 
 
 def test_best_threshold_is_the_highest_cut_with_the_best_f1() -> None:

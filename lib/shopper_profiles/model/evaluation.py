@@ -61,6 +61,7 @@ from shopper_profiles.model.metrics import (
     ranking_report,
     ranks_among,
     spearman,
+    top_k_recall,
     unseen_negatives,
 )
 from shopper_profiles.model.network import predict
@@ -409,12 +410,6 @@ def _category_index(lists: np.ndarray, categories: dict[str, int], missing: int)
     return out
 
 
-def top3_recall(true: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Per shopper, the share of their true top-3 (index matrix, -1 padding) found in the predicted top 3."""
-    found = ((true[:, :, None] == predicted[:, None, :]) & (true[:, :, None] >= 0)).any(axis=2).sum(axis=1)
-    return found / np.maximum(1, (true >= 0).sum(axis=1))
-
-
 def _gather_scores(into: Gathered, chunk: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> None:
     """What the purchase and churn tasks judge, per shopper: every method's score and the labels."""
     into.put(intent=_sigmoid(out["intent_logit"]), churn=_sigmoid(out["churn_logit"]),
@@ -586,7 +581,7 @@ def _truth_results(results: Results, planted: Gathered) -> None:
     n = len(true_top)
     drifted = planted["drifted"]
     for method, predicted in (("profile_model", planted["model_top"]), ("category_rule", planted["rule_top"])):
-        per_user = top3_recall(true_top, predicted)
+        per_user = top_k_recall(true_top, predicted, k=3)
         results.add(method, "truth_interests", {"top3_recall": float(per_user.mean())}, protocol, n, {"values": per_user})
         if drifted.any():  # shoppers whose interests moved inside the period: recency matters here
             results.add(method, "truth_interests_drifted", {"top3_recall": float(per_user[drifted].mean())},

@@ -205,7 +205,9 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def top_k_recall(true_sets: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], k: int = 3) -> float:
-    """Share of the true top-k items found in the predicted top-k, averaged over users."""
-    scores = [len(set(t[:k]) & set(p[:k])) / max(1, len(t[:k])) for t, p in zip(true_sets, predicted, strict=True)]
-    return float(np.mean(scores)) if scores else 0.0
+def top_k_recall(true: np.ndarray, predicted: np.ndarray, k: int = 3) -> np.ndarray:
+    """Per shopper, the share of their true top k (rows of category indices, -1 = padding) found
+    in their predicted top k: one value per shopper, so intervals can resample shoppers."""
+    true, predicted = true[:, :k], predicted[:, :k]
+    found = ((true[:, :, None] == predicted[:, None, :]) & (true[:, :, None] >= 0)).any(axis=2).sum(axis=1)
+    return found / np.maximum(1, (true >= 0).sum(axis=1))
