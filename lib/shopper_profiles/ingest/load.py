@@ -278,7 +278,7 @@ class Ingestion:
         already = events.select("event_id").join(existing, "event_id", "left_semi").count() if existing is not None else 0
         new_events = events.join(existing, "event_id", "left_anti") if existing is not None else events
         new_rows = accepted - already
-        load = EntityLoad("events", flagged.count(), accepted, quarantined, duplicates.count(), accepted - new_rows, new_rows)
+        load = EntityLoad("events", flagged.count(), accepted, quarantined, duplicates.count(), already, new_rows)
 
         def commit() -> EntityLoad:
             if new_rows:
