@@ -333,3 +333,29 @@ def test_refitted_heads_are_the_exact_linear_fits_and_a_refit_that_validates_wor
         assert measured == pytest.approx(expected, rel=1e-3, abs=1e-5), head.name
     assert report["price"]["validation_loss_refit"] < 0.01 < report["price"]["validation_loss_trained"]
     assert np.array_equal(after["gender_logits"], before["gender_logits"])  # not kept: untouched
+
+
+def test_the_tables_carry_the_scalars_then_per_category_the_90_day_share_then_the_affinity(spark: SparkSession) -> None:
+    """The layout the network's wide paths read by position: a swapped block would feed the share
+    weights the affinity (and the next-item path the share)."""
+    from datetime import date
+
+    from pyspark.sql import functions as F
+    from shopper_profiles.model.dataset import TABULAR_FEATURES, tabular_inputs, tabular_names, tabular_width
+
+    scalars = [name for name, _, _ in TABULAR_FEATURES]
+    row = {"user_id": "u1", "snapshot_date": date(2024, 1, 1), **{name: 2.0 for name in scalars},
+           "category_share_90d": {"books": 0.75, "home": 0.25}, "category_affinity_90d": {"home": 0.9, "toys": 0.1},
+           "age_band": "25-34", "gender": "female", "age_band_imputed": False, "gender_imputed": True}
+    frame = spark.createDataFrame([row])
+    keys = ("user_id", "snapshot_date")
+    basic = frame.select(*keys, "age_band", "gender", "age_band_imputed", "gender_imputed")
+    behaviour = frame.select(*keys, *scalars, "category_share_90d")
+    need = frame.select(*keys, "category_affinity_90d")
+    social = frame.select(*keys, F.lit(0).alias("unused"))
+    categories = ("books", "home", "toys")
+    (out,) = tabular_inputs(basic, behaviour, need, social, categories).collect()
+    assert len(out.tabular) == tabular_width(len(categories)) == len(tabular_names(categories))
+    assert out.tabular[len(scalars):] == pytest.approx([0.75, 0.25, 0.0, 0.0, 0.9, 0.1])
+    assert tabular_names(categories)[len(scalars)] == "category_share_90d[books]"
+    assert (out.age_label, out.gender_label) == (1, -1)  # a stated age band; an imputed gender is no label
