@@ -81,23 +81,34 @@ def test_sequence_loss_uses_only_real_next_items() -> None:
 
 def test_an_untrained_wide_model_ranks_shoppers_as_its_rules_do() -> None:
     """Intent, churn and price start at the rule scores the tables hold (a model given the rules'
-    inputs begins where the rules are and learns from there)."""
+    inputs begins where the rules are and learns from there); the interests' wide path starts at the
+    affinity rule, and its other weights read the 90-day shares, the block before the affinity."""
     pytest.importorskip("tensorflow")
     from scipy.stats import spearmanr
-    from shopper_profiles.model.dataset import TABULAR_FEATURES
+    from shopper_profiles.model.dataset import TABULAR_FEATURES, tabular_width
+    from shopper_profiles.model.encoder import WIDE_SCALE
     from shopper_profiles.model.network import RULE_INPUTS, ModelSpec, build_model, predict
 
     names = [name for name, _, _ in TABULAR_FEATURES]
     n_categories, rows = 4, 64
-    model = build_model(ModelSpec(n_items=20, n_tabular=len(names) + n_categories, n_categories=n_categories, max_len=8,
+    width = tabular_width(n_categories)
+    model = build_model(ModelSpec(n_items=20, n_tabular=width, n_categories=n_categories, max_len=8,
                                   hidden_size=16, layers=1, wide=True))
     rng = np.random.default_rng(0)
     arrays = {"item_seq": rng.integers(2, 20, (rows, 8)), "type_seq": np.ones((rows, 8), int),
-              "time_seq": np.ones((rows, 8), int), "tabular": rng.normal(size=(rows, len(names) + n_categories))}
+              "time_seq": np.ones((rows, 8), int), "tabular": rng.normal(size=(rows, width))}
+    arrays["tabular"][:, len(names):] = rng.dirichlet(np.ones(n_categories), (rows, 2)).reshape(rows, -1)
     out = predict(model, arrays)
     for head, feature in zip(("intent_logit", "churn_logit", "price"), RULE_INPUTS, strict=True):
         rule = arrays["tabular"][:, names.index(feature)]
         assert spearmanr(out[head], rule).statistic > 0.999, head
+    shares, affinity = arrays["tabular"][:, width - 2 * n_categories:width - n_categories], arrays["tabular"][:, -n_categories:]
+    kernel, bias = model.category_head.get_weights()
+    model.category_head.set_weights([np.zeros_like(kernel), np.zeros_like(bias)])  # the wide path alone
+    out = predict(model, arrays)
+    assert np.array_equal(np.argsort(-out["interest_logits"], axis=1), np.argsort(-affinity, axis=1))
+    model.interest_wide.assign(np.array([0.0, 0.0, 1.0, 0.0], np.float32) / WIDE_SCALE)
+    assert np.array_equal(np.argsort(-predict(model, arrays)["interest_logits"], axis=1), np.argsort(-shares, axis=1))
 
 
 def test_the_repeat_aware_path_scores_each_item_by_its_own_events_propensity_and_the_latest_purchase() -> None:

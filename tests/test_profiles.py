@@ -111,8 +111,17 @@ def test_training_set_holds_one_example_per_shopper_and_snapshot_labelled_by_its
     assert by_date[D1] and by_date[D0] and len(by_date[D1]) + len(by_date[D0]) == len(everything)
     split = {r["user_id"]: r["split"] for r in by_date[D1]}
     assert all(split.get(r["user_id"], r["split"]) == r["split"] for r in by_date[D0])  # one split per shopper
-    # 40 scalar features (the two rule scores last), then the need family's category affinity, one share per category.
-    assert all(len(r["item_seq"]) == 20 and len(r["tabular"]) == 40 + built["categories"] for r in everything)
+    # 40 scalar features (the two rule scores last), then per category the behaviour family's 90-day
+    # share, then the need family's affinity, in the vocabulary's category order.
+    categories = Vocabulary.load(shop.store, D1).categories
+    assert len(categories) == built["categories"]
+    assert all(len(r["item_seq"]) == 20 and len(r["tabular"]) == 40 + 2 * len(categories) for r in everything)
+    shares = {r["user_id"]: r["category_share_90d"] for r in shop.rows(feature_specs(shop.config.features)["behaviour"],
+                                                                       F.col("snapshot_date") == D1)}
+    affinity = {r["user_id"]: r["category_affinity_90d"] for r in shop.rows(need_spec(), F.col("snapshot_date") == D1)}
+    for r in by_date[D1]:
+        for block, source in ((r["tabular"][40:40 + len(categories)], shares), (r["tabular"][40 + len(categories):], affinity)):
+            assert block == pytest.approx([(source[r["user_id"]] or {}).get(c, 0.0) for c in categories], abs=1e-6)
     # Labels come only from [S, S + 14 days) of each example's own snapshot S: no event there = churned.
     events = spark.read.parquet(*DeltaTable(str(shop.root / "bronze" / "events")).file_uris())
     for day in (D1, D0):
@@ -207,7 +216,11 @@ def test_evaluation_puts_the_champion_beside_every_baseline(shop: Shop, spark: S
             ("category_rule", "next_item"), ("repeat_buy", "next_item"), ("intent_rule", "purchase_next_window"),
             ("rfm_rule", "purchase_next_window"),
             ("churn_rule", "churn_next_window"), ("profile_model", "truth_interests"), ("category_rule", "truth_interests"),
+            ("category_share_rule", "truth_interests"), ("touched_90d", "truth_interests"),
             ("churn_rule", "truth_churned"), ("majority_class", "gender")} <= found
+    # Both rules pick among the categories a shopper touched in the 90 days: the bound holds them.
+    interests = {r.method: r.value for r in table.where("task = 'truth_interests'").collect()}
+    assert max(interests["category_rule"], interests["category_share_rule"]) <= interests["touched_90d"] <= 1.0
     protocols = {r.protocol for r in table.where("task = 'next_item'").select("protocol").distinct().collect()}
     assert protocols == {"full ranking over all items, history included", "target vs 100 uniform unseen negatives"}
     assert evaluated["planted_truth"] is True
@@ -364,7 +377,7 @@ def test_explanations_point_at_the_shoppers_own_events_before_d(shop: Shop) -> N
             assert source.user_id == r["user_id"] and source.ts < datetime(2024, 1, 27)
             assert (r["event_ts"], r["action"], r["item_id"]) == (source.ts, source.event_type, source.item_id)
         else:
-            assert r["feature"] in names or r["feature"].startswith("category_affinity[")
+            assert r["feature"] in names or r["feature"].startswith(("category_share_90d[", "category_affinity_90d["))
     per_user = {}
     for r in rows:
         if r["kind"] == "event":

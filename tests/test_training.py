@@ -281,33 +281,39 @@ def test_the_static_shape_history_loss_equals_the_masked_one() -> None:
     assert abs(masked - dense) < 1e-5 and masked > 0
 
 
-def test_refitted_heads_are_the_exact_linear_fits_and_a_refit_that_validates_worse_is_not_kept() -> None:
+@pytest.mark.parametrize("layout", ["affinity only", "shares then affinity"])
+def test_refitted_heads_are_the_exact_linear_fits_and_a_refit_that_validates_worse_is_not_kept(layout: str) -> None:
     """The refit writes each fitted linear model into the head's layers exactly (the model's own outputs
     give the validation loss the fit reported, which catches a wrong column or a missing WIDE_SCALE),
     lifts the heads whose labels the inputs carry, and leaves a head alone where the refit validates
     worse (here gender: every validation shopper is class 0, which the trained head already says, while
-    the training labels split by a feature)."""
+    the training labels split by a feature). With the 90-day share block, the interests follow the
+    shares, not the affinity: the refit must weigh the block the network reads there."""
+    from shopper_profiles.model.dataset import tabular_width
     from shopper_profiles.model.heads import HEADS, INTEREST, _loss, _rows, _target, refit_heads
     from shopper_profiles.model.network import ModelSpec, build_model, predict
 
     rng = np.random.default_rng(5)
+    n_tab = N_TAB if layout == "affinity only" else tabular_width(N_CAT)
+    interest_block = slice(n_tab - N_CAT, n_tab) if layout == "affinity only" else slice(n_tab - 2 * N_CAT, n_tab - N_CAT)
 
     def arrays(rows: int, one_gender: bool) -> dict[str, np.ndarray]:
-        tab = rng.normal(size=(rows, N_TAB)).astype(np.float32)
+        tab = rng.normal(size=(rows, n_tab)).astype(np.float32)
         gender = (tab[:, 4] > 0).astype(np.int64)
         return {"item_seq": rng.integers(2, N_ITEMS, size=(rows, MAX_LEN)), "type_seq": np.ones((rows, MAX_LEN), np.int64),
                 "time_seq": np.full((rows, MAX_LEN), 3), "tabular": tab,
                 "price_next": np.exp(0.3 * tab[:, 0] + rng.normal(0, 0.05, rows)).astype(np.float32),
                 "purchase_next": (tab[:, 1] + rng.normal(0, 0.3, rows) > 0).astype(np.float32),
                 "churn_next": (tab[:, 2] > 0.5).astype(np.float32),
-                "next_categories": (tab[:, -N_CAT:] + rng.normal(0, 0.3, (rows, N_CAT)) > 0.5).astype(np.float32),
+                "next_categories": (tab[:, interest_block] + rng.normal(0, 0.3, (rows, N_CAT)) > 0.5).astype(np.float32),
                 "age_label": np.where(rng.random(rows) < 0.2, -1, np.digitize(tab[:, 3], [-1.0, -0.3, 0.3, 1.0])),
                 "gender_label": np.zeros_like(gender) if one_gender else gender}
 
     train, validation = arrays(600, False), arrays(300, True)
-    spec = ModelSpec(n_items=N_ITEMS, n_tabular=N_TAB, n_categories=N_CAT, max_len=MAX_LEN, hidden_size=16, layers=1,
+    spec = ModelSpec(n_items=N_ITEMS, n_tabular=n_tab, n_categories=N_CAT, max_len=MAX_LEN, hidden_size=16, layers=1,
                      heads=2, dropout=0.0, wide=True)
     model = build_model(spec)
+    assert spec.category_shares == (layout != "affinity only")
     kernel, bias = model.gender_head.get_weights()  # a head that already says "class 0", as the validation users are
     model.gender_head.set_weights([np.zeros_like(kernel), np.array([10.0, 0.0, -30.0], np.float32)])
     inputs = ("item_seq", "type_seq", "time_seq", "tabular")
@@ -327,3 +333,29 @@ def test_refitted_heads_are_the_exact_linear_fits_and_a_refit_that_validates_wor
         assert measured == pytest.approx(expected, rel=1e-3, abs=1e-5), head.name
     assert report["price"]["validation_loss_refit"] < 0.01 < report["price"]["validation_loss_trained"]
     assert np.array_equal(after["gender_logits"], before["gender_logits"])  # not kept: untouched
+
+
+def test_the_tables_carry_the_scalars_then_per_category_the_90_day_share_then_the_affinity(spark: SparkSession) -> None:
+    """The layout the network's wide paths read by position: a swapped block would feed the share
+    weights the affinity (and the next-item path the share)."""
+    from datetime import date
+
+    from pyspark.sql import functions as F
+    from shopper_profiles.model.dataset import TABULAR_FEATURES, tabular_inputs, tabular_names, tabular_width
+
+    scalars = [name for name, _, _ in TABULAR_FEATURES]
+    row = {"user_id": "u1", "snapshot_date": date(2024, 1, 1), **{name: 2.0 for name in scalars},
+           "category_share_90d": {"books": 0.75, "home": 0.25}, "category_affinity_90d": {"home": 0.9, "toys": 0.1},
+           "age_band": "25-34", "gender": "female", "age_band_imputed": False, "gender_imputed": True}
+    frame = spark.createDataFrame([row])
+    keys = ("user_id", "snapshot_date")
+    basic = frame.select(*keys, "age_band", "gender", "age_band_imputed", "gender_imputed")
+    behaviour = frame.select(*keys, *scalars, "category_share_90d")
+    need = frame.select(*keys, "category_affinity_90d")
+    social = frame.select(*keys, F.lit(0).alias("unused"))
+    categories = ("books", "home", "toys")
+    (out,) = tabular_inputs(basic, behaviour, need, social, categories).collect()
+    assert len(out.tabular) == tabular_width(len(categories)) == len(tabular_names(categories))
+    assert out.tabular[len(scalars):] == pytest.approx([0.75, 0.25, 0.0, 0.0, 0.9, 0.1])
+    assert tabular_names(categories)[len(scalars)] == "category_share_90d[books]"
+    assert (out.age_label, out.gender_label) == (1, -1)  # a stated age band; an imputed gender is no label

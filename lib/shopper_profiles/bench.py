@@ -197,7 +197,7 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
     Weak scaling (the per-rank batch is fixed); epoch 0 (tracing, broadcast) is left out."""
     from shopper_profiles.features.build import build_snapshot
     from shopper_profiles.model.build import build_training_set, example_dates
-    from shopper_profiles.model.dataset import tabular_names, training_spec
+    from shopper_profiles.model.dataset import tabular_width, training_spec
     from shopper_profiles.model.evaluation import evaluate_snapshot
     from shopper_profiles.model.launch import run_horovodrun
     from shopper_profiles.model.network import ModelSpec
@@ -213,7 +213,7 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
     built = build_training_set(spark, store, config, as_of)
     m = config.model
     n_items = Vocabulary.load(store, as_of).n_items
-    spec = ModelSpec(n_items=n_items, n_tabular=len(tabular_names()) + int(built["categories"]),
+    spec = ModelSpec(n_items=n_items, n_tabular=tabular_width(int(built["categories"])),
                      n_categories=int(built["categories"]),
                      max_len=m.max_len, hidden_size=m.hidden_size, layers=m.layers, heads=m.heads)
     files = [f for f in store.file_uris(training_spec(m.max_len)) if f"snapshot_date={as_of}" in f]

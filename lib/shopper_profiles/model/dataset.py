@@ -50,6 +50,16 @@ TABULAR_FEATURES: tuple[tuple[str, str, float], ...] = (
     ("purchase_intent_rule", "id", 0.0), ("churn_risk_rule", "id", 0.0),
 )
 
+# The per-category blocks after TABULAR_FEATURES, in this order (the affinity last: the wide paths
+# read it from the end of the vector).
+CATEGORY_BLOCKS = ("category_share_90d", "category_affinity_90d")
+
+
+def tabular_width(n_categories: int) -> int:
+    """The length of ``tabular`` for ``n_categories`` categories."""
+    return len(TABULAR_FEATURES) + len(CATEGORY_BLOCKS) * n_categories
+
+
 VOCAB = TableSpec(
     "item_vocab",
     T.StructType([T.StructField("snapshot_date", T.DateType(), False), T.StructField("item_id", T.StringType(), False),
@@ -158,16 +168,20 @@ def sequence_tokens(sequences: DataFrame, vocab: DataFrame, as_of: date, max_len
 
 def tabular_inputs(basic: DataFrame, behaviour: DataFrame, need: DataFrame, social: DataFrame,
                    categories: Sequence[str]) -> DataFrame:
-    """Pure: the four families of snapshot D -> ``tabular`` = TABULAR_FEATURES then the need
-    family's category affinity, one share per category (in ``categories`` order), plus the
-    stated (not imputed) demographics as class labels (-1 unknown)."""
+    """Pure: the four families of snapshot D -> ``tabular`` = TABULAR_FEATURES, then the behaviour
+    family's 90-day category shares, then the need family's category affinity (one value per
+    category each, in ``categories`` order), plus the stated (not imputed) demographics as class
+    labels (-1 unknown). Both category blocks: the affinity is recent (14-day half-life, weighted
+    by action), the share is every item event of 90 days alike -- the longer evidence of which
+    categories a shopper keeps coming back to."""
     tab = basic.join(behaviour, ["user_id", "snapshot_date"]).join(need, ["user_id", "snapshot_date"]).join(
         social, ["user_id", "snapshot_date"])
     values = []
     for column, transform, fill in TABULAR_FEATURES:
         value = F.coalesce(F.col(column).cast("double"), F.lit(fill))
         values.append((F.log1p(F.greatest(value, F.lit(0.0))) if transform == "log1p" else value).cast("float"))
-    values += [F.coalesce(F.col("category_affinity_90d")[name], F.lit(0.0)).cast("float") for name in categories]
+    for block in CATEGORY_BLOCKS:
+        values += [F.coalesce(F.col(block)[name], F.lit(0.0)).cast("float") for name in categories]
     ages = F.create_map(*[x for i, a in enumerate(AGE_BANDS) for x in (F.lit(a), F.lit(i))])
     genders = F.create_map(*[x for i, g in enumerate(GENDERS) for x in (F.lit(g), F.lit(i))])
     return tab.select(
@@ -221,8 +235,8 @@ def training_examples(
     events: DataFrame, vocab: DataFrame, as_of: date, horizon_days: int, max_len: int, categories: Sequence[str],
 ) -> DataFrame:
     """Pure: snapshot-D feature rows + events in [D, D+horizon) -> one model-ready row per user.
-    ``categories`` (by ``category_idx``) lay the need family's category affinity out as a
-    vector after the scalar features: ``tabular`` = TABULAR_FEATURES then one share per category."""
+    ``categories`` (by ``category_idx``) lay the category blocks out after the scalar features:
+    ``tabular`` = TABULAR_FEATURES then one value per category and CATEGORY_BLOCKS entry."""
     n_categories = len(categories)
     inputs = model_inputs_frame(sequences, basic, behaviour, need, social, vocab, as_of, max_len, categories)
     labels = next_window_labels(events, vocab, as_of, horizon_days, n_categories)
@@ -242,5 +256,7 @@ def training_examples(
     )
 
 
-def tabular_names() -> Sequence[str]:
-    return [name for name, _, _ in TABULAR_FEATURES]
+def tabular_names(categories: Sequence[str] = ()) -> Sequence[str]:
+    """The names of ``tabular``'s entries: the scalar features, then (given the categories) one
+    ``block[category]`` per category block."""
+    return [*(name for name, _, _ in TABULAR_FEATURES), *(f"{block}[{c}]" for block in CATEGORY_BLOCKS for c in categories)]

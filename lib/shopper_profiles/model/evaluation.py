@@ -38,13 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from shopper_profiles.config import Config
 from shopper_profiles.features.build import read_published
-from shopper_profiles.features.schemas import need_spec
+from shopper_profiles.features.schemas import behaviour_spec, need_spec
 from shopper_profiles.features.social import neighbours
 from shopper_profiles.ingest.bronze import EVENTS, PLANTED_TRUTH, SOCIAL_EDGES
 from shopper_profiles.model import baselines
@@ -55,6 +55,7 @@ from shopper_profiles.model.metrics import (
     auc,
     basket_metrics,
     binary_report,
+    found_share,
     full_ranks,
     hit_rate,
     ndcg,
@@ -247,10 +248,16 @@ def evaluation_frame(spark: SparkSession, store: DeltaStore, config: Config, as_
     scores and top-3 rule categories (affinity descending, then name) and, on the simulator, the
     planted truth and the tokens friends' influence and a search-led return point at."""
     examples = snapshot_examples(spark, store, config, as_of, vocabulary, max_len).select(*BATCH_COLUMNS, "next_basket")
-    (need,) = read_published(store, [need_spec()], as_of)
-    ranked = F.sort_array(F.transform(F.map_entries("category_affinity_90d"),
-                                      lambda e: F.struct((-e["value"]).alias("share"), e["key"].alias("category"))))
-    rules = need.select("user_id", *RULES, F.slice(F.transform(ranked, lambda e: e["category"]), 1, 3).alias("rule_top_interests"))
+    need, behaviour = read_published(store, [need_spec(), behaviour_spec(config.features)], as_of)
+
+    def top3(shares: str) -> Column:  # a category map's three largest (ties by name)
+        ranked = F.sort_array(F.transform(F.map_entries(shares),
+                                          lambda e: F.struct((-e["value"]).alias("share"), e["key"].alias("category"))))
+        return F.slice(F.transform(ranked, lambda e: e["category"]), 1, 3)
+
+    rules = need.select("user_id", *RULES, top3("category_affinity_90d").alias("rule_top_interests")).join(
+        behaviour.select("user_id", top3("category_share_90d").alias("share_top_interests"),
+                         F.map_keys("category_share_90d").alias("touched_categories_90d")), "user_id", "left")
     frame = examples.join(rules, "user_id", "left")
     if not truth:
         return frame
@@ -400,12 +407,12 @@ def _rule(chunk: dict[str, np.ndarray], name: str, fill: float = 0.0) -> np.ndar
     return np.nan_to_num(np.asarray(chunk[name], dtype=np.float64), nan=fill)
 
 
-def _category_index(lists: np.ndarray, categories: dict[str, int], missing: int) -> np.ndarray:
-    """Top-3 category name lists as an (n, 3) index matrix: -1 pads a shorter list, ``missing``
-    marks a name outside the model's categories."""
-    out = np.full((len(lists), 3), -1, dtype=np.int64)
+def _category_index(lists: np.ndarray, categories: dict[str, int], missing: int, width: int = 3) -> np.ndarray:
+    """Category name lists (their first ``width``) as an (n, width) index matrix: -1 pads a shorter
+    list, ``missing`` marks a name outside the model's categories."""
+    out = np.full((len(lists), width), -1, dtype=np.int64)
     for row, names in enumerate(lists):
-        for col, name in enumerate(list(names if names is not None else [])[:3]):
+        for col, name in enumerate(list(names if names is not None else [])[:width]):
             out[row, col] = categories.get(str(name), missing)
     return out
 
@@ -533,6 +540,9 @@ def _judge(config: Config, model_uri: str, vocabulary: Vocabulary, folder: str, 
                 top = np.argsort(-out["interest_logits"][known], axis=1)[:, :3]
                 planted.put(true_top=_category_index(part["truth_top_interests"][known], category_of, -3),
                             model_top=top, rule_top=_category_index(part["rule_top_interests"][known], category_of, -2),
+                            share_top=_category_index(part["share_top_interests"][known], category_of, -2),
+                            touched=_category_index(part["touched_categories_90d"][known], category_of, -2,
+                                                    len(category_of)),
                             drifted=part["truth_drifted"][known].astype(bool),
                             sensitivity=part["truth_price_sensitivity"][known].astype(np.float64),
                             model_price=-out["price"][known].astype(np.float64),
@@ -580,13 +590,19 @@ def _truth_results(results: Results, planted: Gathered) -> None:
     true_top = planted["true_top"]
     n = len(true_top)
     drifted = planted["drifted"]
-    for method, predicted in (("profile_model", planted["model_top"]), ("category_rule", planted["rule_top"])):
+    for method, predicted in (("profile_model", planted["model_top"]), ("category_rule", planted["rule_top"]),
+                              ("category_share_rule", planted["share_top"])):
         per_user = top_k_recall(true_top, predicted, k=3)
         results.add(method, "truth_interests", {"top3_recall": float(per_user.mean())}, protocol, n, {"values": per_user})
         if drifted.any():  # shoppers whose interests moved inside the period: recency matters here
             results.add(method, "truth_interests_drifted", {"top3_recall": float(per_user[drifted].mean())},
                         protocol + "; shoppers with a planted interest drift", int(drifted.sum()),
                         {"values": per_user[drifted]})
+    # What the evidence allows: the share of the planted top 3 the shopper touched at all in the 90
+    # days before D -- no top 3 drawn from a shopper's own categories can find more.
+    touched = found_share(true_top, planted["touched"])
+    results.add("touched_90d", "truth_interests", {"top3_recall": float(touched.mean())},
+                protocol + "; bound: planted top 3 with any item event in the 90 days before D", n, {"values": touched})
     sensitivity, model_estimate = planted["sensitivity"], planted["model_price"]
     results.add("profile_model", "truth_price_sensitivity", {"spearman": spearman(sensitivity, model_estimate)},
                 protocol + "; all test users", n)
@@ -614,9 +630,9 @@ HEADLINES = (  # (task, metric, protocol, best traditional competitors)
     ("next_basket", "recall@20", BASKET, ("popularity", "item_cooccurrence", "category_rule", "repeat_buy")),
     ("purchase_next_window", "auc", BINARY, ("intent_rule", "rfm_rule")),
     ("churn_next_window", "auc", BINARY, ("churn_rule",)),
-    ("truth_interests", "top3_recall", None, ("category_rule",)),
+    ("truth_interests", "top3_recall", None, ("category_rule", "category_share_rule")),
     ("truth_churned", "auc", None, ("churn_rule",)),
-    ("truth_interests_drifted", "top3_recall", None, ("category_rule",)),
+    ("truth_interests_drifted", "top3_recall", None, ("category_rule", "category_share_rule")),
     *((f"planted_{name}", "top10_hit", protocol, ("popularity", "item_cooccurrence", "category_rule", "repeat_buy"))
       for name, protocol in PHENOMENA.items()),
 )

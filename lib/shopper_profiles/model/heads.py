@@ -83,26 +83,32 @@ def head_inputs(model: Any, arrays: dict[str, np.ndarray], outputs: tuple[str, .
     return np.vstack(features), {k: np.concatenate(v) for k, v in kept.items()}
 
 
-def _cells(user: np.ndarray | None, affinity: np.ndarray) -> np.ndarray:
-    """[rows x categories, (hidden x categories) + categories + 2]: one row per (shopper, category) cell,
-    laid out as the interest head computes it -- the user embedding in the category's block, the
-    category's one-hot (its bias), its affinity and log affinity."""
-    rows, categories = affinity.shape
+def _cells(user: np.ndarray | None, evidence: list[np.ndarray]) -> np.ndarray:
+    """[rows x categories, (hidden x categories) + categories + 2 x blocks]: one row per (shopper,
+    category) cell, laid out as the interest head computes it -- the user embedding in the category's
+    block, the category's one-hot (its bias), then per evidence block (the affinity; the 90-day
+    share) the category's value and its log."""
+    rows, categories = evidence[0].shape
     hidden = 0 if user is None else user.shape[1]
-    x = np.zeros((rows * categories, hidden * categories + categories + 2))
+    x = np.zeros((rows * categories, hidden * categories + categories + 2 * len(evidence)))
+    wide = hidden * categories + categories
     for c in range(categories):
         cell = slice(c, rows * categories, categories)
         if user is not None:
             x[cell, c * hidden:(c + 1) * hidden] = user
         x[cell, hidden * categories + c] = 1.0
-        x[cell, -2], x[cell, -1] = affinity[:, c], np.log(affinity[:, c] + 0.01)
+        for b, values in enumerate(evidence):
+            x[cell, wide + 2 * b], x[cell, wide + 2 * b + 1] = values[:, c], np.log(values[:, c] + 0.01)
     return x
 
 
-def _affinity(model: Any, tabular: np.ndarray) -> np.ndarray:
-    """The category affinities the wide interest path reads (the tables' last columns, >= 0)."""
+def _evidence(model: Any, tabular: np.ndarray) -> list[np.ndarray]:
+    """The category evidence the wide interest path reads (>= 0), in its weights' order: the affinity
+    (the tables' last columns), then the 90-day shares (the block before it) where the model has them."""
     categories = int(model.category_head.kernel.shape[1])
-    return np.maximum(np.asarray(tabular, np.float64)[:, -categories:], 0.0)
+    tables = np.maximum(np.asarray(tabular, np.float64), 0.0)
+    blocks = int(model.interest_wide.shape[0]) // 2
+    return [tables[:, tables.shape[1] - (b + 1) * categories:tables.shape[1] - b * categories] for b in range(blocks)]
 
 
 def refit_interests(model: Any, x_train: np.ndarray, train: dict[str, np.ndarray], x_val: np.ndarray,
@@ -115,14 +121,15 @@ def refit_interests(model: Any, x_train: np.ndarray, train: dict[str, np.ndarray
     hidden = int(model.category_head.kernel.shape[0])
     categories = int(model.category_head.kernel.shape[1])
     y_train, y_val = train["next_categories"].reshape(-1), validation["next_categories"].reshape(-1).astype(np.float64)
-    aff_train, aff_val = _affinity(model, train["tabular"]), _affinity(model, validation["tabular"])
+    evidence_train, evidence_val = _evidence(model, train["tabular"]), _evidence(model, validation["tabular"])
+    wide = 2 * len(evidence_train)
     current = _loss(INTEREST, y_val, trained_logits.reshape(-1))
     if len(np.unique(y_train)) < 2:
         return {"kept": False, "reason": "one class in the training labels"}
     best: tuple[float, float, bool, np.ndarray, float] | None = None
     for with_user in (False, True):
-        fit_x = _cells(x_train[:, :hidden] if with_user else None, aff_train)
-        val_x = _cells(x_val[:, :hidden] if with_user else None, aff_val)
+        fit_x = _cells(x_train[:, :hidden] if with_user else None, evidence_train)
+        val_x = _cells(x_val[:, :hidden] if with_user else None, evidence_val)
         for strength in STRENGTHS:
             fitted = LogisticRegression(C=strength, max_iter=2000).fit(fit_x, y_train)
             loss = _loss(INTEREST, y_val, val_x @ fitted.coef_[0] + fitted.intercept_[0])
@@ -136,7 +143,7 @@ def refit_interests(model: Any, x_train: np.ndarray, train: dict[str, np.ndarray
                   else np.zeros((hidden, categories)))
         start = hidden * categories if with_user else 0
         model.category_head.set_weights([kernel.astype(np.float32), (coef[start:start + categories] + intercept).astype(np.float32)])
-        model.interest_wide.assign((coef[-2:] / WIDE_SCALE).astype(np.float32))
+        model.interest_wide.assign((coef[-wide:] / WIDE_SCALE).astype(np.float32))
     logger.info("head interests: validation loss %.4f as trained, %.4f refitted (C=%g, %s the user embedding): %s",
                 current, loss, strength, "with" if with_user else "without", "refit kept" if kept else "trained head kept")
     return {"kept": kept, "strength": strength, "with_user_embedding": with_user, "validation_loss_trained": current,

@@ -208,6 +208,10 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def top_k_recall(true: np.ndarray, predicted: np.ndarray, k: int = 3) -> np.ndarray:
     """Per shopper, the share of their true top k (rows of category indices, -1 = padding) found
     in their predicted top k: one value per shopper, so intervals can resample shoppers."""
-    true, predicted = true[:, :k], predicted[:, :k]
+    return found_share(true[:, :k], predicted[:, :k])
+
+
+def found_share(true: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Per shopper, the share of their true indices (rows, -1 = padding) anywhere in their predicted row."""
     found = ((true[:, :, None] == predicted[:, None, :]) & (true[:, :, None] >= 0)).any(axis=2).sum(axis=1)
     return found / np.maximum(1, (true >= 0).sum(axis=1))

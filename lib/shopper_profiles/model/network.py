@@ -27,7 +27,7 @@ import numpy as np
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENT_TYPES, GENDERS  # noqa: E402
-from shopper_profiles.model.dataset import FIRST_ITEM, TABULAR_FEATURES, TIME_BUCKETS  # noqa: E402
+from shopper_profiles.model.dataset import FIRST_ITEM, TABULAR_FEATURES, TIME_BUCKETS, tabular_width  # noqa: E402
 from shopper_profiles.model.encoder import (  # noqa: E402,F401  (one loss and one co-occurrence input for both models)
     WIDE_SCALE,
     add_followers,
@@ -70,6 +70,12 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def category_shares(self) -> bool:
+        """The tables carry the 90-day category shares before the affinity (``tabular_width``);
+        models trained before that block existed carry the affinity alone."""
+        return self.n_tabular == tabular_width(self.n_categories)
+
 
 # Where each of intent, churn and price starts: the rule score the tables already hold.
 RULE_INPUTS = ("purchase_intent_rule", "churn_risk_rule", "paid_vs_category_median_90d")
@@ -77,11 +83,11 @@ RULE_INPUTS = ("purchase_intent_rule", "churn_risk_rule", "paid_vs_category_medi
 
 def rule_start(spec: ModelSpec) -> np.ndarray:
     """[n_tabular, 3]: weight 1 from each head's rule feature (the tables' layout is TABULAR_FEATURES,
-    then one affinity per category), so each head starts ranking shoppers as its rule does; zeros
+    then the per-category blocks), so each head starts ranking shoppers as its rule does; zeros
     for tables of another layout."""
     kernel = np.zeros((spec.n_tabular, 3), np.float32)
     names = [name for name, _, _ in TABULAR_FEATURES]
-    if spec.n_tabular == len(names) + spec.n_categories:
+    if spec.n_tabular in (len(names) + spec.n_categories, tabular_width(spec.n_categories)):
         for head, feature in enumerate(RULE_INPUTS):
             kernel[names.index(feature), head] = 1.0
     return kernel
@@ -163,10 +169,12 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
                 # as the sum of the rules and lets the sequence in as far as it earns its place.
                 self.deep_gate = self.add_weight(name="deep_gate", shape=(), trainable=True,
                                                  initializer=keras.initializers.Constant(0.1 / WIDE_SCALE))
-                # interests: affinity and log affinity, one weight each for every category (the
-                # ranking of a shopper's categories is the rule's; per-category weights only add noise)
-                self.interest_wide = self.add_weight(name="interest_wide", shape=(2,), trainable=True,
-                                                     initializer=keras.initializers.Constant(np.array([0.0, 1.0]) / WIDE_SCALE))
+                # interests: affinity and log affinity (and the 90-day share and its log), one weight
+                # each for every category (the ranking of a shopper's categories is the rules'; per-
+                # category weights only add noise); it starts as the affinity rule
+                start = [0.0, 1.0, 0.0, 0.0] if spec.category_shares else [0.0, 1.0]
+                self.interest_wide = self.add_weight(name="interest_wide", shape=(len(start),), trainable=True,
+                                                     initializer=keras.initializers.Constant(np.array(start) / WIDE_SCALE))
                 # intent, churn, price: linear in the normalised tables (logistic regression beside the
                 # tower), starting at the rules: the intent and churn rule scores, the paid-vs-median ratio
                 self.tabular_wide = keras.layers.Dense(3, kernel_initializer=keras.initializers.Constant(
@@ -268,6 +276,10 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
                                                             self.neighbour_weights, weight)
             v = self.interest_wide * WIDE_SCALE
             out["interest_logits"] += v[0] * affinity + v[1] * tf.math.log(affinity + 0.01)
+            if spec.category_shares:
+                c = spec.n_categories
+                shares = tf.maximum(inputs["tabular"][:, spec.n_tabular - 2 * c:spec.n_tabular - c], 0.0)
+                out["interest_logits"] += v[2] * shares + v[3] * tf.math.log(shares + 0.01)
             linear = self.tabular_wide(normed) * WIDE_SCALE
             out["intent_logit"] += linear[:, 0]
             out["churn_logit"] += linear[:, 1]

@@ -165,7 +165,7 @@ def deletion_test(model: Any, arrays: dict[str, np.ndarray], k: int, steps: int,
 def explain_function(tracking_uri: str, model_uri: str, categories: tuple[str, ...], n_events: int, n_features: int,
                      steps: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """The ``mapInPandas`` body: model inputs (with event ids) in, the top attributions out."""
-    names = [*tabular_names(), *(f"category_affinity[{c}]" for c in categories)]
+    names = list(tabular_names(categories))
 
     def explain(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from shopper_profiles.model.registry import load_model_once
