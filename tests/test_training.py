@@ -359,3 +359,24 @@ def test_the_tables_carry_the_scalars_then_per_category_the_90_day_share_then_th
     assert out.tabular[len(scalars):] == pytest.approx([0.75, 0.25, 0.0, 0.0, 0.9, 0.1])
     assert tabular_names(categories)[len(scalars)] == "category_share_90d[books]"
     assert (out.age_label, out.gender_label) == (1, -1)  # a stated age band; an imputed gender is no label
+
+
+def test_a_model_trained_on_tables_of_another_layout_is_refused_saying_to_retrain() -> None:
+    """A model from before the 90-day shares would read the affinity where its weights expect
+    other values: the registry refuses it with what to do, before any score is written."""
+    from datetime import date
+
+    from shopper_profiles.model.dataset import tabular_width
+    from shopper_profiles.model.registry import RegisteredModel
+    from shopper_profiles.model.vocabulary import Vocabulary
+
+    vocabulary = Vocabulary(snapshot=date(2024, 1, 1), item_ids=(None, None, "I1"), titles=(None, None, "a"),
+                            item_category=np.array([-1, -1, 0]), categories=("beauty", "home"))
+
+    def registered(n_tabular: int) -> RegisteredModel:
+        return RegisteredModel(name="m", version="1", run_id="r", training_snapshot=date(2024, 1, 1),
+                               vocab_fingerprint=vocabulary.fingerprint, spec={"n_tabular": n_tabular})
+
+    registered(tabular_width(2)).check_usable(date(2024, 1, 2), vocabulary)
+    with pytest.raises(ValueError, match=r"reads 42 table values per shopper, but this release builds 44 .* retrain it"):
+        registered(tabular_width(2) - 2).check_usable(date(2024, 1, 2), vocabulary)

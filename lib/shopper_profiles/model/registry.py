@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shopper_profiles.config import Config
+from shopper_profiles.model.dataset import tabular_width
 from shopper_profiles.model.vocabulary import Vocabulary
 from shopper_profiles.storage import DeltaStore
 
@@ -94,6 +95,11 @@ class RegisteredModel:
                              f"{self.training_snapshot}, but gold/item_vocab for that snapshot is now {found}: item "
                              "tokens would point at the wrong items. Retrain on the rebuilt training set, or restore "
                              "the vocabulary the model was trained with")
+        width = tabular_width(len(vocabulary.categories))
+        if int(self.spec.get("n_tabular", width)) != width:
+            raise ValueError(f"{self.uri} reads {self.spec['n_tabular']} table values per shopper, but this release builds "
+                             f"{width} for {len(vocabulary.categories)} categories (the 90-day category shares joined the "
+                             "category affinity): retrain it with jobs/train_profile_model.py")
 
 
 def load_model_once(tracking_uri: str, model_uri: str) -> Any:
