@@ -55,9 +55,21 @@ TABULAR_FEATURES: tuple[tuple[str, str, float], ...] = (
 CATEGORY_BLOCKS = ("category_share_90d", "category_affinity_90d")
 
 
+# The category evidence the interest wide path weighs, in the order of its weights (value, log each).
+INTEREST_EVIDENCE = ("category_affinity_90d", "category_share_90d")
+
+
 def tabular_width(n_categories: int) -> int:
     """The length of ``tabular`` for ``n_categories`` categories."""
     return len(TABULAR_FEATURES) + len(CATEGORY_BLOCKS) * n_categories
+
+
+def category_block(block: str, n_tabular: int, n_categories: int) -> slice:
+    """Where ``block``'s per-category values sit in a ``tabular`` of ``n_tabular`` values: the
+    category blocks end the vector in CATEGORY_BLOCKS order (tables without the share block end
+    with the affinity alone)."""
+    start = n_tabular - (len(CATEGORY_BLOCKS) - CATEGORY_BLOCKS.index(block)) * n_categories
+    return slice(start, start + n_categories)
 
 
 VOCAB = TableSpec(

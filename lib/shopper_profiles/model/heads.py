@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from shopper_profiles.ingest.bronze import AGE_BANDS, GENDERS
+from shopper_profiles.model.dataset import INTEREST_EVIDENCE, category_block
 from shopper_profiles.model.encoder import WIDE_SCALE
 
 logger = logging.getLogger(__name__)
@@ -103,12 +104,12 @@ def _cells(user: np.ndarray | None, evidence: list[np.ndarray]) -> np.ndarray:
 
 
 def _evidence(model: Any, tabular: np.ndarray) -> list[np.ndarray]:
-    """The category evidence the wide interest path reads (>= 0), in its weights' order: the affinity
-    (the tables' last columns), then the 90-day shares (the block before it) where the model has them."""
+    """The category evidence the wide interest path reads (>= 0), in its weights' order
+    (INTEREST_EVIDENCE, as far as the model has weights: the affinity alone without the share block)."""
     categories = int(model.category_head.kernel.shape[1])
     tables = np.maximum(np.asarray(tabular, np.float64), 0.0)
-    blocks = int(model.interest_wide.shape[0]) // 2
-    return [tables[:, tables.shape[1] - (b + 1) * categories:tables.shape[1] - b * categories] for b in range(blocks)]
+    blocks = INTEREST_EVIDENCE[:int(model.interest_wide.shape[0]) // 2]
+    return [tables[:, category_block(block, tables.shape[1], categories)] for block in blocks]
 
 
 def refit_interests(model: Any, x_train: np.ndarray, train: dict[str, np.ndarray], x_val: np.ndarray,

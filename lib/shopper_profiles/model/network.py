@@ -27,7 +27,13 @@ import numpy as np
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENT_TYPES, GENDERS  # noqa: E402
-from shopper_profiles.model.dataset import FIRST_ITEM, TABULAR_FEATURES, TIME_BUCKETS, tabular_width  # noqa: E402
+from shopper_profiles.model.dataset import (  # noqa: E402
+    FIRST_ITEM,
+    TABULAR_FEATURES,
+    TIME_BUCKETS,
+    category_block,
+    tabular_width,
+)
 from shopper_profiles.model.encoder import (  # noqa: E402,F401  (one loss and one co-occurrence input for both models)
     WIDE_SCALE,
     add_followers,
@@ -73,7 +79,7 @@ class ModelSpec:
     @property
     def category_shares(self) -> bool:
         """The tables carry the 90-day category shares before the affinity (``tabular_width``);
-        models trained before that block existed carry the affinity alone."""
+        tables of another width (older models, small test specs) end with the affinity alone."""
         return self.n_tabular == tabular_width(self.n_categories)
 
 
@@ -253,7 +259,9 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
             the user's affinity to the item's category and the item's repeat counts; interests gain
             the affinities; intent, churn and price a linear term in the (normalised) tables."""
             items = inputs["item_seq"]
-            affinity = tf.maximum(inputs["tabular"][:, spec.n_tabular - spec.n_categories:], 0.0)  # shares: >= 0
+            tables = inputs["tabular"]
+            affinity = tf.maximum(tables[:, category_block("category_affinity_90d", spec.n_tabular, spec.n_categories)],
+                                  0.0)  # shares: >= 0
             with_none = tf.concat([affinity, tf.zeros_like(affinity[:, :1])], axis=1)
             item_affinity = tf.gather(with_none, self.item_category, axis=1)  # [batch, n_items]
             real = tf.cast(items >= FIRST_ITEM, tf.float32)
@@ -277,8 +285,7 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
             v = self.interest_wide * WIDE_SCALE
             out["interest_logits"] += v[0] * affinity + v[1] * tf.math.log(affinity + 0.01)
             if spec.category_shares:
-                c = spec.n_categories
-                shares = tf.maximum(inputs["tabular"][:, spec.n_tabular - 2 * c:spec.n_tabular - c], 0.0)
+                shares = tf.maximum(tables[:, category_block("category_share_90d", spec.n_tabular, spec.n_categories)], 0.0)
                 out["interest_logits"] += v[2] * shares + v[3] * tf.math.log(shares + 0.01)
             linear = self.tabular_wide(normed) * WIDE_SCALE
             out["intent_logit"] += linear[:, 0]
