@@ -7,6 +7,7 @@ import math
 import statistics
 from datetime import date, datetime
 
+import numpy as np
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -155,6 +156,27 @@ def _affinity(events: list[tuple], user: str) -> dict[str, float]:
     return {k: v / whole for k, v in totals.items()}
 
 
+def test_the_item_price_level_counts_each_item_once_and_shrinks_thin_evidence_towards_typical(spark: SparkSession) -> None:
+    """exp(m n / (n + k)) with k = within / between shopper variance, both from the shoppers themselves
+    (worked out here with numpy); unpriced items do not count; no spread beyond noise: all typical."""
+    from shopper_profiles.features.need import item_price_level
+
+    lps = {"a": [0.5, 0.3, 0.4, 0.6], "b": [-0.2, -0.4], "c": [0.1], "d": [-0.5, -0.3, -0.4, -0.45, -0.35]}
+    rows = [(u, f"{u}{i}", v) for u, values in lps.items() for i, v in enumerate(values)] + [("c", "unpriced", None)]
+    frame = spark.createDataFrame(rows, "user_id string, item_id string, _lp double")
+    found = {r["user_id"]: r["item_price_level_90d"] for r in item_price_level(frame).collect()}
+    n = np.array([len(v) for v in lps.values()])
+    m = np.array([np.mean(v) for v in lps.values()])
+    within = sum(((np.array(v) - np.mean(v)) ** 2).sum() for v in lps.values()) / (n - 1).sum()
+    k = within / (m.var() - within * np.mean(1 / n))
+    assert 0 < k < 1  # the shoppers differ far more than their items do: little shrinkage
+    assert found == pytest.approx(dict(zip(lps, np.exp(m * n / (n + k)), strict=True)))
+    # Two shoppers whose item prices spread alike around the same mean: nothing tells them apart.
+    same = spark.createDataFrame([("a", "x", 1.0), ("a", "y", -1.0), ("b", "x", 0.9), ("b", "y", -0.9)],
+                                 "user_id string, item_id string, _lp double")
+    assert {r["item_price_level_90d"] for r in item_price_level(same).collect()} == {1.0}
+
+
 def test_need_family(families) -> None:
     u1, u2 = families["need"]["u1"], families["need"]["u2"]
     # Open cart: B carted, not bought; B viewed twice; 1 search for 3 views in 7 days.
@@ -183,6 +205,8 @@ def test_need_family(families) -> None:
     assert (u2["carts_without_purchase_7d"], u2["repeat_views_7d"], u2["search_to_view_ratio_7d"]) == (0, 0, None)
     assert (u2["paid_vs_category_median_90d"], u2["frequency_90d"], u2["monetary_90d"]) == (None, 0, 0.0)
     assert u2["browsed_vs_category_median_90d"] is None  # a view without a price
+    # Every item u1 touched cost its category's median (A 10, B 30, C 50): typical; u2 none priced.
+    assert (u1["item_price_level_90d"], u2["item_price_level_90d"]) == (1.0, 1.0)
     assert u2["recency_days"] == pytest.approx(121 - (8 * 60 + 5) / 1440)
     assert u2["days_since_last_event"] == pytest.approx(9 + 4 / 24)
     assert (u2["events_30d"], u2["events_prev_30d"], u2["activity_trend"]) == (1, 0, 2.0)

@@ -290,7 +290,7 @@ def test_refitted_heads_are_the_exact_linear_fits_and_a_refit_that_validates_wor
     the training labels split by a feature). With the 90-day share block, the interests follow the
     shares, not the affinity: the refit must weigh the block the network reads there."""
     from shopper_profiles.model.dataset import tabular_width
-    from shopper_profiles.model.heads import HEADS, INTEREST, _loss, _rows, _target, refit_heads
+    from shopper_profiles.model.heads import HEADS, INTEREST, _loss, _rows, _target, refit_heads, weights
     from shopper_profiles.model.network import ModelSpec, build_model, predict
 
     rng = np.random.default_rng(5)
@@ -307,7 +307,8 @@ def test_refitted_heads_are_the_exact_linear_fits_and_a_refit_that_validates_wor
                 "churn_next": (tab[:, 2] > 0.5).astype(np.float32),
                 "next_categories": (tab[:, interest_block] + rng.normal(0, 0.3, (rows, N_CAT)) > 0.5).astype(np.float32),
                 "age_label": np.where(rng.random(rows) < 0.2, -1, np.digitize(tab[:, 3], [-1.0, -0.3, 0.3, 1.0])),
-                "gender_label": np.zeros_like(gender) if one_gender else gender}
+                "gender_label": np.zeros_like(gender) if one_gender else gender,
+                "window_items": np.where(np.arange(MAX_LEN) < rng.integers(0, MAX_LEN, (rows, 1)), 2, 0)}
 
     train, validation = arrays(600, False), arrays(300, True)
     spec = ModelSpec(n_items=N_ITEMS, n_tabular=n_tab, n_categories=N_CAT, max_len=MAX_LEN, hidden_size=16, layers=1,
@@ -327,12 +328,43 @@ def test_refitted_heads_are_the_exact_linear_fits_and_a_refit_that_validates_wor
     assert interests == pytest.approx(report["interests"]["validation_loss_refit"], rel=1e-3)
     for head in HEADS:
         rows = _rows(head, validation[head.label])
-        measured = _loss(head, _target(head, validation[head.label][rows]), after[head.output][rows])
+        measured = _loss(head, _target(head, validation[head.label][rows]), after[head.output][rows],
+                         weights(head, validation, rows))
         found = report[head.name]
         expected = found["validation_loss_refit"] if found["kept"] else found["validation_loss_trained"]
         assert measured == pytest.approx(expected, rel=1e-3, abs=1e-5), head.name
     assert report["price"]["validation_loss_refit"] < 0.01 < report["price"]["validation_loss_trained"]
     assert np.array_equal(after["gender_logits"], before["gender_logits"])  # not kept: untouched
+
+
+def test_the_price_refit_weighs_each_shopper_by_the_label_windows_items() -> None:
+    """A window's price level over one item is mostly that item's price: here the one-item windows
+    say the opposite of the many-item ones, and are the majority. Weighted by the window's items, the
+    refit follows the many-item windows (unweighted it would follow the majority)."""
+    from shopper_profiles.model.heads import refit_heads
+    from shopper_profiles.model.network import ModelSpec, build_model, predict
+
+    rng = np.random.default_rng(7)
+
+    def arrays(rows: int) -> dict[str, np.ndarray]:
+        tab = rng.normal(size=(rows, N_TAB)).astype(np.float32)
+        many = rng.random(rows) < 0.3
+        level = np.where(many, 0.3, -0.3) * tab[:, 0] + rng.normal(0, 0.05, rows)
+        return {"item_seq": rng.integers(2, N_ITEMS, size=(rows, MAX_LEN)), "type_seq": np.ones((rows, MAX_LEN), np.int64),
+                "time_seq": np.full((rows, MAX_LEN), 3), "tabular": tab, "price_next": np.exp(level).astype(np.float32),
+                "window_items": np.where(many[:, None], np.full((rows, MAX_LEN), 5), np.eye(MAX_LEN, dtype=int)[0] * 5),
+                "purchase_next": np.zeros(rows, np.float32), "churn_next": np.zeros(rows, np.float32),
+                "next_categories": np.zeros((rows, N_CAT), np.float32), "age_label": np.full(rows, -1),
+                "gender_label": np.full(rows, -1)}
+
+    train, validation = arrays(800), arrays(400)
+    model = build_model(ModelSpec(n_items=N_ITEMS, n_tabular=N_TAB, n_categories=N_CAT, max_len=MAX_LEN, hidden_size=16,
+                                  layers=1, heads=2, dropout=0.0, wide=True))
+    report, _ = refit_heads(model, train, validation)
+    assert report["price"]["kept"], report["price"]
+    probe = arrays(200)
+    price = predict(model, {k: probe[k] for k in ("item_seq", "type_seq", "time_seq", "tabular")})["price"].reshape(-1)
+    assert np.corrcoef(price, probe["tabular"][:, 0])[0, 1] > 0.9
 
 
 def test_the_tables_carry_the_scalars_then_per_category_the_90_day_share_then_the_affinity(spark: SparkSession) -> None:
@@ -378,5 +410,6 @@ def test_a_model_trained_on_tables_of_another_layout_is_refused_saying_to_retrai
                                vocab_fingerprint=vocabulary.fingerprint, spec={"n_tabular": n_tabular})
 
     registered(tabular_width(2)).check_usable(date(2024, 1, 2), vocabulary)
-    with pytest.raises(ValueError, match=r"reads 42 table values per shopper, but this release builds 44 .* retrain it"):
+    width = tabular_width(2)
+    with pytest.raises(ValueError, match=rf"reads {width - 2} table values per shopper, but this release builds {width} .* retrain it"):
         registered(tabular_width(2) - 2).check_usable(date(2024, 1, 2), vocabulary)

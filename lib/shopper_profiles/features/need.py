@@ -28,11 +28,33 @@ ACTION_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0, "like": 2.0,
                   "remove_from_cart": 0.5}
 
 
+def item_price_level(per_item: DataFrame) -> DataFrame:
+    """Per user, ``item_price_level_90d``: the geometric mean of each distinct item's price vs its
+    category median, shrunk towards 1 by how much evidence the shopper has (empirical Bayes).
+
+    Why: a shopper's price sensitivity shows in which items they choose, so each item counts once
+    (ten views of one item are one choice), and a mean over three items is mostly the items' own
+    spread. With n items of mean log ratio m, the estimate is exp(m n / (n + k)), k = within-shopper
+    variance / between-shopper variance, both estimated from this snapshot's shoppers (method of
+    moments: var(m) = tau^2 + sigma^2 E[1/n]) -- nothing tuned per shop. ``per_item``: (user_id,
+    ``_lp`` = the item's mean log price ratio, null when unpriced)."""
+    per_user = per_item.where(F.col("_lp").isNotNull()).groupBy("user_id").agg(
+        F.count("*").alias("_n"), F.avg("_lp").alias("_m"), F.sum(F.col("_lp") * F.col("_lp")).alias("_ss"))
+    moments = per_user.agg(
+        (F.sum(F.col("_ss") - F.col("_n") * F.col("_m") * F.col("_m")) / F.sum(F.col("_n") - 1)).alias("_within"),
+        F.var_pop("_m").alias("_spread"), F.avg(1.0 / F.col("_n")).alias("_inverse_n"))
+    between = F.col("_spread") - F.col("_within") * F.col("_inverse_n")
+    # No between-shopper variance beyond the sampling noise: every shopper is typical (k infinite).
+    k = F.when(between > 0, F.col("_within") / between)
+    return per_user.crossJoin(F.broadcast(moments)).select(
+        "user_id", F.exp(F.coalesce(F.col("_m") * F.col("_n") / (F.col("_n") + k), F.lit(0.0))).alias("item_price_level_90d"))
+
+
 def need_features(events_cut: DataFrame, items: DataFrame, as_of: date, half_life_days: float,
                   inactive_days: int) -> DataFrame:
-    """Three passes over the cut (per-category medians; one conditional aggregation per shopper;
-    repeat views and category affinity at their own grains), not one per signal: each pass over
-    bronze costs more than the aggregation it feeds."""
+    """Four passes over the cut (per-category medians; one conditional aggregation per shopper;
+    repeat views and item price levels at the (shopper, item) grain; category affinity), not one per
+    signal: each pass over bronze costs more than the aggregation it feeds."""
     etype, price = F.col("event_type"), F.col("price")
     in7, in90 = within_days(as_of, 7), within_days(as_of, 90)
     bought = etype == "purchase"
@@ -58,8 +80,10 @@ def need_features(events_cut: DataFrame, items: DataFrame, as_of: date, half_lif
         F.sum(F.when(within_days(as_of, 30), 1).otherwise(0)).cast("long").alias("events_30d"),
         F.sum(F.when(within_days(as_of, 60) & ~within_days(as_of, 30), 1).otherwise(0)).cast("long").alias("events_prev_30d"),
     ).withColumn("snapshot_date", F.lit(as_of))  # every shopper of the cut: the population
-    repeats = (events_cut.where(in7 & (etype == "view")).groupBy("user_id", "item_id").count().where("count >= 2")
-               .groupBy("user_id").agg(F.count("*").alias("repeat_views_7d")))
+    per_item = priced.where(in90 & F.col("item_id").isNotNull()).groupBy("user_id", "item_id").agg(
+        F.sum(F.when(in7 & (etype == "view"), 1).otherwise(0)).alias("_views_7d"),
+        F.avg(F.when(price > 0, F.log(price / F.col("_median")))).alias("_lp"))
+    repeats = per_item.where("_views_7d >= 2").groupBy("user_id").agg(F.count("*").alias("repeat_views_7d"))
 
     weights = F.create_map(*[x for k, v in ACTION_WEIGHTS.items() for x in (F.lit(k), F.lit(v))])
     decay = F.pow(F.lit(0.5), days_ago(F.col("ts"), as_of) / half_life_days)
@@ -69,13 +93,15 @@ def need_features(events_cut: DataFrame, items: DataFrame, as_of: date, half_lif
               .groupBy("user_id", "top").agg(F.sum("w").alias("w")))
     affinity = share_map(scored, "top", "w").withColumnRenamed("shares", "category_affinity_90d")
 
-    frame = per_user.join(repeats, "user_id", "left").join(affinity, "user_id", "left")
+    frame = per_user.join(repeats, "user_id", "left").join(item_price_level(per_item), "user_id", "left").join(
+        affinity, "user_id", "left")
     frame = frame.select(
         "user_id", "snapshot_date",
         F.coalesce("carts_without_purchase_7d", F.lit(0)).alias("carts_without_purchase_7d"),
         F.coalesce("repeat_views_7d", F.lit(0)).cast("long").alias("repeat_views_7d"),
         ratio(F.col("_searches"), F.col("_views")).alias("search_to_view_ratio_7d"),
-        "paid_vs_category_median_90d", "browsed_vs_category_median_90d", "discount_share_90d", "recency_days",
+        "paid_vs_category_median_90d", "browsed_vs_category_median_90d",
+        F.coalesce("item_price_level_90d", F.lit(1.0)).alias("item_price_level_90d"), "discount_share_90d", "recency_days",
         F.coalesce("frequency_90d", F.lit(0)).cast("long").alias("frequency_90d"),
         F.coalesce("monetary_90d", F.lit(0.0)).alias("monetary_90d"),
         "category_affinity_90d", "days_since_last_event", "events_30d", "events_prev_30d",

@@ -51,7 +51,7 @@ def need_spec() -> TableSpec:
         _f("carts_without_purchase_7d", T.IntegerType()), _f("repeat_views_7d", T.LongType()),
         _f("search_to_view_ratio_7d", T.DoubleType()), _f("purchase_intent_rule", T.DoubleType()),
         _f("paid_vs_category_median_90d", T.DoubleType()), _f("browsed_vs_category_median_90d", T.DoubleType()),
-        _f("discount_share_90d", T.DoubleType()),
+        _f("item_price_level_90d", T.DoubleType()), _f("discount_share_90d", T.DoubleType()),
         _f("recency_days", T.DoubleType()), _f("frequency_90d", T.LongType()), _f("monetary_90d", T.DoubleType()),
         _f("r_score", T.IntegerType()), _f("f_score", T.IntegerType()), _f("m_score", T.IntegerType()),
         _f("rfm_segment", T.StringType()),

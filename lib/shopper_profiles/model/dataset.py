@@ -31,7 +31,7 @@ PAD, MASK, FIRST_ITEM = 0, 1, 2
 TIME_BUCKETS = 16  # log2(hours before D), 1..16; 0 is padding
 
 TABULAR_FEATURES: tuple[tuple[str, str, float], ...] = (
-    # (table column, transform, fill value for nulls)
+    # (table column, transform: log1p of counts, log of ratios, id, fill value for nulls)
     ("views_7d", "log1p", 0.0), ("views_30d", "log1p", 0.0), ("views_90d", "log1p", 0.0),
     ("searches_30d", "log1p", 0.0), ("carts_30d", "log1p", 0.0), ("purchases_30d", "log1p", 0.0),
     ("purchases_90d", "log1p", 0.0), ("spend_90d", "log1p", 0.0), ("sessions_30d", "log1p", 0.0),
@@ -39,7 +39,7 @@ TABULAR_FEATURES: tuple[tuple[str, str, float], ...] = (
     ("days_since_last_view", "log1p", 365.0), ("days_since_last_purchase", "log1p", 365.0),
     ("carts_without_purchase_7d", "log1p", 0.0), ("repeat_views_7d", "log1p", 0.0),
     ("search_to_view_ratio_7d", "id", 0.0), ("paid_vs_category_median_90d", "id", 1.0),
-    ("browsed_vs_category_median_90d", "id", 1.0),
+    ("browsed_vs_category_median_90d", "id", 1.0), ("item_price_level_90d", "log", 1.0),
     ("discount_share_90d", "id", 0.0), ("recency_days", "log1p", 365.0), ("frequency_90d", "log1p", 0.0),
     ("monetary_90d", "log1p", 0.0), ("r_score", "id", 0.0), ("f_score", "id", 0.0), ("m_score", "id", 0.0),
     ("days_since_last_event", "log1p", 365.0), ("events_30d", "log1p", 0.0), ("events_prev_30d", "log1p", 0.0),
@@ -191,7 +191,11 @@ def tabular_inputs(basic: DataFrame, behaviour: DataFrame, need: DataFrame, soci
     values = []
     for column, transform, fill in TABULAR_FEATURES:
         value = F.coalesce(F.col(column).cast("double"), F.lit(fill))
-        values.append((F.log1p(F.greatest(value, F.lit(0.0))) if transform == "log1p" else value).cast("float"))
+        if transform == "log1p":
+            value = F.log1p(F.greatest(value, F.lit(0.0)))
+        elif transform == "log":  # a positive ratio: 0 = typical
+            value = F.log(F.greatest(value, F.lit(1e-6)))
+        values.append(value.cast("float"))
     for block in CATEGORY_BLOCKS:
         values += [F.coalesce(F.col(block)[name], F.lit(0.0)).cast("float") for name in categories]
     ages = F.create_map(*[x for i, a in enumerate(AGE_BANDS) for x in (F.lit(a), F.lit(i))])

@@ -236,7 +236,8 @@ def social_and_search_cues(spark: SparkSession, store: DeltaStore, as_of: date) 
     return {"friend_influence": influenced, "search_return": returned}
 
 
-RULES = ("purchase_intent_rule", "churn_risk_rule", "r_score", "f_score", "paid_vs_category_median_90d")
+RULES = ("purchase_intent_rule", "churn_risk_rule", "r_score", "f_score", "paid_vs_category_median_90d",
+         "item_price_level_90d")
 TRUTH_COLUMNS = ("truth_known", "truth_top_interests", "truth_drifted", "truth_price_sensitivity", "truth_churned",
                  "truth_purchase", "truth_cutoff")
 
@@ -547,6 +548,7 @@ def _judge(config: Config, model_uri: str, vocabulary: Vocabulary, folder: str, 
                             sensitivity=part["truth_price_sensitivity"][known].astype(np.float64),
                             model_price=-out["price"][known].astype(np.float64),
                             paid_rule=np.asarray(part["paid_vs_category_median_90d"][known], dtype=np.float64),
+                            item_price_rule=np.asarray(part["item_price_level_90d"][known], dtype=np.float64),
                             churned=part["truth_churned"][known].astype(bool),
                             model_churn=_sigmoid(out["churn_logit"][known]),
                             churn_rule=_rule(part, "churn_risk_rule")[known],
@@ -606,6 +608,11 @@ def _truth_results(results: Results, planted: Gathered) -> None:
     sensitivity, model_estimate = planted["sensitivity"], planted["model_price"]
     results.add("profile_model", "truth_price_sensitivity", {"spearman": spearman(sensitivity, model_estimate)},
                 protocol + "; all test users", n)
+    # The statistic the price head starts from (the need family's shrunk item price level; 1 where a
+    # shopper has no priced item): the model has to add something to it.
+    item_level = np.nan_to_num(planted["item_price_rule"], nan=1.0)
+    results.add("item_price_rule", "truth_price_sensitivity", {"spearman": spearman(sensitivity, -item_level)},
+                protocol + "; all test users", n)
     paid = planted["paid_rule"]
     has_rule = ~np.isnan(paid)
     if has_rule.sum() > 2:
@@ -614,6 +621,9 @@ def _truth_results(results: Results, planted: Gathered) -> None:
                     {"spearman": spearman(sensitivity[has_rule], model_estimate[has_rule])},
                     protocol + "; users with a purchase (where the rule exists)", int(has_rule.sum()))
         results.add("price_rule", "truth_price_sensitivity", {"spearman": spearman(sensitivity[has_rule], -paid[has_rule])},
+                    protocol + "; users with a purchase (where the rule exists)", int(has_rule.sum()))
+        results.add("item_price_rule", "truth_price_sensitivity",
+                    {"spearman": spearman(sensitivity[has_rule], -item_level[has_rule])},
                     protocol + "; users with a purchase (where the rule exists)", int(has_rule.sum()))
     churned = planted["churned"]
     for method, scores in (("profile_model", planted["model_churn"]), ("churn_rule", planted["churn_rule"])):

@@ -10,7 +10,8 @@ embedding and the normalised tables -- so it can be fitted exactly: ridge regres
 level, logistic regression for intent and churn, softmax regression for age band and gender
 (``sklearn.linear_model``), the L2 strength chosen on the validation users, and a refit kept only
 where it lowers that head's validation loss (the loss training minimised), so it never makes a head
-worse where it is judged. The interest head is one logistic regression pooled over (shopper,
+worse where it is judged. The price level weighs each shopper by the label window's distinct items,
+as training does, and is also tried on the tables alone. The interest head is one logistic regression pooled over (shopper,
 category) cells, in the head's own form: per-category weights on the user embedding and a per-category
 bias (the deep layer) plus the two weights all categories share on the category's affinity and its log
 (the wide path); it is also tried without the user-embedding part, which on a small shop is often the
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from shopper_profiles.ingest.bronze import AGE_BANDS, GENDERS
-from shopper_profiles.model.dataset import INTEREST_EVIDENCE, category_block
+from shopper_profiles.model.dataset import FIRST_ITEM, INTEREST_EVIDENCE, category_block
 from shopper_profiles.model.encoder import WIDE_SCALE
 
 logger = logging.getLogger(__name__)
@@ -164,12 +165,20 @@ def _target(head: Head, labels: np.ndarray) -> np.ndarray:
     return np.log(labels) if head.kind == "regression" else labels.astype(np.int64)
 
 
-def _loss(head: Head, target: np.ndarray, predicted: np.ndarray) -> float:
-    """The loss training minimises for this head: Huber (delta 1) on the log price level, binary or
-    softmax cross-entropy on logits."""
+def weights(head: Head, arrays: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray | None:
+    """Per labelled row, how much it counts (None: alike): the price level by the window's distinct
+    items, as training weighs it -- the level over one item is mostly that item's own price."""
+    if head.kind != "regression":
+        return None
+    return np.maximum((arrays["window_items"][rows] >= FIRST_ITEM).sum(axis=1), 1).astype(np.float64)
+
+
+def _loss(head: Head, target: np.ndarray, predicted: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """The loss training minimises for this head: Huber (delta 1) on the log price level (a mean
+    weighted by ``weight``), binary or softmax cross-entropy on logits."""
     if head.kind == "regression":
         error = np.abs(predicted.reshape(-1) - target)
-        return float(np.mean(np.where(error <= 1.0, 0.5 * error ** 2, error - 0.5)))
+        return float(np.average(np.where(error <= 1.0, 0.5 * error ** 2, error - 0.5), weights=weight))
     if head.kind == "binary":
         z = predicted.reshape(-1)
         return float(np.mean(np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z)))))
@@ -178,12 +187,13 @@ def _loss(head: Head, target: np.ndarray, predicted: np.ndarray) -> float:
     return float(-np.mean(log_probs[np.arange(len(target)), target]))
 
 
-def _fit(head: Head, x: np.ndarray, y: np.ndarray, strength: float) -> tuple[np.ndarray, np.ndarray]:
+def _fit(head: Head, x: np.ndarray, y: np.ndarray, strength: float,
+         weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(coefficients [features, outputs], intercepts [outputs]) of the head's linear model."""
     from sklearn.linear_model import LogisticRegression, Ridge
 
     if head.kind == "regression":
-        ridge = Ridge(alpha=1.0 / strength).fit(x, y)
+        ridge = Ridge(alpha=1.0 / strength).fit(x, y, sample_weight=weight)
         return ridge.coef_.reshape(-1, 1), np.atleast_1d(ridge.intercept_)
     present = np.unique(y)
     if len(present) < 2:  # one class only: nothing to learn, a constant
@@ -228,32 +238,40 @@ def refit_heads(model: Any, train: dict[str, np.ndarray], validation: dict[str, 
     report: dict[str, dict[str, Any]] = {}
     if hasattr(model, "interest_wide"):  # the pooled form needs the wide path's shared affinity weights
         report[INTEREST.name] = refit_interests(model, x_train, train, x_val, validation, before[INTEREST.output])
+    hidden = int(model.price_head.kernel.shape[0])
     for head in HEADS:
         fit_rows, val_rows = _rows(head, train[head.label]), _rows(head, validation[head.label])
         if fit_rows.sum() < 10 or val_rows.sum() < 10:
             report[head.name] = {"kept": False, "reason": "fewer than 10 labelled training or validation rows"}
             continue
         y_fit, y_val = _target(head, train[head.label][fit_rows]), _target(head, validation[head.label][val_rows])
-        current = _loss(head, y_val, before[head.output][val_rows])
-        best: tuple[float, float, np.ndarray, np.ndarray] | None = None
-        for strength in STRENGTHS:
-            try:
-                coef, bias = _fit(head, x_train[fit_rows], y_fit, strength)
-            except ValueError:
-                break
-            loss = _loss(head, y_val, x_val[val_rows] @ coef + bias)
-            if best is None or loss < best[0]:
-                best = (loss, strength, coef, bias)
+        w_fit, w_val = weights(head, train, fit_rows), weights(head, validation, val_rows)
+        current = _loss(head, y_val, before[head.output][val_rows], w_val)
+        best: tuple[float, float, bool, np.ndarray, np.ndarray] | None = None
+        # The price level's label is the noisiest (one window's items): it is also fitted on the
+        # tables alone, where the user embedding's many weights would fit the window's noise.
+        for with_user in (True, False) if head.kind == "regression" and x_train.shape[1] > hidden else (True,):
+            first = 0 if with_user else hidden
+            for strength in STRENGTHS:
+                try:
+                    coef, bias = _fit(head, x_train[fit_rows, first:], y_fit, strength, w_fit)
+                except ValueError:
+                    break
+                coef = np.vstack([np.zeros((first, coef.shape[1])), coef])
+                loss = _loss(head, y_val, x_val[val_rows] @ coef + bias, w_val)
+                if best is None or loss < best[0]:
+                    best = (loss, strength, with_user, coef, bias)
         if best is None:
             report[head.name] = {"kept": False, "reason": "one class in the training labels"}
             continue
         kept = best[0] < current
         if kept:
-            _apply(model, head, best[2], best[3])
+            _apply(model, head, best[3], best[4])
             if head.output in fitted:
-                fitted[head.output] = (x_train @ best[2] + best[3]).reshape(fitted[head.output].shape)
-        report[head.name] = {"kept": kept, "strength": best[1], "validation_loss_trained": current,
-                             "validation_loss_refit": best[0], "rows": int(fit_rows.sum())}
-        logger.info("head %s: validation loss %.4f as trained, %.4f refitted (C=%g, %d rows): %s", head.name, current,
-                    best[0], best[1], int(fit_rows.sum()), "refit kept" if kept else "trained head kept")
+                fitted[head.output] = (x_train @ best[3] + best[4]).reshape(fitted[head.output].shape)
+        report[head.name] = {"kept": kept, "strength": best[1], "with_user_embedding": best[2],
+                             "validation_loss_trained": current, "validation_loss_refit": best[0], "rows": int(fit_rows.sum())}
+        logger.info("head %s: validation loss %.4f as trained, %.4f refitted (C=%g, %s the user embedding, %d rows): %s",
+                    head.name, current, best[0], best[1], "with" if best[2] else "without", int(fit_rows.sum()),
+                    "refit kept" if kept else "trained head kept")
     return report, fitted

@@ -83,8 +83,9 @@ class ModelSpec:
         return self.n_tabular == tabular_width(self.n_categories)
 
 
-# Where each of intent, churn and price starts: the rule score the tables already hold.
-RULE_INPUTS = ("purchase_intent_rule", "churn_risk_rule", "paid_vs_category_median_90d")
+# Where each of intent, churn and price starts: the rule score the tables already hold (price: the
+# log of the shrunk item price level, the head's own scale).
+RULE_INPUTS = ("purchase_intent_rule", "churn_risk_rule", "item_price_level_90d")
 
 
 def rule_start(spec: ModelSpec) -> np.ndarray:
@@ -387,10 +388,11 @@ def multitask_loss(outputs: dict[str, Any], labels: dict[str, Any], item_seq: An
     intent = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels["purchase_next"], outputs["intent_logit"]))
     churn = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels["churn_next"], outputs["churn_logit"]))
     # Price: the log of the window's price level vs the category medians (symmetric, and the long
-    # tail of prices cannot swamp it), Huber-weighted; -1 marks shoppers with no priced event.
+    # tail of prices cannot swamp it), Huber; -1 marks shoppers with no priced event. Each shopper
+    # weighs by the window's distinct items: a level over one item is mostly that item's own price.
     level = labels["price_next"]
     price = masked_mean(tf.keras.losses.huber(tf.math.log(tf.maximum(level, 1e-3))[:, None], outputs["price"][:, None]),
-                        level >= 0)
+                        tf.where(level >= 0, tf.maximum(touched, 1.0), 0.0))
     age = masked_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         tf.maximum(labels["age_label"], 0), outputs["age_logits"]), labels["age_label"] >= 0)
     gender = masked_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(

@@ -98,8 +98,8 @@ class RegisteredModel:
         width = tabular_width(len(vocabulary.categories))
         if int(self.spec.get("n_tabular", width)) != width:
             raise ValueError(f"{self.uri} reads {self.spec['n_tabular']} table values per shopper, but this release builds "
-                             f"{width} for {len(vocabulary.categories)} categories (the 90-day category shares joined the "
-                             "category affinity): retrain it with jobs/train_profile_model.py")
+                             f"{width} for {len(vocabulary.categories)} categories (the tables gained the 90-day category "
+                             "shares and the shrunk item price level): retrain it with jobs/train_profile_model.py")
 
 
 def load_model_once(tracking_uri: str, model_uri: str) -> Any:
