@@ -179,3 +179,28 @@ def test_sampled_negatives_depend_on_the_user_not_on_the_chunk() -> None:
     assert not np.array_equal(whole, uniform_negatives(seen, np.arange(50), 100, seed=8, first_item=2))
     with pytest.raises(ValueError, match="every item"):
         uniform_negatives(np.ones((1, 5), dtype=bool), np.arange(1), 3, first_item=1)
+
+
+def test_the_price_level_task_ranks_each_estimate_against_the_next_windows_level_where_there_is_one() -> None:
+    """Shoppers without a priced event next (NaN or 0) are left out; each method's Spearman is with the
+    log level, and the headline's bootstrap recomputes it from the same pairs."""
+    from shopper_profiles.model.evaluation import PRICE_LEVEL, Gathered, Results, headline, price_level_results, statistic
+
+    level = np.array([0.8, 1.0, 1.25, np.nan, 0.0, 0.9, 1.1, 1.5])
+    test = Gathered()
+    test.put(price_next=level, price=np.log(np.array([0.7, 1.1, 1.3, 1.0, 1.0, 0.95, 1.2, 2.0])),
+             price_rule=np.array([0.0, 0.1, -0.1, 5.0, 5.0, 0.2, 0.3, 0.0]),
+             item_price_rule=np.array([-0.2, 0.0, 0.1, 9.0, -9.0, -0.1, 0.2, 0.1]))
+    results = Results()
+    price_level_results(results, test)
+    kept = np.isfinite(level) & (level > 0)
+    for method, estimate in (("profile_model", test["price"]), ("price_rule", test["price_rule"]),
+                             ("item_price_rule", test["item_price_rule"])):
+        expected = spearman(np.log(level[kept]), estimate[kept])
+        assert results.value(method, "price_level_next_window", "spearman", PRICE_LEVEL) == pytest.approx(expected)
+    assert results.value("profile_model", "price_level_next_window", "spearman") == pytest.approx(1.0)
+    sample = results.samples[("item_price_rule", "price_level_next_window", PRICE_LEVEL)]
+    assert statistic(sample, "spearman", np.arange(int(kept.sum()))) == pytest.approx(
+        results.value("item_price_rule", "price_level_next_window", "spearman"))
+    row = next(h for h in headline(results) if h["task"] == "price_level_next_window")
+    assert row["best_traditional"] == "item_price_rule" and row["ratio"] == pytest.approx(1.0 / row["traditional"])

@@ -217,14 +217,16 @@ def test_evaluation_puts_the_champion_beside_every_baseline(shop: Shop, spark: S
             ("rfm_rule", "purchase_next_window"),
             ("churn_rule", "churn_next_window"), ("profile_model", "truth_interests"), ("category_rule", "truth_interests"),
             ("category_share_rule", "truth_interests"), ("touched_90d", "truth_interests"),
-            ("churn_rule", "truth_churned"), ("majority_class", "gender")} <= found
+            ("churn_rule", "truth_churned"), ("majority_class", "gender"), ("price_rule", "price_level_next_window"),
+            ("item_price_rule", "price_level_next_window"), ("item_price_rule", "truth_price_sensitivity")} <= found
     # Both rules pick among the categories a shopper touched in the 90 days: the bound holds them.
     interests = {r.method: r.value for r in table.where("task = 'truth_interests'").collect()}
     assert max(interests["category_rule"], interests["category_share_rule"]) <= interests["touched_90d"] <= 1.0
     protocols = {r.protocol for r in table.where("task = 'next_item'").select("protocol").distinct().collect()}
     assert protocols == {"full ranking over all items, history included", "target vs 100 uniform unseen negatives"}
     assert evaluated["planted_truth"] is True
-    assert {h["task"] for h in evaluated["headline"]} >= {"next_item", "purchase_next_window", "churn_next_window"}
+    assert {h["task"] for h in evaluated["headline"]} >= {"next_item", "purchase_next_window", "churn_next_window",
+                                                           "price_level_next_window"}
 
     # Popularity, recomputed here from the training set: rank = items counted at least as often.
     rows = shop.rows(training_spec(20), d1_examples())

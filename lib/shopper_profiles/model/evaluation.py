@@ -89,6 +89,7 @@ FULL = "full ranking over all items, history included"
 SAMPLED = "target vs 100 uniform unseen negatives"
 BASKET = "items bought in [D, D + horizon), full ranking over all items, history included; recall = share of the basket in the top k"
 BINARY = "test users; threshold maximising F1 on validation users"
+PRICE_LEVEL = "test users with a priced event in [D, D + horizon); Spearman of the estimate with that window's price level"
 
 
 class Results:
@@ -125,6 +126,8 @@ def statistic(sample: dict[str, np.ndarray], metric: str, rows: np.ndarray) -> f
         return hit_rate(ranks, int(k)) if name == "hr" else ndcg(ranks, int(k))
     if "labels" in sample:
         return auc(sample["labels"][rows], sample["scores"][rows])
+    if "actual" in sample:
+        return spearman(sample["actual"][rows], sample["estimate"][rows])
     if metric in sample:  # per-user values of several metrics (e.g. a basket's recall@k and ndcg@k)
         return float(np.mean(sample[metric][rows]))
     return float(np.mean(sample["values"][rows]))
@@ -403,6 +406,20 @@ def binary_results(results: Results, task: str, candidates: dict[str, tuple[np.n
         results.add(method, task, report, BINARY, len(test_labels), {"labels": test_labels, "scores": test_scores})
 
 
+def price_level_results(results: Results, test: Gathered) -> None:
+    """How well each estimate ranks the shoppers by the price level of what they touch next (the
+    price head's own task): the model's expected level, the paid-price rule and the item price level
+    (1 = typical where a shopper has none), on the test users with a priced event in the window."""
+    priced = np.isfinite(test["price_next"]) & (test["price_next"] > 0)
+    if priced.sum() < 3:
+        return
+    actual = np.log(test["price_next"][priced])
+    for method, column in (("profile_model", "price"), ("price_rule", "price_rule"), ("item_price_rule", "item_price_rule")):
+        estimate = test[column][priced]
+        results.add(method, "price_level_next_window", {"spearman": spearman(actual, estimate)}, PRICE_LEVEL,
+                    int(priced.sum()), {"actual": actual, "estimate": estimate})
+
+
 def _rule(chunk: dict[str, np.ndarray], name: str, fill: float = 0.0) -> np.ndarray:
     """A rule column of a chunk as float (``fill`` where the rule has no value)."""
     return np.nan_to_num(np.asarray(chunk[name], dtype=np.float64), nan=fill)
@@ -423,7 +440,10 @@ def _gather_scores(into: Gathered, chunk: dict[str, np.ndarray], out: dict[str, 
     into.put(intent=_sigmoid(out["intent_logit"]), churn=_sigmoid(out["churn_logit"]),
              intent_rule=_rule(chunk, "purchase_intent_rule"), churn_rule=_rule(chunk, "churn_risk_rule"),
              rfm_rule=(_rule(chunk, "r_score") + _rule(chunk, "f_score")) / 10,
-             purchase_next=chunk["purchase_next"], churn_next=chunk["churn_next"])
+             purchase_next=chunk["purchase_next"], churn_next=chunk["churn_next"],
+             price=np.asarray(out["price"], np.float64).reshape(-1), price_next=np.asarray(chunk["price_next"], np.float64),
+             price_rule=np.log(_rule(chunk, "paid_vs_category_median_90d", 1.0)),
+             item_price_rule=np.log(_rule(chunk, "item_price_level_90d", 1.0)))
 
 
 def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as_of: date, model_alias: str | None = None,
@@ -566,6 +586,7 @@ def _judge(config: Config, model_uri: str, vocabulary: Vocabulary, folder: str, 
         binary_results(results, "churn_next_window", {
             "profile_model": (validation["churn"], test["churn"]), "churn_rule": (validation["churn_rule"], test["churn_rule"])},
             validation["churn_next"], test["churn_next"])
+        price_level_results(results, test)
     for task, label in (("age_band", "age_label"), ("gender", "gender_label")):
         known_labels = demographics[label]
         known = known_labels >= 0
@@ -640,6 +661,7 @@ HEADLINES = (  # (task, metric, protocol, best traditional competitors)
     ("next_basket", "recall@20", BASKET, ("popularity", "item_cooccurrence", "category_rule", "repeat_buy")),
     ("purchase_next_window", "auc", BINARY, ("intent_rule", "rfm_rule")),
     ("churn_next_window", "auc", BINARY, ("churn_rule",)),
+    ("price_level_next_window", "spearman", PRICE_LEVEL, ("price_rule", "item_price_rule")),
     ("truth_interests", "top3_recall", None, ("category_rule", "category_share_rule")),
     ("truth_churned", "auc", None, ("churn_rule",)),
     ("truth_interests_drifted", "top3_recall", None, ("category_rule", "category_share_rule")),

@@ -11,8 +11,8 @@ level, logistic regression for intent and churn, softmax regression for age band
 (``sklearn.linear_model``), the L2 strength chosen on the validation users, and a refit kept only
 where it lowers that head's validation loss (the loss training minimised), so it never makes a head
 worse where it is judged. The price level weighs each shopper by the label window's distinct items,
-as training does, and is also tried on the tables alone. The interest head is one logistic regression pooled over (shopper,
-category) cells, in the head's own form: per-category weights on the user embedding and a per-category
+as training does, and is also tried on the tables alone and on its rule input alone. The interest
+head is one logistic regression pooled over (shopper, category) cells, in the head's own form: per-category weights on the user embedding and a per-category
 bias (the deep layer) plus the two weights all categories share on the category's affinity and its log
 (the wide path); it is also tried without the user-embedding part, which on a small shop is often the
 better validated.
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from shopper_profiles.ingest.bronze import AGE_BANDS, GENDERS
-from shopper_profiles.model.dataset import FIRST_ITEM, INTEREST_EVIDENCE, category_block
+from shopper_profiles.model.dataset import FIRST_ITEM, INTEREST_EVIDENCE, TABULAR_FEATURES, category_block
 from shopper_profiles.model.encoder import WIDE_SCALE
 
 logger = logging.getLogger(__name__)
@@ -170,7 +170,8 @@ def weights(head: Head, arrays: dict[str, np.ndarray], rows: np.ndarray) -> np.n
     items, as training weighs it -- the level over one item is mostly that item's own price."""
     if head.kind != "regression":
         return None
-    return np.maximum((arrays["window_items"][rows] >= FIRST_ITEM).sum(axis=1), 1).astype(np.float64)
+    items = np.maximum((arrays["window_items"][rows] >= FIRST_ITEM).sum(axis=1), 1).astype(np.float64)
+    return items / items.mean()  # mean 1: the L2 strengths mean what they mean unweighted
 
 
 def _loss(head: Head, target: np.ndarray, predicted: np.ndarray, weight: np.ndarray | None = None) -> float:
@@ -223,6 +224,21 @@ def _apply(model: Any, head: Head, coef: np.ndarray, bias: np.ndarray) -> None:
         wide.set_weights([kernel, wide_bias])
 
 
+def _forms(head: Head, hidden: int, width: int) -> list[tuple[str, np.ndarray]]:
+    """The input sets a head is fitted on (the validation loss picks one): every head reads the user
+    embedding and the tables. The price level's label is the noisiest (one window's items), so it is
+    also fitted on the tables alone and on its rule input alone (the shrunk item price level), where
+    more weights would fit the window's noise on a small shop."""
+    forms = [("user embedding and tables", np.arange(width))]
+    if head.kind != "regression" or width <= hidden:
+        return forms
+    forms.append(("tables", np.arange(hidden, width)))
+    names = [name for name, _, _ in TABULAR_FEATURES]
+    if width - hidden >= len(names):  # tables of this release's layout
+        forms.append(("item_price_level_90d", np.array([hidden + names.index("item_price_level_90d")])))
+    return forms
+
+
 def refit_heads(model: Any, train: dict[str, np.ndarray], validation: dict[str, np.ndarray],
                 outputs: tuple[str, ...] = ()) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """Refit every head of HEADS on ``train``, choose the L2 strength by the ``validation`` loss and keep
@@ -247,20 +263,18 @@ def refit_heads(model: Any, train: dict[str, np.ndarray], validation: dict[str, 
         y_fit, y_val = _target(head, train[head.label][fit_rows]), _target(head, validation[head.label][val_rows])
         w_fit, w_val = weights(head, train, fit_rows), weights(head, validation, val_rows)
         current = _loss(head, y_val, before[head.output][val_rows], w_val)
-        best: tuple[float, float, bool, np.ndarray, np.ndarray] | None = None
-        # The price level's label is the noisiest (one window's items): it is also fitted on the
-        # tables alone, where the user embedding's many weights would fit the window's noise.
-        for with_user in (True, False) if head.kind == "regression" and x_train.shape[1] > hidden else (True,):
-            first = 0 if with_user else hidden
+        best: tuple[float, float, str, np.ndarray, np.ndarray] | None = None
+        for form, columns in _forms(head, hidden, x_train.shape[1]):
             for strength in STRENGTHS:
                 try:
-                    coef, bias = _fit(head, x_train[fit_rows, first:], y_fit, strength, w_fit)
+                    part, bias = _fit(head, x_train[fit_rows][:, columns], y_fit, strength, w_fit)
                 except ValueError:
                     break
-                coef = np.vstack([np.zeros((first, coef.shape[1])), coef])
+                coef = np.zeros((x_train.shape[1], part.shape[1]))
+                coef[columns] = part
                 loss = _loss(head, y_val, x_val[val_rows] @ coef + bias, w_val)
                 if best is None or loss < best[0]:
-                    best = (loss, strength, with_user, coef, bias)
+                    best = (loss, strength, form, coef, bias)
         if best is None:
             report[head.name] = {"kept": False, "reason": "one class in the training labels"}
             continue
@@ -269,9 +283,8 @@ def refit_heads(model: Any, train: dict[str, np.ndarray], validation: dict[str, 
             _apply(model, head, best[3], best[4])
             if head.output in fitted:
                 fitted[head.output] = (x_train @ best[3] + best[4]).reshape(fitted[head.output].shape)
-        report[head.name] = {"kept": kept, "strength": best[1], "with_user_embedding": best[2],
-                             "validation_loss_trained": current, "validation_loss_refit": best[0], "rows": int(fit_rows.sum())}
-        logger.info("head %s: validation loss %.4f as trained, %.4f refitted (C=%g, %s the user embedding, %d rows): %s",
-                    head.name, current, best[0], best[1], "with" if best[2] else "without", int(fit_rows.sum()),
-                    "refit kept" if kept else "trained head kept")
+        report[head.name] = {"kept": kept, "strength": best[1], "form": best[2], "validation_loss_trained": current,
+                             "validation_loss_refit": best[0], "rows": int(fit_rows.sum())}
+        logger.info("head %s: validation loss %.4f as trained, %.4f refitted (C=%g, inputs: %s, %d rows): %s",
+                    head.name, current, best[0], best[1], best[2], int(fit_rows.sum()), "refit kept" if kept else "trained head kept")
     return report, fitted
