@@ -12,10 +12,10 @@ level, logistic regression for intent and churn, softmax regression for age band
 where it lowers that head's validation loss (the loss training minimised), so it never makes a head
 worse where it is judged. The price level weighs each shopper by the label window's distinct items,
 as training does, and is also tried on the tables alone and on its rule input alone. The interest
-head is one logistic regression pooled over (shopper, category) cells, in the head's own form: per-category weights on the user embedding and a per-category
-bias (the deep layer) plus the two weights all categories share on the category's affinity and its log
-(the wide path); it is also tried without the user-embedding part, which on a small shop is often the
-better validated.
+head is one logistic regression pooled over (shopper, category) cells, in the head's own form:
+per-category weights on the user embedding and a per-category bias (the deep layer) plus the weights
+all categories share on the category's evidence (the wide path); it is also tried without the
+user-embedding part, which on a small shop is often the better validated.
 """
 
 from __future__ import annotations
