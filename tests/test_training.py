@@ -367,6 +367,23 @@ def test_the_price_refit_weighs_each_shopper_by_the_label_windows_items() -> Non
     assert np.corrcoef(price, probe["tabular"][:, 0])[0, 1] > 0.9
 
 
+def test_the_price_form_is_chosen_by_folds_that_keep_each_shopper_whole() -> None:
+    """A label that follows one column under heavy noise, with 40 noise columns, each shopper's row
+    twice (two example dates): folds that split a shopper would reward memorising the noise; folds
+    by shopper choose the one column."""
+    from shopper_profiles.model.heads import HEADS, _cross_validated
+
+    rng = np.random.default_rng(3)
+    shoppers = 150
+    x = rng.normal(size=(shoppers, 41))
+    y = 0.2 * x[:, 0] + rng.normal(0, 1.0, shoppers)
+    x, y, users = np.repeat(x, 2, axis=0), np.repeat(y, 2), np.repeat(np.arange(shoppers), 2)
+    forms = [("all", np.arange(41)), ("rule input", np.array([0]))]
+    price = next(h for h in HEADS if h.name == "price")
+    assert _cross_validated(price, forms, x, y, None, users)[0] == "rule input"
+    assert _cross_validated(price, forms, x, y, None, np.arange(len(y)))[0] == "all"  # rows split: the noise leaks
+
+
 def test_the_tables_carry_the_scalars_then_per_category_the_90_day_share_then_the_affinity(spark: SparkSession) -> None:
     """The layout the network's wide paths read by position: a swapped block would feed the share
     weights the affinity (and the next-item path the share)."""
