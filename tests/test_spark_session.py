@@ -17,6 +17,9 @@ def test_local_session_has_the_lakehouse_contract(spark: SparkSession) -> None:
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
     assert spark.conf.get("spark.sql.parquet.outputTimestampType") == "TIMESTAMP_MICROS"
     assert "lakehouse-session" in conf.get("spark.local.dir")
+    # The local profile's JVM options reach the driver JVM (throughput GC for batch work, #11 d1).
+    beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    assert "PS Scavenge" in {bean.getName() for bean in beans}
 
 
 def test_cluster_config_reuses_the_active_session(spark: SparkSession) -> None:

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from shopper_profiles.config import PROJECT_ROOT, add_config_arguments, config_f
 logger = logging.getLogger(__name__)
 
 EVENTS_PER_USER = 121.7  # measured: simulator defaults over 120 days (see docs/BENCHMARKS.md)
+WARM_RUNS = 3  # timed runs per engine after the first (cold) one, in the Spark/DuckDB cross-check
 RESULTS = PROJECT_ROOT / "bench_results"
 REPORT = PROJECT_ROOT / "docs" / "BENCHMARKS.md"
 
@@ -104,8 +106,12 @@ def bench_pipeline(args: argparse.Namespace, sizes: Sequence[int]) -> dict[str, 
         windows = config.features.windows_days
         store.read(EVENTS).createOrReplaceTempView("events")
         query = behaviour_aggregates_sql(as_of, windows, dialect="spark")
-        _, spark_agg_s = timed(spark.sql(query).write.format("noop").mode("overwrite").save)
-        duck, duckdb_s = timed(behaviour_aggregates, store.arrow_dataset(EVENTS), as_of, windows, 2)
+        # Each engine: its first run (cold: Spark generates and JIT-compiles this query's code) and
+        # the median of WARM_RUNS more (steady state, what a longer scan is made of).
+        spark_runs = [timed(spark.sql(query).write.format("noop").mode("overwrite").save)[1] for _ in range(1 + WARM_RUNS)]
+        duck_runs = [timed(behaviour_aggregates, store.arrow_dataset(EVENTS), as_of, windows, 2) for _ in range(1 + WARM_RUNS)]
+        duck = duck_runs[0][0]
+        spark_agg_s, duckdb_s = statistics.median(spark_runs[1:]), statistics.median(s for _, s in duck_runs[1:])
         bronze = events.accepted_rows
         run = {
             "target_events": target, "users": users, "landed_events": landed, "accepted": bronze,
@@ -116,6 +122,8 @@ def bench_pipeline(args: argparse.Namespace, sizes: Sequence[int]) -> dict[str, 
             "features_s": round(features_s, 1), "snapshot_users": report["active_users"],
             "spark_aggregates_s": round(spark_agg_s, 2), "duckdb_aggregates_s": round(duckdb_s, 2),
             "duckdb_rows": duck.num_rows, "spark_over_duckdb": round(spark_agg_s / duckdb_s, 2),
+            "spark_aggregates_cold_s": round(spark_runs[0], 2), "duckdb_aggregates_cold_s": round(duck_runs[0][1], 2),
+            "spark_over_duckdb_cold": round(spark_runs[0] / duck_runs[0][1], 2),
         }
         logger.info("pipeline benchmark %s", run)
         runs.append(run)
@@ -170,12 +178,14 @@ def render_features(result: dict[str, Any], meta: dict[str, Any]) -> str:
              "day after the simulated period) of all five tables: compute, data-quality checks, window overwrite, "
              "feature stats; *aggregates* = the 24 behaviour counts/spend/session columns for that snapshot, the same "
              "SQL in Spark (`local[2]`, written to the noop sink) and in DuckDB (2 threads, over the Delta table's "
-             "Arrow dataset, materialised). Per-event cost uses bronze (accepted) events.", "",
-             "| target events | bronze events | snapshot users | features s | Spark aggregates s | DuckDB aggregates s | "
-             "Spark/DuckDB |", "|---|---|---|---|---|---|---|"]
+             f"Arrow dataset, materialised): per engine the first run (cold) and the median of {WARM_RUNS} more (warm). "
+             "Per-event cost uses bronze (accepted) events and the warm medians.", "",
+             "| target events | bronze events | snapshot users | features s | Spark aggregates s (warm / cold) | "
+             "DuckDB aggregates s (warm / cold) | Spark/DuckDB warm | cold |", "|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         lines.append(f"| {r['target_events']:,} | {r['accepted']:,} | {r['snapshot_users']:,} | {r['features_s']} | "
-                     f"{r['spark_aggregates_s']} | {r['duckdb_aggregates_s']} | {r['spark_over_duckdb']} |")
+                     f"{r['spark_aggregates_s']} / {r.get('spark_aggregates_cold_s', '-')} | {r['duckdb_aggregates_s']} / "
+                     f"{r.get('duckdb_aggregates_cold_s', '-')} | {r['spark_over_duckdb']} | {r.get('spark_over_duckdb_cold', '-')} |")
     if "features_per_event_cost_ratio" in result:
         lines += ["", f"Per-event cost, largest vs smallest size: features **{result['features_per_event_cost_ratio']}x**, "
                       f"Spark aggregates **{result['spark_aggregates_per_event_cost_ratio']}x**, DuckDB aggregates "
@@ -183,8 +193,11 @@ def render_features(result: dict[str, Any], meta: dict[str, Any]) -> str:
                       "through executors and delta-rs commits file lists."]
     largest = max(result["runs"], key=lambda r: r["target_events"])
     ratio = largest["spark_over_duckdb"]
+    cold = largest.get("spark_over_duckdb_cold")
     lines += ["", f"Target (#11 d1): Spark <= 2x DuckDB on these aggregates at 10 M events; at {largest['target_events']:,}: "
-                  f"**{ratio}x** ({'met' if ratio <= 2 else 'NOT met'})."]
+                  f"warm **{ratio}x** ({'met' if ratio <= 2 else 'NOT met'}); a single cold run **{cold}x** "
+                  f"({'met' if cold is not None and cold <= 2 else 'NOT met'}: Spark's first run of a query also generates "
+                  "and JIT-compiles its code, a fixed cost that a longer scan amortises)."]
     return "\n".join(lines) + "\n"
 
 

@@ -105,6 +105,9 @@ class SparkConfig(_Strict):
     app_name: str
     shuffle_partitions: int = Field(ge=1)
     driver_memory: str
+    driver_java_options: str = Field(
+        default="", description="Only for local runs: extra JVM options of the local driver (its only JVM), e.g. "
+        "the garbage collector; on a cluster the cluster's own settings decide.")
     conf: dict[str, str] = Field(default_factory=dict)
 
 

@@ -90,7 +90,7 @@ def _local_builder(builder: SparkSession.Builder, config: Config) -> SparkSessio
     # Executors are Python workers of this interpreter (the venv), not whatever is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    java_opts = f"-Dderby.system.home={tmp / 'derby'} -Djava.io.tmpdir={tmp / 'spark'}"
+    java_opts = f"-Dderby.system.home={tmp / 'derby'} -Djava.io.tmpdir={tmp / 'spark'} {config.spark.driver_java_options}".strip()
     quiet = PROJECT_ROOT / "conf" / "log4j2.properties"
     if os.environ.get("SHOPPER_VERBOSE") != "1" and quiet.exists():  # start-up WARNs a user cannot act on
         java_opts += f" -Dlog4j2.configurationFile=file:{quiet}"
