@@ -226,7 +226,7 @@ def _apply(model: Any, head: Head, coef: np.ndarray, bias: np.ndarray) -> None:
 
 
 def _forms(head: Head, hidden: int, width: int) -> list[tuple[str, np.ndarray]]:
-    """The input sets a head is fitted on (the validation loss picks one): every head reads the user
+    """The input sets a head is fitted on (cross-validation picks among several): every head reads the user
     embedding and the tables. The price level's label is the noisiest (one window's items), so it is
     also fitted on the tables alone and on its rule input alone (the shrunk item price level), where
     more weights would fit the window's noise on a small shop."""
@@ -268,8 +268,9 @@ def _cross_validated(head: Head, forms: list[tuple[str, np.ndarray]], x: np.ndar
 
 def refit_heads(model: Any, train: dict[str, np.ndarray], validation: dict[str, np.ndarray],
                 outputs: tuple[str, ...] = ()) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
-    """Refit every head of HEADS on ``train``, choose the L2 strength by the ``validation`` loss and keep
-    a refit only where that loss falls. Changes ``model`` in place; returns per head what was tried and
+    """Refit every head of HEADS on ``train``, choose the L2 strength by the ``validation`` loss (the
+    price level: its inputs and strength by grouped cross-validation) and keep a refit only where that
+    loss falls. Changes ``model`` in place; returns per head what was tried and
     kept, and the requested ``outputs`` (of HEADS) on the training rows as the refitted model gives them,
     from the forward pass the fit needs anyway."""
     if not train or not len(train["item_seq"]):
