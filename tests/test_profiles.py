@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 from shopper_profiles.config import Config, load_config
 from shopper_profiles.features.schemas import feature_specs, need_spec
 from shopper_profiles.ingest.bronze import AGE_BANDS, EVENTS, GENDERS
-from shopper_profiles.model.dataset import VOCAB, tabular_names, training_spec
+from shopper_profiles.model.dataset import TABULAR_FEATURES, VOCAB, tabular_names, training_spec
 from shopper_profiles.model.evaluation import EVALUATION
 from shopper_profiles.model.vocabulary import Vocabulary
 from shopper_profiles.profiles.audiences import AUDIENCE_MEMBERS, AUDIENCE_SIZES
@@ -111,17 +111,24 @@ def test_training_set_holds_one_example_per_shopper_and_snapshot_labelled_by_its
     assert by_date[D1] and by_date[D0] and len(by_date[D1]) + len(by_date[D0]) == len(everything)
     split = {r["user_id"]: r["split"] for r in by_date[D1]}
     assert all(split.get(r["user_id"], r["split"]) == r["split"] for r in by_date[D0])  # one split per shopper
-    # 40 scalar features (the two rule scores last), then per category the behaviour family's 90-day
+    # The scalar features (the two rule scores last), then per category the behaviour family's 90-day
     # share, then the need family's affinity, in the vocabulary's category order.
     categories = Vocabulary.load(shop.store, D1).categories
     assert len(categories) == built["categories"]
-    assert all(len(r["item_seq"]) == 20 and len(r["tabular"]) == 40 + 2 * len(categories) for r in everything)
+    scalars = len(TABULAR_FEATURES)
+    assert all(len(r["item_seq"]) == 20 and len(r["tabular"]) == scalars + 2 * len(categories) for r in everything)
     shares = {r["user_id"]: r["category_share_90d"] for r in shop.rows(feature_specs(shop.config.features)["behaviour"],
                                                                        F.col("snapshot_date") == D1)}
-    affinity = {r["user_id"]: r["category_affinity_90d"] for r in shop.rows(need_spec(), F.col("snapshot_date") == D1)}
+    need = {r["user_id"]: r for r in shop.rows(need_spec(), F.col("snapshot_date") == D1)}
+    affinity = {user: row["category_affinity_90d"] for user, row in need.items()}
+    level = [name for name, _, _ in TABULAR_FEATURES].index("item_price_level_90d")
     for r in by_date[D1]:
-        for block, source in ((r["tabular"][40:40 + len(categories)], shares), (r["tabular"][40 + len(categories):], affinity)):
+        for block, source in ((r["tabular"][scalars:scalars + len(categories)], shares),
+                              (r["tabular"][scalars + len(categories):], affinity)):
             assert block == pytest.approx([(source[r["user_id"]] or {}).get(c, 0.0) for c in categories], abs=1e-6)
+        # The shrunk item price level enters as its log (0 = typical).
+        assert r["tabular"][level] == pytest.approx(np.log(need[r["user_id"]]["item_price_level_90d"]), abs=1e-5)
+    assert len({round(r["tabular"][level], 4) for r in by_date[D1]}) > 10  # shoppers differ
     # Labels come only from [S, S + 14 days) of each example's own snapshot S: no event there = churned.
     events = spark.read.parquet(*DeltaTable(str(shop.root / "bronze" / "events")).file_uris())
     for day in (D1, D0):
