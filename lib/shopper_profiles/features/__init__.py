@@ -69,10 +69,15 @@ def category_median_prices(events_cut: DataFrame, *more: Column) -> DataFrame:
     return events_cut.groupBy("category").agg(F.median(F.when(price > 0, price)).alias("_median"), *more)
 
 
+def log_price_ratio(price: Column, median: Column) -> Column:
+    """log(price / category median): 0 = typical; the unit every price level averages."""
+    return F.log(price / median)
+
+
 def price_level(price: Column, median: Column) -> Column:
     """Aggregate: the geometric mean of price / category median. Not the plain mean: its log falls
     with fewer events (Jensen), so a model fitting it would learn activity instead of price."""
-    return F.exp(F.avg(F.log(price / median)))
+    return F.exp(F.avg(log_price_ratio(price, median)))
 
 
 def share_map(frame: DataFrame, key: str, weight: str) -> DataFrame:

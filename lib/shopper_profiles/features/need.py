@@ -17,6 +17,7 @@ from pyspark.sql.window import Window
 from shopper_profiles.features import (
     category_median_prices,
     days_ago,
+    log_price_ratio,
     price_level,
     ratio,
     share_map,
@@ -82,7 +83,7 @@ def need_features(events_cut: DataFrame, items: DataFrame, as_of: date, half_lif
     ).withColumn("snapshot_date", F.lit(as_of))  # every shopper of the cut: the population
     per_item = priced.where(in90 & F.col("item_id").isNotNull()).groupBy("user_id", "item_id").agg(
         F.sum(F.when(in7 & (etype == "view"), 1).otherwise(0)).alias("_views_7d"),
-        F.avg(F.when(price > 0, F.log(price / F.col("_median")))).alias("_lp"))
+        F.avg(F.when(price > 0, log_price_ratio(price, F.col("_median")))).alias("_lp"))
     repeats = per_item.where("_views_7d >= 2").groupBy("user_id").agg(F.count("*").alias("repeat_views_7d"))
 
     weights = F.create_map(*[x for k, v in ACTION_WEIGHTS.items() for x in (F.lit(k), F.lit(v))])

@@ -568,7 +568,7 @@ def _judge(config: Config, model_uri: str, vocabulary: Vocabulary, folder: str, 
                             sensitivity=part["truth_price_sensitivity"][known].astype(np.float64),
                             model_price=-out["price"][known].astype(np.float64),
                             paid_rule=np.asarray(part["paid_vs_category_median_90d"][known], dtype=np.float64),
-                            item_price_rule=np.asarray(part["item_price_level_90d"][known], dtype=np.float64),
+                            item_price_rule=_rule(part, "item_price_level_90d", 1.0)[known],
                             churned=part["truth_churned"][known].astype(bool),
                             model_churn=_sigmoid(out["churn_logit"][known]),
                             churn_rule=_rule(part, "churn_risk_rule")[known],
@@ -631,7 +631,7 @@ def _truth_results(results: Results, planted: Gathered) -> None:
                 protocol + "; all test users", n)
     # The statistic the price head starts from (the need family's shrunk item price level; 1 where a
     # shopper has no priced item): the model has to add something to it.
-    item_level = np.nan_to_num(planted["item_price_rule"], nan=1.0)
+    item_level = planted["item_price_rule"]
     results.add("item_price_rule", "truth_price_sensitivity", {"spearman": spearman(sensitivity, -item_level)},
                 protocol + "; all test users", n)
     paid = planted["paid_rule"]

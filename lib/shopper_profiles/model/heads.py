@@ -30,6 +30,7 @@ import numpy as np
 from shopper_profiles.ingest.bronze import AGE_BANDS, GENDERS
 from shopper_profiles.model.dataset import FIRST_ITEM, INTEREST_EVIDENCE, TABULAR_FEATURES, category_block
 from shopper_profiles.model.encoder import WIDE_SCALE
+from shopper_profiles.model.network import RULE_INPUTS
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +237,8 @@ def _forms(head: Head, hidden: int, width: int) -> list[tuple[str, np.ndarray]]:
     forms.append(("tables", np.arange(hidden, width)))
     names = [name for name, _, _ in TABULAR_FEATURES]
     if width - hidden >= len(names):  # tables of this release's layout
-        forms.append(("item_price_level_90d", np.array([hidden + names.index("item_price_level_90d")])))
+        rule = RULE_INPUTS[head.wide_columns[0]]  # the rule input the head starts from (network.rule_start)
+        forms.append((rule, np.array([hidden + names.index(rule)])))
     return forms
 
 
@@ -259,10 +261,10 @@ def _cross_validated(head: Head, forms: list[tuple[str, np.ndarray]], x: np.ndar
     for fit, held in GroupKFold(folds).split(x, y, groups):
         w_fit, w_held = (None, None) if weight is None else (weight[fit], weight[held])
         for form, columns in forms:
+            x_fit, x_held = x[np.ix_(fit, columns)], x[np.ix_(held, columns)]  # sliced once, not per strength
             for strength in STRENGTHS:
-                coef, bias = _fit(head, x[fit][:, columns], y[fit], strength, w_fit)
-                key = (form, strength)
-                losses[key] = losses.get(key, 0.0) + _loss(head, y[held], x[held][:, columns] @ coef + bias, w_held)
+                coef, bias = _fit(head, x_fit, y[fit], strength, w_fit)
+                losses[form, strength] = losses.get((form, strength), 0.0) + _loss(head, y[held], x_held @ coef + bias, w_held)
     return min(losses, key=lambda k: losses[k])
 
 
@@ -292,21 +294,21 @@ def refit_heads(model: Any, train: dict[str, np.ndarray], validation: dict[str, 
         w_fit, w_val = weights(head, train, fit_rows), weights(head, validation, val_rows)
         current = _loss(head, y_val, before[head.output][val_rows], w_val)
         best: tuple[float, float, str, np.ndarray, np.ndarray] | None = None
-        forms = _forms(head, hidden, x_train.shape[1])
-        chosen = _cross_validated(head, forms, x_train[fit_rows], y_fit, w_fit, _groups(train, fit_rows)) if len(forms) > 1 else None
-        for form, columns in forms:
-            for strength in STRENGTHS:
-                if chosen is not None and chosen != (form, strength):
-                    continue
-                try:
-                    part, bias = _fit(head, x_train[fit_rows][:, columns], y_fit, strength, w_fit)
-                except ValueError:
-                    break
-                coef = np.zeros((x_train.shape[1], part.shape[1]))
-                coef[columns] = part
-                loss = _loss(head, y_val, x_val[val_rows] @ coef + bias, w_val)
-                if best is None or loss < best[0]:
-                    best = (loss, strength, form, coef, bias)
+        forms = dict(_forms(head, hidden, x_train.shape[1]))
+        x_fit, x_check = x_train[fit_rows], x_val[val_rows]
+        chosen = (_cross_validated(head, list(forms.items()), x_fit, y_fit, w_fit, _groups(train, fit_rows))
+                  if len(forms) > 1 else None)
+        for form, strength in [chosen] if chosen else [(f, s) for f in forms for s in STRENGTHS]:
+            columns = forms[form]
+            try:
+                part, bias = _fit(head, x_fit[:, columns], y_fit, strength, w_fit)
+            except ValueError:  # one class only: no strength can fit it
+                break
+            coef = np.zeros((x_train.shape[1], part.shape[1]))
+            coef[columns] = part
+            loss = _loss(head, y_val, x_check @ coef + bias, w_val)
+            if best is None or loss < best[0]:
+                best = (loss, strength, form, coef, bias)
         if best is None:
             report[head.name] = {"kept": False, "reason": "one class in the training labels"}
             continue
