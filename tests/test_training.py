@@ -367,6 +367,41 @@ def test_the_price_refit_weighs_each_shopper_by_the_label_windows_items() -> Non
     assert np.corrcoef(price, probe["tabular"][:, 0])[0, 1] > 0.9
 
 
+def test_the_price_refit_reads_the_price_evidence_not_activity() -> None:
+    """The next window's price level also follows which items it holds, which activity predicts:
+    here the label follows a shopper's visit count as strongly as the item price level. The refitted
+    price head follows the level and gives the count no weight: a shopper is not price sensitive for
+    visiting often."""
+    from shopper_profiles.model.dataset import TABULAR_FEATURES, tabular_width
+    from shopper_profiles.model.heads import refit_heads
+    from shopper_profiles.model.network import ModelSpec, build_model, predict
+
+    names = [name for name, _, _ in TABULAR_FEATURES]
+    level, visits = names.index("item_price_level_90d"), names.index("frequency_90d")
+    width = tabular_width(N_CAT)
+    rng = np.random.default_rng(11)
+
+    def arrays(rows: int) -> dict[str, np.ndarray]:
+        tab = rng.normal(size=(rows, width)).astype(np.float32)
+        label = 0.3 * tab[:, level] - 0.3 * tab[:, visits] + rng.normal(0, 0.05, rows)
+        return {"item_seq": rng.integers(2, N_ITEMS, size=(rows, MAX_LEN)), "type_seq": np.ones((rows, MAX_LEN), np.int64),
+                "time_seq": np.full((rows, MAX_LEN), 3), "tabular": tab, "price_next": np.exp(label).astype(np.float32),
+                "window_items": np.full((rows, MAX_LEN), 5), "user_id": np.arange(rows),
+                "purchase_next": np.zeros(rows, np.float32), "churn_next": np.zeros(rows, np.float32),
+                "next_categories": np.zeros((rows, N_CAT), np.float32), "age_label": np.full(rows, -1),
+                "gender_label": np.full(rows, -1)}
+
+    train, validation = arrays(600), arrays(300)
+    model = build_model(ModelSpec(n_items=N_ITEMS, n_tabular=width, n_categories=N_CAT, max_len=MAX_LEN, hidden_size=16,
+                                  layers=1, heads=2, dropout=0.0, wide=True))
+    report, _ = refit_heads(model, train, validation)
+    assert report["price"]["kept"], report["price"]
+    probe = arrays(300)
+    price = predict(model, {k: probe[k] for k in ("item_seq", "type_seq", "time_seq", "tabular")})["price"].reshape(-1)
+    assert np.corrcoef(price, probe["tabular"][:, level])[0, 1] > 0.95
+    assert abs(np.corrcoef(price, probe["tabular"][:, visits])[0, 1]) < 0.1
+
+
 def test_the_price_form_is_chosen_by_folds_that_keep_each_shopper_whole() -> None:
     """A label that follows one column under heavy noise, with 40 noise columns, each shopper's row
     twice (two example dates): folds that split a shopper would reward memorising the noise; folds

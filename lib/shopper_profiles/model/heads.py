@@ -11,8 +11,8 @@ level, logistic regression for intent and churn, softmax regression for age band
 (``sklearn.linear_model``), the L2 strength chosen on the validation users, and a refit kept only
 where it lowers that head's validation loss (the loss training minimised), so it never makes a head
 worse where it is judged. The price level weighs each shopper by the label window's distinct items,
-as training does, and is also tried on the tables alone and on its rule input alone, the form and
-strength chosen by cross-validation over the training shoppers. The interest
+as training does, and reads the shopper's price evidence only (PRICE_EVIDENCE), or its rule input
+alone, the form and strength chosen by cross-validation over the training shoppers. The interest
 head is one logistic regression pooled over (shopper, category) cells, in the head's own form:
 per-category weights on the user embedding and a per-category bias (the deep layer) plus the weights
 all categories share on the category's evidence (the wide path); it is also tried without the
@@ -37,6 +37,13 @@ logger = logging.getLogger(__name__)
 STRENGTHS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # inverse L2 strengths (sklearn's C) tried per head
 MAX_ROWS = 200_000  # training rows a refit reads (a hash-chosen share of the shoppers beyond that): a driver bound
 CHUNK = 8_192  # rows per forward pass: the full next-item logits of a chunk are the largest array held
+# What the price head reads: the shopper's own price choices. The next window's price level also
+# depends on which items the window holds, which activity (the user embedding, the counts and category
+# blocks of the tables) predicts; a head reading those fits that half of its label and ranks shoppers
+# by how they shop instead of what they pay (measured, #12 session 18: on the 16k shop the tables form
+# had the lower held-out loss and ranked the planted price trait at 0.50, these columns at 0.54).
+PRICE_EVIDENCE = ("paid_vs_category_median_90d", "browsed_vs_category_median_90d", "item_price_level_90d",
+                  "discount_share_90d")
 
 
 @dataclass(frozen=True)
@@ -227,19 +234,17 @@ def _apply(model: Any, head: Head, coef: np.ndarray, bias: np.ndarray) -> None:
 
 
 def _forms(head: Head, hidden: int, width: int) -> list[tuple[str, np.ndarray]]:
-    """The input sets a head is fitted on (cross-validation picks among several): every head reads the user
-    embedding and the tables. The price level's label is the noisiest (one window's items), so it is
-    also fitted on the tables alone and on its rule input alone (the shrunk item price level), where
-    more weights would fit the window's noise on a small shop."""
-    forms = [("user embedding and tables", np.arange(width))]
-    if head.kind != "regression" or width <= hidden:
-        return forms
-    forms.append(("tables", np.arange(hidden, width)))
+    """The input sets a head is fitted on (cross-validation picks among several): every head reads the
+    user embedding and the tables, except the price level, which reads the price evidence or its rule
+    input alone (the shrunk item price level; fewer weights for the noisiest label) where the tables
+    have this release's layout."""
+    everything = [("user embedding and tables", np.arange(width))]
     names = [name for name, _, _ in TABULAR_FEATURES]
-    if width - hidden >= len(names):  # tables of this release's layout
-        rule = RULE_INPUTS[head.wide_columns[0]]  # the rule input the head starts from (network.rule_start)
-        forms.append((rule, np.array([hidden + names.index(rule)])))
-    return forms
+    if head.kind != "regression" or width - hidden < len(names):
+        return everything
+    rule = RULE_INPUTS[head.wide_columns[0]]  # the rule input the head starts from (network.rule_start)
+    return [("price evidence", hidden + np.array([names.index(name) for name in PRICE_EVIDENCE])),
+            (rule, np.array([hidden + names.index(rule)]))]
 
 
 def _groups(arrays: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
