@@ -125,9 +125,12 @@ def test_the_repeat_aware_path_scores_each_item_by_its_own_events_propensity_and
     follow[4], strength[4] = [9, 10], [2.0, 1.0]  # 4 is followed by 9 (strongly) and 10
     follow[5], strength[5] = [11, 0], [3.0, 0.0]  # the latest item's followers (the older co-occurrence path)
     follow[6], strength[6] = [8, 0], [1.0, 0.0]
+    browsed = (follow.copy(), strength.copy())  # the general followers: after any event of 4, 3 and 11
+    browsed[0][4], browsed[1][4] = [3, 11], [2.0, 2.0]
     model = build_model(ModelSpec(n_items=12, n_tabular=len(names) + n_categories, n_categories=n_categories, max_len=5,
-                                  hidden_size=8, layers=1, wide=True, neighbours=2, repeat_aware=True),
-                        item_category=np.array([-1, -1, 0, 0, 1, 1, 2, 2, -1, 0, 1, 2]), neighbours=(follow, strength))
+                                  hidden_size=8, layers=1, wide=True, neighbours=2, repeat_aware=True, purchase_followers=True),
+                        item_category=np.array([-1, -1, 0, 0, 1, 1, 2, 2, -1, 0, 1, 2]), neighbours=browsed,
+                        purchase_neighbours=(follow, strength))
     arrays = {"item_seq": np.array([[0, 3, 4, 3, 5], [0, 0, 0, 6, 7]]),
               "type_seq": np.array([[0, view, PURCHASE_TYPE, view, view], [0, 0, 0, PURCHASE_TYPE, view]]),
               "time_seq": np.array([[0, 9, 9, 4, 1], [0, 0, 0, 2, 2]]),
@@ -148,7 +151,7 @@ def test_the_repeat_aware_path_scores_each_item_by_its_own_events_propensity_and
     expected[0, 4] = 2.0 + 1.0  # its purchase at age bucket 9, and category 1 touched
     expected[0, 3] = 0.5  # the view at bucket 4 (the one at bucket 9 has no weight)
     expected[0, 5] = 1.0  # touched, category 1
-    expected[0, [9, 10]] = [3.0, 1.5]  # followers of the latest purchase (4), x purchase_follow at its age
+    expected[0, [9, 10]] = [3.0, 1.5]  # purchase followers of the latest purchase (4), x purchase_follow at its age
     expected[1, 8] = 5.0  # row 1's latest purchase (6) is younger: its own age's weight, not row 0's
     # row 1 touched only category 2, whose propensity is 0
     assert delta[:, 2:] == pytest.approx(expected[:, 2:], abs=1e-4)

@@ -167,6 +167,26 @@ def test_item_followers_match_the_cooccurrence_baseline(spark: SparkSession) -> 
         assert np.allclose(strength[item, :len(expected)], np.log1p([-c for c, _ in expected]))
 
 
+def test_purchase_followers_count_only_what_follows_a_purchase(spark: SparkSession) -> None:
+    """Item 4 is browsed next to 5 in every history and bought, then followed by 9, in a few: the
+    general followers of 4 put 5 first, its purchase followers hold 9 alone."""
+    from datetime import date
+
+    from shopper_profiles.model.network import PURCHASE_TYPE
+    from shopper_profiles.model.tracking import item_followers
+
+    day, view = date(2024, 3, 1), 1
+    browsing = ([0, 4, 5, 4, 5, 6], [0, view, view, view, view, view])
+    bought = ([0, 4, 5, 4, 9, 6], [0, view, view, PURCHASE_TYPE, view, view])
+    rows = [(f"u{u}", day, *(bought if u % 5 == 0 else browsing)) for u in range(40)]
+    frame = spark.createDataFrame(rows, "user_id string, example_date date, item_seq array<int>, type_seq array<int>")
+    general, _ = item_followers(frame, day, 12, k=3)
+    after, strength = item_followers(frame, day, 12, k=3, after_type=PURCHASE_TYPE)
+    assert general[4, 0] == 5
+    assert after[4].tolist() == [6, 9, 0] and strength[4, :2] == pytest.approx(np.log1p([8, 8]))  # ties by item id
+    assert not after[5].any()  # 5 was never bought
+
+
 @pytest.mark.slow
 def test_dp_noise_is_added_once_for_the_global_batch_and_every_rank_applies_the_same() -> None:
     """Two ranks: the noise on the global sum has std sigma*C (once), not sigma*C*sqrt(2) (once per rank)."""

@@ -175,6 +175,8 @@ class ModelConfig(_Strict):
                             "training histories (co-occurrence as an input); 0 turns it off")
     repeat_aware: bool = Field(default=True, description="wide path: learned repeat evidence per action and age, "
                                 "per-category return propensity, followers of the latest purchase")
+    purchase_followers: bool = Field(default=True, description="wide path: the latest purchase's followers are "
+                                     "counted after purchases of the item (not after any event of it)")
     training_snapshots: int = Field(default=1, ge=1, description="feature snapshots T, T - every, ... whose shoppers "
                                     "each give one training example (every label window ends by T + horizon)")
     snapshot_every_days: int = Field(default=7, ge=1, description="days between those snapshots")

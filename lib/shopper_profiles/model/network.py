@@ -68,6 +68,10 @@ class ModelSpec:
     # age), how much more a touched item returns (per category and along the item space), and the
     # followers of the latest purchase. Off for models saved before it existed.
     repeat_aware: bool = False
+    # The latest purchase's followers are those seen after a *purchase* of the item (bought a camera,
+    # then looked at a lens), not after any event of it, where browsing neighbours drown them. Off for
+    # models saved before it existed (their purchase path reads the general followers).
+    purchase_followers: bool = False
     # The expected price ratios that split the training shoppers into price-sensitivity bands (their
     # ``profiles.price_bands`` quantiles), measured after training: set on the registered spec, None
     # while training and on models saved before it existed (scoring then uses LEGACY_PRICE_CUTS).
@@ -101,11 +105,12 @@ def rule_start(spec: ModelSpec) -> np.ndarray:
 
 
 def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_category: np.ndarray | None = None,
-                item_popularity: np.ndarray | None = None, neighbours: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
+                item_popularity: np.ndarray | None = None, neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+                purchase_neighbours: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
     """``item_category`` (category index per token, -1 none), ``item_popularity`` (token counts in
-    the training histories) and ``neighbours`` (per token its ``spec.neighbours`` most frequent
-    followers and log1p counts) feed the wide path at training time; a loaded model reads them
-    back from its weights."""
+    the training histories), ``neighbours`` (per token its ``spec.neighbours`` most frequent
+    followers and log1p counts) and ``purchase_neighbours`` (the same after purchases of it) feed the
+    wide path at training time; a loaded model reads them back from its weights."""
     import tensorflow as tf
     import tf_keras as keras
 
@@ -144,12 +149,9 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
                                                        initializer=keras.initializers.Constant(np.log1p(pop)),
                                                        trainable=False)
                 if spec.neighbours:
-                    follow, strength = neighbours if neighbours is not None else (
-                        np.zeros((spec.n_items, spec.neighbours), np.int32), np.zeros((spec.n_items, spec.neighbours), np.float32))
-                    self.neighbour_items = self.add_weight(name="neighbour_items", shape=follow.shape, dtype=tf.int32,
-                                                           initializer=keras.initializers.Constant(follow), trainable=False)
-                    self.neighbour_weights = self.add_weight(name="neighbour_weights", shape=strength.shape, trainable=False,
-                                                             initializer=keras.initializers.Constant(strength))
+                    self.neighbour_items, self.neighbour_weights = self.follower_table("neighbour", neighbours)
+                    if spec.repeat_aware and spec.purchase_followers:
+                        self.purchase_items, self.purchase_weights = self.follower_table("purchase", purchase_neighbours)
                 # next item: [affinity, log affinity, log1p(times in the sequence), is the latest item,
                 # log1p(popularity), co-occurrence with the latest items]; it starts as the rules'
                 # sum: category rule (log affinity + log popularity), repeat buy and co-occurrence
@@ -199,6 +201,15 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
             self.price_head = keras.layers.Dense(1, kernel_initializer=deep_start, name="price_sensitivity")
             self.age_head = keras.layers.Dense(len(AGE_BANDS), name="age_band")
             self.gender_head = keras.layers.Dense(len(GENDERS), name="gender")
+
+        def follower_table(self, name: str, table: tuple[np.ndarray, np.ndarray] | None) -> tuple[Any, Any]:
+            """Per token its followers and their log1p counts, as constant weights (saved with the model)."""
+            follow, strength = table if table is not None else (
+                np.zeros((spec.n_items, spec.neighbours), np.int32), np.zeros((spec.n_items, spec.neighbours), np.float32))
+            return (self.add_weight(name=f"{name}_items", shape=follow.shape, dtype=tf.int32, trainable=False,
+                                    initializer=keras.initializers.Constant(follow)),
+                    self.add_weight(name=f"{name}_weights", shape=strength.shape, trainable=False,
+                                    initializer=keras.initializers.Constant(strength)))
 
         @property
         def item_embedding(self) -> Any:
@@ -281,8 +292,9 @@ def build_model(spec: ModelSpec, item_init: np.ndarray | None = None, item_categ
                 if spec.repeat_aware:
                     bought, age = latest_purchase(items, inputs["type_seq"], inputs["time_seq"])
                     weight = tf.gather(self.purchase_follow, tf.clip_by_value(age, 0, TIME_BUCKETS)) * REPEAT_SCALE
-                    out["next_item_logits"] = add_followers(out["next_item_logits"], bought[:, None], self.neighbour_items,
-                                                            self.neighbour_weights, weight)
+                    follow, strength = ((self.purchase_items, self.purchase_weights) if spec.purchase_followers
+                                        else (self.neighbour_items, self.neighbour_weights))
+                    out["next_item_logits"] = add_followers(out["next_item_logits"], bought[:, None], follow, strength, weight)
             v = self.interest_wide * WIDE_SCALE
             out["interest_logits"] += v[0] * affinity + v[1] * tf.math.log(affinity + 0.01)
             if spec.category_shares:

@@ -156,10 +156,12 @@ def history_popularity(training_set: Any, as_of: date, n_items: int) -> np.ndarr
     return counts
 
 
-def item_followers(training_set: Any, as_of: date, n_items: int, k: int, window: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def item_followers(training_set: Any, as_of: date, n_items: int, k: int, window: int = 3,
+                   after_type: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per token its ``k`` most frequent followers (another item within ``window`` events after it
-    in one history, as the co-occurrence baseline counts them) and log1p of those counts, from the
-    input histories of the examples as of T = ``as_of``. Counted in Spark; only n_items x k returns."""
+    in one history, as the co-occurrence baseline counts them; with ``after_type``, only after an
+    event of that type token) and log1p of those counts, from the input histories of the examples as
+    of T = ``as_of``. Counted in Spark; only n_items x k returns."""
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
 
@@ -167,9 +169,16 @@ def item_followers(training_set: Any, as_of: date, n_items: int, k: int, window:
     strength = np.zeros((n_items, max(k, 1)), dtype=np.float32)
     if not k:
         return follow, strength
-    steps = training_set.where(F.col("example_date") == F.lit(as_of)).select(
-        "user_id", F.posexplode("item_seq").alias("pos", "item")).where(F.col("item") >= FIRST_ITEM)
+    examples = training_set.where(F.col("example_date") == F.lit(as_of))
+    if after_type is None:
+        steps = examples.select("user_id", F.posexplode("item_seq").alias("pos", "item"), F.lit(0).alias("type"))
+    else:
+        steps = examples.select("user_id", F.posexplode(F.arrays_zip("item_seq", "type_seq")).alias("pos", "step")).select(
+            "user_id", "pos", F.col("step.item_seq").alias("item"), F.col("step.type_seq").alias("type"))
+    steps = steps.where(F.col("item") >= FIRST_ITEM)
     a, b = steps.alias("a"), steps.alias("b")
+    if after_type is not None:
+        a = a.where(F.col("type") == after_type)
     pairs = a.join(b, (F.col("a.user_id") == F.col("b.user_id")) & (F.col("b.pos") > F.col("a.pos"))
                    & (F.col("b.pos") <= F.col("a.pos") + window) & (F.col("a.item") != F.col("b.item")))
     counts = pairs.groupBy(F.col("a.item").alias("item"), F.col("b.item").alias("next")).count()
@@ -237,7 +246,8 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
     n_categories, n_tabular = len(first["next_categories"]), len(first["tabular"])
     spec = ModelSpec(n_items=n_items, n_tabular=n_tabular, n_categories=n_categories, max_len=m.max_len,
                      hidden_size=m.hidden_size, layers=m.layers, heads=m.heads, dropout=m.dropout, wide=m.wide,
-                     neighbours=m.neighbours if m.wide else 0, repeat_aware=m.wide and m.repeat_aware)
+                     neighbours=m.neighbours if m.wide else 0, repeat_aware=m.wide and m.repeat_aware,
+                     purchase_followers=m.wide and m.repeat_aware and m.purchase_followers)
     # Only this snapshot's files: the reader must not see other snapshots' rows.
     def snapshot_files() -> list[str]:
         return [node_url(f) for f in store.file_uris(spec_table) if f"snapshot_date={as_of}" in f]
@@ -270,6 +280,12 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
         follow, strength = item_followers(snapshot, as_of, n_items, spec.neighbours)
         np.save(work / "neighbour_items.npy", follow)
         np.save(work / "neighbour_weights.npy", strength)
+        if spec.purchase_followers:
+            from shopper_profiles.model.network import PURCHASE_TYPE
+
+            follow, strength = item_followers(snapshot, as_of, n_items, spec.neighbours, after_type=PURCHASE_TYPE)
+            np.save(work / "purchase_items.npy", follow)
+            np.save(work / "purchase_weights.npy", strength)
         total_epochs = epochs or m.epochs
         per_step = m.batch_size * num_proc
         weights_path = str(work / "weights.h5")
@@ -281,6 +297,8 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
             "item_category": item_category, "item_popularity": item_popularity, "patience": m.patience,
             "neighbour_items": str(work / "neighbour_items.npy") if spec.neighbours else None,
             "neighbour_weights": str(work / "neighbour_weights.npy"), "train_rows": counts["train"],
+            "purchase_items": str(work / "purchase_items.npy") if spec.purchase_followers else None,
+            "purchase_weights": str(work / "purchase_weights.npy"),
         }
         dp = config.privacy.dp_sgd
         if dp.enabled:

@@ -65,7 +65,9 @@ def train_worker(params: dict[str, Any]) -> dict[str, Any]:
     item_category = np.load(params["item_category"]) if params.get("item_category") else None
     item_popularity = np.load(params["item_popularity"]) if params.get("item_popularity") else None
     neighbours = (np.load(params["neighbour_items"]), np.load(params["neighbour_weights"])) if params.get("neighbour_items") else None
-    model = build_model(spec, item_init, item_category, item_popularity, neighbours)
+    bought = ((np.load(params["purchase_items"]), np.load(params["purchase_weights"])) if params.get("purchase_items")
+              else None)
+    model = build_model(spec, item_init, item_category, item_popularity, neighbours, bought)
     optimizer = tf.keras.optimizers.Adam(learning_rate=float(params["learning_rate"]) * hvd.size())  # distributed: scaled lr
     step = tf.Variable(0, dtype=tf.int64, name="step")
     # Early stopping's state lives in the checkpoint, so a resumed run stops where an uninterrupted one would.
