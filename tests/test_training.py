@@ -3,6 +3,8 @@ lowers the loss and resumes from its checkpoint."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from pyspark.sql import SparkSession
@@ -357,33 +359,44 @@ def test_refitted_heads_are_the_exact_linear_fits_and_a_refit_that_validates_wor
     assert np.array_equal(after["gender_logits"], before["gender_logits"])  # not kept: untouched
 
 
+def _price_shoppers(rng: np.random.Generator, tab: np.ndarray, level: np.ndarray, window_items: np.ndarray) -> dict[str, np.ndarray]:
+    """Training arrays for shoppers with these tables, log price levels and label windows (no other labels)."""
+    rows = len(tab)
+    return {"item_seq": rng.integers(2, N_ITEMS, size=(rows, MAX_LEN)), "type_seq": np.ones((rows, MAX_LEN), np.int64),
+            "time_seq": np.full((rows, MAX_LEN), 3), "tabular": tab, "price_next": np.exp(level).astype(np.float32),
+            "window_items": window_items, "user_id": np.arange(rows), "purchase_next": np.zeros(rows, np.float32),
+            "churn_next": np.zeros(rows, np.float32), "next_categories": np.zeros((rows, N_CAT), np.float32),
+            "age_label": np.full(rows, -1), "gender_label": np.full(rows, -1)}
+
+
+def _refitted_price(train: dict[str, np.ndarray], validation: dict[str, np.ndarray],
+                    probe: dict[str, np.ndarray]) -> tuple[dict[str, Any], np.ndarray]:
+    """The price head's refit report on a fresh wide model, and its price output on ``probe``."""
+    from shopper_profiles.model.heads import refit_heads
+    from shopper_profiles.model.network import ModelSpec, build_model, predict
+
+    model = build_model(ModelSpec(n_items=N_ITEMS, n_tabular=train["tabular"].shape[1], n_categories=N_CAT, max_len=MAX_LEN,
+                                  hidden_size=16, layers=1, heads=2, dropout=0.0, wide=True))
+    report, _ = refit_heads(model, train, validation)
+    return report["price"], predict(model, {k: probe[k] for k in ("item_seq", "type_seq", "time_seq", "tabular")})["price"].reshape(-1)
+
+
 def test_the_price_refit_weighs_each_shopper_by_the_label_windows_items() -> None:
     """A window's price level over one item is mostly that item's price: here the one-item windows
     say the opposite of the many-item ones, and are the majority. Weighted by the window's items, the
     refit follows the many-item windows (unweighted it would follow the majority)."""
-    from shopper_profiles.model.heads import refit_heads
-    from shopper_profiles.model.network import ModelSpec, build_model, predict
-
     rng = np.random.default_rng(7)
 
     def arrays(rows: int) -> dict[str, np.ndarray]:
         tab = rng.normal(size=(rows, N_TAB)).astype(np.float32)
         many = rng.random(rows) < 0.3
         level = np.where(many, 0.3, -0.3) * tab[:, 0] + rng.normal(0, 0.05, rows)
-        return {"item_seq": rng.integers(2, N_ITEMS, size=(rows, MAX_LEN)), "type_seq": np.ones((rows, MAX_LEN), np.int64),
-                "time_seq": np.full((rows, MAX_LEN), 3), "tabular": tab, "price_next": np.exp(level).astype(np.float32),
-                "window_items": np.where(many[:, None], np.full((rows, MAX_LEN), 5), np.eye(MAX_LEN, dtype=int)[0] * 5),
-                "purchase_next": np.zeros(rows, np.float32), "churn_next": np.zeros(rows, np.float32),
-                "next_categories": np.zeros((rows, N_CAT), np.float32), "age_label": np.full(rows, -1),
-                "gender_label": np.full(rows, -1)}
+        return _price_shoppers(rng, tab, level, np.where(many[:, None], np.full((rows, MAX_LEN), 5),
+                                                         np.eye(MAX_LEN, dtype=int)[0] * 5))
 
-    train, validation = arrays(800), arrays(400)
-    model = build_model(ModelSpec(n_items=N_ITEMS, n_tabular=N_TAB, n_categories=N_CAT, max_len=MAX_LEN, hidden_size=16,
-                                  layers=1, heads=2, dropout=0.0, wide=True))
-    report, _ = refit_heads(model, train, validation)
-    assert report["price"]["kept"], report["price"]
     probe = arrays(200)
-    price = predict(model, {k: probe[k] for k in ("item_seq", "type_seq", "time_seq", "tabular")})["price"].reshape(-1)
+    report, price = _refitted_price(arrays(800), arrays(400), probe)
+    assert report["kept"], report
     assert np.corrcoef(price, probe["tabular"][:, 0])[0, 1] > 0.9
 
 
@@ -393,31 +406,19 @@ def test_the_price_refit_reads_the_price_evidence_not_activity() -> None:
     price head follows the level and gives the count no weight: a shopper is not price sensitive for
     visiting often."""
     from shopper_profiles.model.dataset import TABULAR_FEATURES, tabular_width
-    from shopper_profiles.model.heads import refit_heads
-    from shopper_profiles.model.network import ModelSpec, build_model, predict
 
     names = [name for name, _, _ in TABULAR_FEATURES]
     level, visits = names.index("item_price_level_90d"), names.index("frequency_90d")
-    width = tabular_width(N_CAT)
     rng = np.random.default_rng(11)
 
     def arrays(rows: int) -> dict[str, np.ndarray]:
-        tab = rng.normal(size=(rows, width)).astype(np.float32)
+        tab = rng.normal(size=(rows, tabular_width(N_CAT))).astype(np.float32)
         label = 0.3 * tab[:, level] - 0.3 * tab[:, visits] + rng.normal(0, 0.05, rows)
-        return {"item_seq": rng.integers(2, N_ITEMS, size=(rows, MAX_LEN)), "type_seq": np.ones((rows, MAX_LEN), np.int64),
-                "time_seq": np.full((rows, MAX_LEN), 3), "tabular": tab, "price_next": np.exp(label).astype(np.float32),
-                "window_items": np.full((rows, MAX_LEN), 5), "user_id": np.arange(rows),
-                "purchase_next": np.zeros(rows, np.float32), "churn_next": np.zeros(rows, np.float32),
-                "next_categories": np.zeros((rows, N_CAT), np.float32), "age_label": np.full(rows, -1),
-                "gender_label": np.full(rows, -1)}
+        return _price_shoppers(rng, tab, label, np.full((rows, MAX_LEN), 5))
 
-    train, validation = arrays(600), arrays(300)
-    model = build_model(ModelSpec(n_items=N_ITEMS, n_tabular=width, n_categories=N_CAT, max_len=MAX_LEN, hidden_size=16,
-                                  layers=1, heads=2, dropout=0.0, wide=True))
-    report, _ = refit_heads(model, train, validation)
-    assert report["price"]["kept"], report["price"]
     probe = arrays(300)
-    price = predict(model, {k: probe[k] for k in ("item_seq", "type_seq", "time_seq", "tabular")})["price"].reshape(-1)
+    report, price = _refitted_price(arrays(600), arrays(300), probe)
+    assert report["kept"], report
     assert np.corrcoef(price, probe["tabular"][:, level])[0, 1] > 0.95
     assert abs(np.corrcoef(price, probe["tabular"][:, visits])[0, 1]) < 0.1
 
