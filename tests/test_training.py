@@ -311,20 +311,24 @@ def test_refitted_heads_are_the_exact_linear_fits_and_a_refit_that_validates_wor
     worse (here gender: every validation shopper is class 0, which the trained head already says, while
     the training labels split by a feature). With the 90-day share block, the interests follow the
     shares, not the affinity: the refit must weigh the block the network reads there."""
-    from shopper_profiles.model.dataset import tabular_width
+    from shopper_profiles.model.dataset import TABULAR_FEATURES, tabular_width
     from shopper_profiles.model.heads import HEADS, INTEREST, _loss, _rows, _target, refit_heads, weights
     from shopper_profiles.model.network import ModelSpec, build_model, predict
 
     rng = np.random.default_rng(5)
     n_tab = N_TAB if layout == "affinity only" else tabular_width(N_CAT)
     interest_block = slice(n_tab - N_CAT, n_tab) if layout == "affinity only" else slice(n_tab - 2 * N_CAT, n_tab - N_CAT)
+    # the price level follows a price-evidence column where the tables have the release layout (the
+    # head reads only those there, heads.PRICE_EVIDENCE), else the first column
+    names = [name for name, _, _ in TABULAR_FEATURES]
+    priced = 0 if layout == "affinity only" else names.index("item_price_level_90d")
 
     def arrays(rows: int, one_gender: bool) -> dict[str, np.ndarray]:
         tab = rng.normal(size=(rows, n_tab)).astype(np.float32)
         gender = (tab[:, 4] > 0).astype(np.int64)
         return {"item_seq": rng.integers(2, N_ITEMS, size=(rows, MAX_LEN)), "type_seq": np.ones((rows, MAX_LEN), np.int64),
                 "time_seq": np.full((rows, MAX_LEN), 3), "tabular": tab,
-                "price_next": np.exp(0.3 * tab[:, 0] + rng.normal(0, 0.05, rows)).astype(np.float32),
+                "price_next": np.exp(0.3 * tab[:, priced] + rng.normal(0, 0.05, rows)).astype(np.float32),
                 "purchase_next": (tab[:, 1] + rng.normal(0, 0.3, rows) > 0).astype(np.float32),
                 "churn_next": (tab[:, 2] > 0.5).astype(np.float32),
                 "next_categories": (tab[:, interest_block] + rng.normal(0, 0.3, (rows, N_CAT)) > 0.5).astype(np.float32),
