@@ -444,6 +444,21 @@ def test_the_price_form_is_chosen_by_folds_that_keep_each_shopper_whole() -> Non
     assert _cross_validated(price, forms, x, y, None, np.arange(len(y)))[0] == "all"  # rows split: the noise leaks
 
 
+def test_the_price_form_with_fewer_inputs_wins_inside_one_standard_error() -> None:
+    """A second input whose gain is inside the folds' noise is not taken (the one-standard-error rule);
+    one that carries half the label is."""
+    from shopper_profiles.model.heads import HEADS, _cross_validated
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(400, 2))
+    forms = [("both", np.array([0, 1])), ("first", np.array([0]))]
+    price = next(h for h in HEADS if h.name == "price")
+    faint = 0.5 * x[:, 0] + 0.03 * x[:, 1] + rng.normal(0, 0.5, 400)
+    strong = 0.5 * x[:, 0] + 0.5 * x[:, 1] + rng.normal(0, 0.5, 400)
+    assert _cross_validated(price, forms, x, faint, None, np.arange(400))[0] == "first"
+    assert _cross_validated(price, forms, x, strong, None, np.arange(400))[0] == "both"
+
+
 def test_the_tables_carry_the_scalars_then_per_category_the_90_day_share_then_the_affinity(spark: SparkSession) -> None:
     """The layout the network's wide paths read by position: a swapped block would feed the share
     weights the affinity (and the next-item path the share)."""
