@@ -170,8 +170,8 @@ def test_item_followers_match_the_cooccurrence_baseline(spark: SparkSession) -> 
 
 
 def test_purchase_followers_count_only_what_follows_a_purchase(spark: SparkSession) -> None:
-    """Item 4 is browsed next to 5 in every history and bought, then followed by 9, in a few: the
-    general followers of 4 put 5 first, its purchase followers hold 9 alone."""
+    """Item 4 is browsed next to 5 in every history and bought, then followed by 9 and 6, in a few: the
+    general followers of 4 put 5 first, its purchase followers hold only what came after the purchase."""
     from datetime import date
 
     from shopper_profiles.model.network import PURCHASE_TYPE

@@ -171,7 +171,7 @@ def item_followers(training_set: Any, as_of: date, n_items: int, k: int, window:
         return follow, strength
     examples = training_set.where(F.col("example_date") == F.lit(as_of))
     if after_type is None:
-        steps = examples.select("user_id", F.posexplode("item_seq").alias("pos", "item"), F.lit(0).alias("type"))
+        steps = examples.select("user_id", F.posexplode("item_seq").alias("pos", "item"))
     else:
         steps = examples.select("user_id", F.posexplode(F.arrays_zip("item_seq", "type_seq")).alias("pos", "step")).select(
             "user_id", "pos", F.col("step.item_seq").alias("item"), F.col("step.type_seq").alias("type"))
