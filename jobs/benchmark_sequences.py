@@ -3,6 +3,7 @@ leave-one-out, full ranking beside 100 sampled negatives, model vs popularity an
 
     python jobs/benchmark_sequences.py                                  # ../shared/data/amazon_beauty.txt
     python jobs/benchmark_sequences.py --sequences other.txt --no-attributes --minutes 10
+    python jobs/benchmark_sequences.py --ensemble 1                     # one model instead of three
 
 The run is recorded in MLflow; the report (JSON) goes to stdout and, with --out, to a file.
 """
@@ -30,7 +31,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--minutes", type=float, default=SequentialSpec.minutes, help="training budget (wall clock)")
     parser.add_argument("--max-epochs", type=int, default=SequentialSpec.max_epochs,
                         help="epoch limit; early stopping on the validation users usually ends sooner")
-    parser.add_argument("--seed", type=int, default=SequentialSpec.seed, help="seed of the initial weights and the batch order")
+    parser.add_argument("--seed", type=int, default=SequentialSpec.seed,
+                        help="seed of the first member's initial weights and batch order (member m: seed + m)")
+    parser.add_argument("--ensemble", type=int, default=SequentialSpec.ensemble,
+                        help="members trained within the budget, ranked by their mean log-probability (1: one model)")
     parser.add_argument("--out", help="also write the JSON report here")
     args = parser.parse_args(argv)
     configure_logging()
@@ -42,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not args.no_attributes:
         attributes = args.attributes or (os.path.join(config.data_dir, "amazon_beauty_item2attributes.json")
                                          if not args.sequences else None)
-    spec = SequentialSpec(minutes=args.minutes, max_epochs=args.max_epochs, seed=args.seed,
+    spec = SequentialSpec(minutes=args.minutes, max_epochs=args.max_epochs, seed=args.seed, ensemble=args.ensemble,
                           use_attributes=attributes is not None)
     report = run_benchmark(sequences, attributes, spec, config.mlflow_tracking_uri, config.mlflow.experiment,
                            log=lambda entry: print(json.dumps(entry), flush=True))

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from conftest import run_job
 from shopper_profiles.model.sequential import (
+    CausalSequenceModel,
     SequentialSpec,
     evaluation_inputs,
     read_sequences,
     run_benchmark,
+    score_users,
     training_windows,
 )
 
@@ -67,7 +69,7 @@ def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
     path = tmp_path / "walks.txt"
     _pattern_file(path)
     spec = SequentialSpec(hidden_size=32, layers=1, heads=2, dropout=0.1, batch_size=64, learning_rate=0.005, minutes=2,
-                          max_epochs=15, eval_every=5, patience=3, threads=2)
+                          max_epochs=15, eval_every=5, patience=3, threads=2, ensemble=2)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_benchmark(str(path), None, spec, tracking, "bench-test")
     model, popularity = result["metrics"], result["baselines"]["popularity"]
@@ -75,12 +77,17 @@ def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
     assert {"test_full_ndcg@10", "test_sampled100_ndcg@10", "validation_full_hr@20"} <= set(model)
     assert model["test_full_hr@10"] > 0.9 > popularity["test_full_hr@10"]  # popularity is flat here: ~10/60
     assert result["baselines"]["item_cooccurrence"]["test_full_hr@5"] == 1.0  # the walk is a pure transition
+    # Two members from consecutive seeds, each with its own numbers, inside the one budget.
+    assert [m["seed"] for m in result["members"]] == [42, 43] and {e["seed"] for e in result["history"]} == {42, 43}
+    assert all(m["test"]["test_full_hr@10"] > 0.9 for m in result["members"])
+    assert result["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in result["members"]))
 
     import mlflow
 
     mlflow.set_tracking_uri(tracking)
     run = mlflow.get_run(result["mlflow_run_id"])
     assert run.data.metrics["test_full_ndcg_at_10"] == pytest.approx(model["test_full_ndcg@10"])
+    assert run.data.metrics["seed43.test_full_ndcg_at_10"] == pytest.approx(result["members"][1]["test"]["test_full_ndcg@10"])
     assert "protocol" in run.data.tags
 
 
@@ -90,8 +97,9 @@ def test_the_job_runs_on_any_file_of_the_format(tmp_path) -> None:
     _pattern_file(path, users=120, items=30, seed=1)
     out = tmp_path / "report.json"
     report = run_job("benchmark_sequences", ["--sequences", str(path), "--minutes", "0.2", "--max-epochs", "1",
-                                             "--out", str(out), "--conf-override", f"lakehouse.root={tmp_path / 'lh'}"])
-    assert report["epochs"] == 1 and report["attributes_path"] is None
+                                             "--ensemble", "1", "--out", str(out),
+                                             "--conf-override", f"lakehouse.root={tmp_path / 'lh'}"])
+    assert [m["epochs"] for m in report["members"]] == [1] and report["attributes_path"] is None
     assert json.loads(out.read_text())["metrics"]["test_full_hr@10"] == pytest.approx(report["metrics"]["test_full_hr@10"])
 
 
@@ -100,7 +108,6 @@ def test_one_encoder_serves_the_profile_model_and_the_benchmark() -> None:
     trimmed of its padding columns gives the latest event the same hidden state as the full one."""
     tf = pytest.importorskip("tensorflow")
     from shopper_profiles.model.network import ModelSpec, build_model
-    from shopper_profiles.model.sequential import CausalSequenceModel, SequentialSpec
 
     tf.keras.utils.set_random_seed(3)
     profile = build_model(ModelSpec(n_items=30, n_tabular=8, n_categories=2, max_len=12, hidden_size=16, layers=1))
@@ -114,3 +121,19 @@ def test_one_encoder_serves_the_profile_model_and_the_benchmark() -> None:
         np.testing.assert_allclose(trimmed, full, atol=1e-5)
     # The profile model's deep next-item scores are the latest hidden state against the tied item table.
     assert profile.item_embedding is profile.encoder.item_embedding
+
+
+def test_an_ensemble_ranks_by_its_members_mean_log_probability() -> None:
+    """The ensemble's score is the mean of its members' log-softmax, not one member's scores and not
+    the raw scores (members' logits differ in scale; log-probabilities are comparable)."""
+    tf = pytest.importorskip("tensorflow")
+    members = []
+    for seed in (5, 6):
+        tf.keras.utils.set_random_seed(seed)
+        members.append(CausalSequenceModel(SequentialSpec(max_len=6, hidden_size=16, layers=1, dropout=0.0), 12, None, 0))
+    items = np.array([[0, 0, 3, 4, 5, 6], [0, 0, 0, 0, 7, 1]], np.int32)
+    alone = [score_users([m], items) for m in members]
+    for one in alone:  # one member's scores are its log-probabilities: they sum to 1 in probability
+        np.testing.assert_allclose(np.exp(one).sum(axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(alone[0], alone[1], atol=1e-3)  # different seeds, different members
+    np.testing.assert_allclose(score_users(members, items), (alone[0] + alone[1]) / 2, atol=1e-5)
