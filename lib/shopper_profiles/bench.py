@@ -624,8 +624,8 @@ def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
             **{f"  one member, seed {m['seed']}": m["test"] for m in members}, **result["baselines"]}
     for name, m in rows.items():
         cells = [m[f"test_full_{k}"] for k in ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")]
-        cells += [m.get("test_sampled100_hr@10"), m["test_sampled100_ndcg@10"]]
-        lines.append(f"| {name} | " + " | ".join("-" if c is None else f"{c:.4f}" for c in cells) + " |")
+        cells += [m["test_sampled100_hr@10"], m["test_sampled100_ndcg@10"]]
+        lines.append(f"| {name} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
     for name, m in PUBLISHED_BEAUTY.items():
         lines.append(f"| {name} (published, S3-Rec paper) | - | {m['hr@10']:.4f} | - | - | {m['ndcg@10']:.4f} | - | - | - |")
     best = max(m["ndcg@10"] for m in PUBLISHED_BEAUTY.values())

@@ -359,8 +359,7 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
         model, summary = train_member(data, replace(spec, seed=spec.seed + member), neighbours, windows,
                                       left / (spec.ensemble - member), log)
         left -= summary["train_seconds"]
-        summary["test"] = {k: v for k, v in evaluate([model], data, "test", spec.ks, sampled=True, seed=spec.seed + 1).items()
-                           if "_full_" in k or k.endswith("ndcg@10")}
+        summary["test"] = evaluate([model], data, "test", spec.ks, sampled=True, seed=spec.seed + 1)
         models.append(model)
         members.append(summary)
     report = {**evaluate(models, data, "validation", spec.ks, sampled=True, seed=spec.seed),
