@@ -171,22 +171,26 @@ def test_item_followers_match_the_cooccurrence_baseline(spark: SparkSession) -> 
 
 def test_purchase_followers_count_only_what_follows_a_purchase(spark: SparkSession) -> None:
     """Item 4 is browsed next to 5 in every history and bought, then followed by 9 and 6, in a few: the
-    general followers of 4 put 5 first, its purchase followers hold only what came after the purchase."""
+    general followers of 4 put 5 first, its purchase followers hold only what came after the purchase
+    (both tables from one pass, as training builds them)."""
     from datetime import date
 
     from shopper_profiles.model.network import PURCHASE_TYPE
-    from shopper_profiles.model.tracking import item_followers
+    from shopper_profiles.model.tracking import follower_tables, item_followers
 
     day, view = date(2024, 3, 1), 1
     browsing = ([0, 4, 5, 4, 5, 6], [0, view, view, view, view, view])
     bought = ([0, 4, 5, 4, 9, 6], [0, view, view, PURCHASE_TYPE, view, view])
     rows = [(f"u{u}", day, *(bought if u % 5 == 0 else browsing)) for u in range(40)]
     frame = spark.createDataFrame(rows, "user_id string, example_date date, item_seq array<int>, type_seq array<int>")
-    general, _ = item_followers(frame, day, 12, k=3)
-    after, strength = item_followers(frame, day, 12, k=3, after_type=PURCHASE_TYPE)
+    # Both tables from the one self-join, as training counts them, and each alone: the same tables.
+    (general, general_strength), (after, strength) = follower_tables(frame, day, 12, k=3, after_types=(None, PURCHASE_TYPE))
     assert general[4, 0] == 5
     assert after[4].tolist() == [6, 9, 0] and strength[4, :2] == pytest.approx(np.log1p([8, 8]))  # ties by item id
     assert not after[5].any()  # 5 was never bought
+    for alone, together in ((item_followers(frame, day, 12, k=3), (general, general_strength)),
+                            (item_followers(frame, day, 12, k=3, after_type=PURCHASE_TYPE), (after, strength))):
+        assert np.array_equal(alone[0], together[0]) and np.array_equal(alone[1], together[1])
 
 
 @pytest.mark.slow

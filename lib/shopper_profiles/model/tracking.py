@@ -158,36 +158,55 @@ def history_popularity(training_set: Any, as_of: date, n_items: int) -> np.ndarr
 
 def item_followers(training_set: Any, as_of: date, n_items: int, k: int, window: int = 3,
                    after_type: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per token its ``k`` most frequent followers (another item within ``window`` events after it
-    in one history, as the co-occurrence baseline counts them; with ``after_type``, only after an
-    event of that type token) and log1p of those counts, from the input histories of the examples as
-    of T = ``as_of``. Counted in Spark; only n_items x k returns."""
+    """Per token its ``k`` most frequent followers and log1p of their counts: one table of
+    :func:`follower_tables`."""
+    return follower_tables(training_set, as_of, n_items, k, window, (after_type,))[0]
+
+
+def follower_tables(training_set: Any, as_of: date, n_items: int, k: int, window: int = 3,
+                    after_types: tuple[int | None, ...] = (None,)) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per ``after_types`` entry, per token its ``k`` most frequent followers (another item within
+    ``window`` events after it in one history, as the co-occurrence baseline counts them; with a
+    type, only after an event of that type token) and log1p of those counts, from the input
+    histories of the examples as of T = ``as_of``. All tables come from one self-join in Spark; only
+    n_items x k per table returns."""
+    from functools import reduce
+    from operator import or_
+
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
 
-    follow = np.zeros((n_items, max(k, 1)), dtype=np.int32)
-    strength = np.zeros((n_items, max(k, 1)), dtype=np.float32)
+    tables = [(np.zeros((n_items, max(k, 1)), dtype=np.int32), np.zeros((n_items, max(k, 1)), dtype=np.float32))
+              for _ in after_types]
     if not k:
-        return follow, strength
+        return tables
     examples = training_set.where(F.col("example_date") == F.lit(as_of))
-    if after_type is None:
-        steps = examples.select("user_id", F.posexplode("item_seq").alias("pos", "item"))
-    else:
+    typed = any(t is not None for t in after_types)
+    if typed:
         steps = examples.select("user_id", F.posexplode(F.arrays_zip("item_seq", "type_seq")).alias("pos", "step")).select(
             "user_id", "pos", F.col("step.item_seq").alias("item"), F.col("step.type_seq").alias("type"))
+    else:
+        steps = examples.select("user_id", F.posexplode("item_seq").alias("pos", "item"), F.lit(None).alias("type"))
     steps = steps.where(F.col("item") >= FIRST_ITEM)
     a, b = steps.alias("a"), steps.alias("b")
-    if after_type is not None:
-        a = a.where(F.col("type") == after_type)
     pairs = a.join(b, (F.col("a.user_id") == F.col("b.user_id")) & (F.col("b.pos") > F.col("a.pos"))
                    & (F.col("b.pos") <= F.col("a.pos") + window) & (F.col("a.item") != F.col("b.item")))
-    counts = pairs.groupBy(F.col("a.item").alias("item"), F.col("b.item").alias("next")).count()
-    ranked = counts.withColumn("_r", F.row_number().over(Window.partitionBy("item").orderBy(F.desc("count"), "next")))
-    for row in ranked.where(F.col("_r") <= k).collect():
-        if row["item"] < n_items and row["next"] < n_items:
-            follow[row["item"], row["_r"] - 1] = row["next"]
-            strength[row["item"], row["_r"] - 1] = np.log1p(row["count"])
-    return follow, strength
+    counts = pairs.groupBy(F.col("a.item").alias("item"), F.col("b.item").alias("next")).agg(*[
+        (F.count(F.lit(1)) if t is None else F.sum((F.col("a.type") == t).cast("long"))).alias(f"c{n}")
+        for n, t in enumerate(after_types)])
+    for n in range(len(after_types)):
+        order = Window.partitionBy("item").orderBy(F.desc(f"c{n}"), "next")
+        counts = counts.withColumn(f"r{n}", F.when(F.col(f"c{n}") > 0, F.row_number().over(order)))
+    kept = counts.where(reduce(or_, [F.col(f"r{n}") <= k for n in range(len(after_types))]))
+    for row in kept.collect():
+        if row["item"] >= n_items or row["next"] >= n_items:
+            continue
+        for n, (follow, strength) in enumerate(tables):
+            rank = row[f"r{n}"]
+            if rank is not None and rank <= k:
+                follow[row["item"], rank - 1] = row["next"]
+                strength[row["item"], rank - 1] = np.log1p(row[f"c{n}"])
+    return tables
 
 
 def _training_code_fingerprint() -> str:
@@ -277,15 +296,14 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
         np.save(item_category, vocabulary.item_category.astype(np.int32))
         item_popularity = str(work / "item_popularity.npy")
         np.save(item_popularity, history_popularity(snapshot, as_of, n_items))
-        follow, strength = item_followers(snapshot, as_of, n_items, spec.neighbours)
-        np.save(work / "neighbour_items.npy", follow)
-        np.save(work / "neighbour_weights.npy", strength)
-        if spec.purchase_followers:
-            from shopper_profiles.model.network import PURCHASE_TYPE
+        from shopper_profiles.model.network import PURCHASE_TYPE
 
-            follow, strength = item_followers(snapshot, as_of, n_items, spec.neighbours, after_type=PURCHASE_TYPE)
-            np.save(work / "purchase_items.npy", follow)
-            np.save(work / "purchase_weights.npy", strength)
+        # General followers and, for the profile model's purchase followers, those after a purchase.
+        tables = follower_tables(snapshot, as_of, n_items, spec.neighbours,
+                                 after_types=(None, PURCHASE_TYPE) if spec.purchase_followers else (None,))
+        for name, (follow, strength) in zip(("neighbour", "purchase")[:len(tables)], tables, strict=True):
+            np.save(work / f"{name}_items.npy", follow)
+            np.save(work / f"{name}_weights.npy", strength)
         total_epochs = epochs or m.epochs
         per_step = m.batch_size * num_proc
         weights_path = str(work / "weights.h5")
