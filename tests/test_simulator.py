@@ -162,12 +162,19 @@ def _phenomena(spark: SparkSession, cfg: SimulatorConfig) -> dict[str, float]:
     again = [any(lo <= t - b.ts <= hi for t in times[(b.user_id, b.item_id)])
              for b in consumable.itertuples() if b.ts < end - hi]
     truth = simulate(spark, cfg).truth.where("drifted_to is not null").select(
-        "raw_user_id", "interest_drift_ts", "drifted_to", "top_interests").toPandas()
+        "raw_user_id", "interest_drift_ts", "drifted_to", "top_interests", "interests_before_drift").toPandas()
+    # The interest the drift replaced: in the truth before it, not at the cut-off.
+    truth["dropped"] = [next(iter(set(b) - set(t)), None) for b, t in zip(truth.interests_before_drift, truth.top_interests,
+                                                                          strict=True)]
     drifted = events.merge(truth, left_on="user_id", right_on="raw_user_id").dropna(subset=["category"])
-    in_new = drifted.category.str.split(" > ").str[0] == drifted.drifted_to
+    top_category = drifted.category.str.split(" > ").str[0]
+    in_new, in_dropped = top_category == drifted.drifted_to, top_category == drifted.dropped
     after = drifted.ts >= drifted.interest_drift_ts
     return {"complement_followed": float(np.mean(followed)), "replenished": float(np.mean(again)),
             "new_interest_before": float(in_new[~after].mean()), "new_interest_after": float(in_new[after].mean()),
+            "dropped_interest_before": float(in_dropped[~after].mean()), "dropped_interest_after": float(in_dropped[after].mean()),
+            "truth_before_keeps_two": float(np.mean([len(set(b) & set(t)) == 2 and d not in b for b, t, d in zip(
+                truth.interests_before_drift, truth.top_interests, truth.drifted_to, strict=True)])) if len(truth) else float("nan"),
             "truth_has_new_interest": float(np.mean([d in t for d, t in zip(truth.drifted_to, truth.top_interests, strict=True)]))
             if len(truth) else float("nan"),  # no drift planted: nothing to hold
             "drifted_users": float(len(truth))}
@@ -180,8 +187,36 @@ def test_planted_phenomena_show_in_the_order_of_events_and_switch_off(spark: Spa
     assert on["drifted_users"] > 60, on  # drift_share 0.4 of 300, minus drift days past the period's end
     assert on["new_interest_before"] < 0.02 < 0.3 < on["new_interest_after"], on
     assert on["truth_has_new_interest"] == 1.0, on  # the truth holds the interests as they stand at the cut-off
+    # ... and those before the drift: the same two first interests and the one the drift replaced,
+    # which the events leave at the drift.
+    assert on["truth_before_keeps_two"] == 1.0, on
+    assert on["dropped_interest_after"] < 0.03 < 0.08 < on["dropped_interest_before"], on  # the third interest: ~12 % before
     off = _phenomena(spark, small(users=300, days=70, complement_rate=0.0, replenishment_rate=0.0, drift_share=0.0))
     assert off["complement_followed"] < 0.1 and off["replenished"] < 0.1 and off["drifted_users"] == 0, off
+
+
+def test_planted_interests_are_judged_as_they_stood_at_d(spark: SparkSession) -> None:
+    """A drift on or after D changed no event before D: the evaluation judges that shopper by the
+    interests before the drift and does not count them as drifted; a drift before D, by the
+    interests after it; a shopper without a drift, by the truth's top 3."""
+    import pandas as pd
+    from shopper_profiles.model.evaluation import interests_at
+
+    cfg = small(users=300, days=70)
+    as_of = cfg.start_date + timedelta(days=45)
+    truth = simulate(spark, cfg).truth.select(
+        "interest_drift_ts", "drifted_to", "top_interests", "interests_before_drift", *interests_at(as_of)).toPandas()
+    drifted = truth[truth.drifted_to.notna()]
+    later = drifted[drifted.interest_drift_ts >= pd.Timestamp(as_of)]
+    earlier = drifted[drifted.interest_drift_ts < pd.Timestamp(as_of)]
+    steady = truth[truth.drifted_to.isna()]
+    assert len(later) > 10 and len(earlier) > 10 and len(steady) > 10
+    assert all(list(r.truth_top_interests) == list(r.interests_before_drift) and not r.truth_drifted
+               for r in later.itertuples())
+    assert all(list(r.truth_top_interests) == list(r.top_interests)[:3] and r.drifted_to in r.truth_top_interests
+               and r.truth_drifted for r in earlier.itertuples())
+    assert steady.interests_before_drift.isna().all() and not steady.truth_drifted.any()
+    assert all(list(a) == list(b)[:3] for a, b in zip(steady.truth_top_interests, steady.top_interests, strict=True))
 
 
 def _social_and_search(spark: SparkSession, cfg: SimulatorConfig) -> dict[str, float]:

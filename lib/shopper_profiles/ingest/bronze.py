@@ -195,6 +195,7 @@ PLANTED_TRUTH = TableSpec(
             T.StructField("seed", T.LongType(), False),
             T.StructField("interest_drift_ts", T.TimestampType(), True),  # the third interest gave way here
             T.StructField("drifted_to", T.StringType(), True),  # ... to this category
+            T.StructField("interests_before_drift", T.ArrayType(T.StringType()), True),  # top interests until then
         ]
     ),
     keys=("user_id",),

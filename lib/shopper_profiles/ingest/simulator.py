@@ -17,7 +17,7 @@ period), *friends' influence* (a purchase or share is seen by the shopper's frie
 accounts following them, who look at the same item within three days and sometimes buy it) and
 *search-led sessions* (a session opened by a search stays on the searched product type, converts
 more often, and brings the shopper back to its first item within three days). The planted truth
-records the per-shopper ones (interests as they stand at the cut-off, the drift day and category);
+records the per-shopper ones (interests as they stand at the cut-off and before a drift, its day and category);
 the complement, cycle, influence and search rules are the constants below and the events.
 """
 
@@ -562,6 +562,9 @@ def planted_truth(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
         "price_sensitivity", "purchase_propensity", "churn_ts", "age_band", "gender",
         F.when(drifted, start + F.make_interval(days=F.col("drift_day"))).alias("interest_drift_ts"),
         F.when(drifted, F.element_at(tops, F.col("drift_cat") + 1)).alias("drifted_to"),
+        # ... and as they stood until the drift: an evaluation at a D before the drift judges these.
+        F.when(drifted, F.transform(F.sort_array(_interests_at(F.lit(False)), asc=False),
+                                    lambda x: F.element_at(tops, x["c"] + 1))).alias("interests_before_drift"),
         (F.col("churn_ts").isNotNull() & (F.col("churn_ts") < F.lit(end).cast("timestamp"))).alias("churned"),
         F.lit(end).alias("truth_cutoff"),
         F.coalesce(F.col("buys"), F.lit(False)).alias("will_purchase_next_window"),

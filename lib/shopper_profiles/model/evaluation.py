@@ -20,8 +20,9 @@ Every number carries its protocol. The same users, split and labels serve every 
   ``churn_risk_rule``);
 - demographics (age band, gender, where not imputed): accuracy vs the majority class;
 - planted truth (simulator only, from the restricted truth table; training never reads it):
-  interest top-3 recall, Spearman of price sensitivity, churn AUC, and the truth's purchase
-  flag when D is the truth's cut-off.
+  interest top-3 recall (the interests as they stood at D: a drift after D changed no event a
+  profile at D reads), Spearman of price sensitivity, churn AUC, and the truth's purchase flag
+  when D is the truth's cut-off.
 """
 
 from __future__ import annotations
@@ -265,9 +266,12 @@ def evaluation_frame(spark: SparkSession, store: DeltaStore, config: Config, as_
     frame = examples.join(rules, "user_id", "left")
     if not truth:
         return frame
-    planted = store.read(PLANTED_TRUTH).select(
-        "user_id", F.lit(True).alias("truth_known"), F.slice("top_interests", 1, 3).alias("truth_top_interests"),
-        F.col("drifted_to").isNotNull().alias("truth_drifted"), F.col("price_sensitivity").alias("truth_price_sensitivity"),
+    planted = store.read(PLANTED_TRUTH)
+    if "interests_before_drift" not in planted.columns:
+        raise ValueError(f"{store.path(PLANTED_TRUTH)} was written before the truth kept the interests before a "
+                         "drift; rerun the ingest step (jobs/run_pipeline.py --steps ingest,...) to rewrite it")
+    planted = planted.select(
+        "user_id", F.lit(True).alias("truth_known"), *interests_at(as_of), F.col("price_sensitivity").alias("truth_price_sensitivity"),
         F.col("churned").alias("truth_churned"), F.col("will_purchase_next_window").alias("truth_purchase"), "truth_cutoff")
     frame = frame.join(planted, "user_id", "left")
     tokens = vocabulary.frame(spark).select("item_id", "item_idx")
@@ -275,6 +279,17 @@ def evaluation_frame(spark: SparkSession, store: DeltaStore, config: Config, as_
         frame = frame.join(cue.join(tokens, "item_id").select("user_id", F.col("item_idx").alias(f"{name}_item")), "user_id",
                            "left")
     return frame
+
+
+def interests_at(as_of: date) -> tuple[Column, Column]:
+    """The planted top 3 as they stood at D, and whether a drift had moved them by then. A drift on
+    or after D changes no event before D, so no profile at D can know it: such a shopper is judged on
+    the interests before the drift (the truth table's ``top_interests`` stand at the period's end)."""
+    later = F.col("interest_drift_ts") >= F.lit(as_of).cast("timestamp")
+    top = F.when(later & F.col("interests_before_drift").isNotNull(), F.col("interests_before_drift")).otherwise(
+        F.col("top_interests"))
+    return (F.slice(top, 1, 3).alias("truth_top_interests"),
+            F.coalesce(F.col("interest_drift_ts") < F.lit(as_of).cast("timestamp"), F.lit(False)).alias("truth_drifted"))
 
 
 def _numpy(column: Any) -> np.ndarray:
@@ -607,6 +622,9 @@ def _has_truth(store: DeltaStore) -> bool:
     return store.exists(PLANTED_TRUTH) and store.read(PLANTED_TRUTH).limit(1).count() > 0
 
 
+INTERESTS_AT_D = "; the planted top 3 as it stood at D (a later drift judged by the interests before it)"
+
+
 def _truth_results(results: Results, planted: Gathered) -> None:
     """Planted-truth recovery on the simulator, for the test shoppers the truth table knows."""
     protocol = "test users vs the simulator's planted truth (restricted table, never used in training)"
@@ -616,16 +634,17 @@ def _truth_results(results: Results, planted: Gathered) -> None:
     for method, predicted in (("profile_model", planted["model_top"]), ("category_rule", planted["rule_top"]),
                               ("category_share_rule", planted["share_top"])):
         per_user = top_k_recall(true_top, predicted, k=3)
-        results.add(method, "truth_interests", {"top3_recall": float(per_user.mean())}, protocol, n, {"values": per_user})
-        if drifted.any():  # shoppers whose interests moved inside the period: recency matters here
+        results.add(method, "truth_interests", {"top3_recall": float(per_user.mean())}, protocol + INTERESTS_AT_D, n,
+                    {"values": per_user})
+        if drifted.any():  # shoppers whose interests moved before D: recency matters here
             results.add(method, "truth_interests_drifted", {"top3_recall": float(per_user[drifted].mean())},
-                        protocol + "; shoppers with a planted interest drift", int(drifted.sum()),
+                        protocol + INTERESTS_AT_D + "; shoppers with a planted interest drift before D", int(drifted.sum()),
                         {"values": per_user[drifted]})
     # What the evidence allows: the share of the planted top 3 the shopper touched at all in the 90
     # days before D -- no top 3 drawn from a shopper's own categories can find more.
     touched = found_share(true_top, planted["touched"])
     results.add("touched_90d", "truth_interests", {"top3_recall": float(touched.mean())},
-                protocol + "; bound: planted top 3 with any item event in the 90 days before D", n, {"values": touched})
+                protocol + INTERESTS_AT_D + "; bound: planted top 3 with any item event in the 90 days before D", n, {"values": touched})
     sensitivity, model_estimate = planted["sensitivity"], planted["model_price"]
     results.add("profile_model", "truth_price_sensitivity", {"spearman": spearman(sensitivity, model_estimate)},
                 protocol + "; all test users", n)
