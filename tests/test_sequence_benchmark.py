@@ -15,6 +15,7 @@ from shopper_profiles.model.sequential import (
     read_sequences,
     run_benchmark,
     score_users,
+    training_prefixes,
     training_windows,
 )
 
@@ -51,6 +52,11 @@ def test_leave_one_out_split_and_windows_keep_every_training_target() -> None:
     x, y = training_windows(sequences, 3)
     assert x.tolist() == [[2, 3, 4], [0, 0, 1]] and y.tolist() == [[3, 4, 5], [0, 0, 2]]
     assert int((y > 0).sum()) == 4
+    # Prefixes: the same 4 targets, one example each, the latest item last (as the test input has it),
+    # at most 3 items back; the validation and test items never appear.
+    x, y = training_prefixes(sequences, 3)
+    assert x.tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4]]
+    assert y.tolist() == [[0, 0, 2], [0, 0, 3], [0, 0, 4], [0, 0, 5]]
 
 
 def _pattern_file(path, users: int = 400, items: int = 60, seed: int = 0) -> None:

