@@ -285,11 +285,10 @@ def interests_at(as_of: date) -> tuple[Column, Column]:
     """The planted top 3 as they stood at D, and whether a drift had moved them by then. A drift on
     or after D changes no event before D, so no profile at D can know it: such a shopper is judged on
     the interests before the drift (the truth table's ``top_interests`` stand at the period's end)."""
-    later = F.col("interest_drift_ts") >= F.lit(as_of).cast("timestamp")
-    top = F.when(later & F.col("interests_before_drift").isNotNull(), F.col("interests_before_drift")).otherwise(
-        F.col("top_interests"))
+    at_d = F.lit(as_of).cast("timestamp")
+    top = F.when(F.col("interest_drift_ts") >= at_d, F.col("interests_before_drift")).otherwise(F.col("top_interests"))
     return (F.slice(top, 1, 3).alias("truth_top_interests"),
-            F.coalesce(F.col("interest_drift_ts") < F.lit(as_of).cast("timestamp"), F.lit(False)).alias("truth_drifted"))
+            F.coalesce(F.col("interest_drift_ts") < at_d, F.lit(False)).alias("truth_drifted"))
 
 
 def _numpy(column: Any) -> np.ndarray:

@@ -296,14 +296,14 @@ def baseline_reports(data: SequenceData, ks: Sequence[int], seed: int = 0) -> di
 
 
 def train_member(data: SequenceData, spec: SequentialSpec, neighbours: tuple[np.ndarray, np.ndarray] | None,
-                 windows: tuple[np.ndarray, np.ndarray], budget: float, log: Any = None) -> tuple[CausalSequenceModel, dict[str, Any]]:
+                 examples: tuple[np.ndarray, np.ndarray], budget: float, log: Any = None) -> tuple[CausalSequenceModel, dict[str, Any]]:
     """One model from ``spec.seed``, trained for at most ``budget`` seconds, with the weights of
     its best validation NDCG@10 restored."""
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
-    inputs, targets = windows
+    inputs, targets = examples
     model = CausalSequenceModel(spec, data.n_items, data.attributes, data.n_attributes, neighbours)
     optimizer = tf.keras.optimizers.Adam(learning_rate=spec.learning_rate)
     signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32)]
@@ -373,14 +373,14 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
     except RuntimeError:  # TF already running in this process (a notebook, a test session): keep its pools
         logger.warning("TensorFlow is already initialised; thread settings left as they are")
 
-    windows = (training_prefixes if spec.prefixes else training_windows)(data.sequences, spec.max_len)
+    examples = (training_prefixes if spec.prefixes else training_windows)(data.sequences, spec.max_len)
     # The followers are counted on the training histories only, exactly as the co-occurrence baseline's.
     neighbours = (top_followers(cooccurrence([seq[:-2] for seq in data.sequences], data.n_items), spec.neighbours)
                   if spec.neighbours else None)
     models, members = [], []
     left = spec.minutes * 60.0
     for member in range(spec.ensemble):
-        model, summary = train_member(data, replace(spec, seed=spec.seed + member), neighbours, windows,
+        model, summary = train_member(data, replace(spec, seed=spec.seed + member), neighbours, examples,
                                       left / (spec.ensemble - member), log)
         left -= summary["train_seconds"]
         summary["test"] = evaluate([model], data, "test", spec.ks, sampled=True, seed=spec.seed + 1)
@@ -389,7 +389,7 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
     report = {**evaluate(models, data, "validation", spec.ks, sampled=True, seed=spec.seed),
               **evaluate(models, data, "test", spec.ks, sampled=True, seed=spec.seed + 1)}
     return {"metrics": report, "members": members, "history": [e for m in members for e in m.pop("history")],
-            "train_seconds": sum(m["train_seconds"] for m in members), "training_examples": len(windows[0]),
+            "train_seconds": sum(m["train_seconds"] for m in members), "training_examples": len(examples[0]),
             "users": len(data.sequences), "items": data.n_items - 1, "skipped_short_users": data.skipped_short,
             "spec": asdict(spec)}
 

@@ -181,12 +181,11 @@ def follower_tables(training_set: Any, as_of: date, n_items: int, k: int, window
     if not k:
         return tables
     examples = training_set.where(F.col("example_date") == F.lit(as_of))
-    typed = any(t is not None for t in after_types)
-    if typed:
+    if any(t is not None for t in after_types):
         steps = examples.select("user_id", F.posexplode(F.arrays_zip("item_seq", "type_seq")).alias("pos", "step")).select(
             "user_id", "pos", F.col("step.item_seq").alias("item"), F.col("step.type_seq").alias("type"))
     else:
-        steps = examples.select("user_id", F.posexplode("item_seq").alias("pos", "item"), F.lit(None).alias("type"))
+        steps = examples.select("user_id", F.posexplode("item_seq").alias("pos", "item"))
     steps = steps.where(F.col("item") >= FIRST_ITEM)
     a, b = steps.alias("a"), steps.alias("b")
     pairs = a.join(b, (F.col("a.user_id") == F.col("b.user_id")) & (F.col("b.pos") > F.col("a.pos"))
