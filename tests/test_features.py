@@ -340,3 +340,37 @@ def test_a_snapshot_is_seen_whole_or_not_at_all(spark: SparkSession, store: Delt
     monkeypatch.setattr(store, "overwrite", real)
     build_snapshot(spark, store, config, D)  # the rerun completes: now every table has u9
     assert all(found == {"u1", "u2", "u9"} for found in users(snapshot_tables(store, config, D)).values())
+
+
+def test_exported_sequences_are_first_touches_of_a_core_every_member_keeps(spark: SparkSession, store: DeltaStore,
+                                                                          config, tmp_path) -> None:
+    """The public-format export: purchases only, each item once at its first purchase, and the
+    2-core filter iterated until it holds -- D (bought once) goes, so u3 keeps only C and goes, so C
+    (then bought by u1 alone) goes too."""
+    from conftest import run_job
+    from shopper_profiles.model.sequential import read_sequences
+
+    item_d, item_e = ("D", "home > decor", 5.0), ("E", "home > decor", 8.0)
+    _seed_bronze(spark, store, [
+        ev("x1", "u1", "2024-02-01 10:00:00", "purchase", A, 10.0, 1),
+        ev("x2", "u1", "2024-02-02 10:00:00", "purchase", B, 30.0, 1),
+        ev("x3", "u1", "2024-02-03 10:00:00", "purchase", A, 10.0, 1),  # a repeat: kept at its first touch
+        ev("x4", "u1", "2024-02-04 10:00:00", "purchase", C, 50.0, 1),
+        ev("x5", "u2", "2024-02-01 09:00:00", "purchase", B, 30.0, 1),
+        ev("x6", "u2", "2024-02-05 09:00:00", "purchase", A, 10.0, 1),
+        ev("x7", "u2", "2024-02-06 09:00:00", "view", C, 50.0),  # not a purchase
+        ev("x8", "u3", "2024-02-01 08:00:00", "purchase", C, 50.0, 1),
+        ev("x9", "u3", "2024-02-02 08:00:00", "purchase", item_d, 5.0, 1),
+        ev("x10", "u1", "2024-02-07 10:00:00", "purchase", item_e, 8.0, 1),
+        ev("x11", "u2", "2024-02-07 09:00:00", "purchase", item_e, 8.0, 1),
+    ])
+    out = tmp_path / "export" / "shop.txt"
+    root = f"lakehouse.root={config.lakehouse.root}"
+    report = run_job("export_sequences", ["--conf-override", root, "--out", str(out), "--min-count", "2"])
+    assert (report["users"], report["items"], report["interactions"]) == (2, 3, 6)
+    assert out.read_text().splitlines() == ["1 1 2 3", "2 2 1 3"]  # u1: A, B, E; u2: B, A, E (A = 1, B = 2, E = 3)
+    assert (out.parent / "shop.txt.items.csv").read_text().splitlines() == ["item_index,item_id", "1,A", "2,B", "3,E"]
+    assert [s.tolist() for s in read_sequences(out).sequences] == [[1, 2, 3], [2, 1, 3]]  # what the benchmark reads
+    with pytest.raises(ValueError, match="lower --min-count"):
+        run_job("export_sequences", ["--conf-override", root, "--out", str(out), "--min-count", "2",
+                                     "--until", "2024-02-02"])
