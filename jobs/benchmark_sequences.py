@@ -38,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--windows", action="store_true",
                         help="train on causal windows (a loss at every position, about half the time per epoch) instead "
                              "of one prefix per target")
+    parser.add_argument("--neighbours", type=int, default=SequentialSpec.neighbours,
+                        help="co-occurrence input: each item's top followers in the training histories (0: off)")
     parser.add_argument("--out", help="also write the JSON report here")
     args = parser.parse_args(argv)
     configure_logging()
@@ -50,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         attributes = args.attributes or (os.path.join(config.data_dir, "amazon_beauty_item2attributes.json")
                                          if not args.sequences else None)
     spec = SequentialSpec(minutes=args.minutes, max_epochs=args.max_epochs, seed=args.seed, ensemble=args.ensemble,
-                          use_attributes=attributes is not None, prefixes=not args.windows)
+                          use_attributes=attributes is not None, prefixes=not args.windows,
+                          neighbours=args.neighbours)
     report = run_benchmark(sequences, attributes, spec, config.mlflow_tracking_uri, config.mlflow.experiment,
                            log=lambda entry: print(json.dumps(entry), flush=True))
     text = json.dumps(report, indent=2, default=str)
