@@ -143,3 +143,16 @@ def test_an_ensemble_ranks_by_its_members_mean_log_probability() -> None:
         np.testing.assert_allclose(np.exp(one).sum(axis=1), 1.0, rtol=1e-5)
     assert not np.allclose(alone[0], alone[1], atol=1e-3)  # different seeds, different members
     np.testing.assert_allclose(score_users(members, items), (alone[0] + alone[1]) / 2, atol=1e-5)
+
+
+def test_a_member_still_improving_trains_past_its_share_but_never_past_the_budget() -> None:
+    """The ensemble's time rule: inside its share a member trains until patience runs out; past it,
+    only while its latest validation pass is its best; past all the budget left, never."""
+    from shopper_profiles.model.sequential import keep_training
+
+    share, limit = 600.0, 1800.0
+    assert keep_training(300, share, limit, stale=1, patience=4, improving=False)  # inside its share
+    assert not keep_training(300, share, limit, stale=4, patience=4, improving=False)  # patience ran out
+    assert keep_training(700, share, limit, stale=0, patience=4, improving=True)  # past its share, improving
+    assert not keep_training(700, share, limit, stale=1, patience=4, improving=False)  # past it, stalled
+    assert not keep_training(1800, share, limit, stale=0, patience=4, improving=True)  # the whole budget is spent
