@@ -402,7 +402,7 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
         share = left / (spec.ensemble - member)
         if member and share < epoch_seconds:
             logger.info("ensemble: %d member(s); %.1f min left for each further one, less than one epoch (%.1f min)",
-                        member, share / 60, epoch_seconds / 60)
+                        member, max(share, 0.0) / 60, epoch_seconds / 60)
             break
         model, summary = train_member(data, replace(spec, seed=spec.seed + member), neighbours, examples, share, left, log)
         left -= summary["train_seconds"]
