@@ -147,7 +147,8 @@ def test_an_ensemble_ranks_by_its_members_mean_log_probability() -> None:
 
 def test_a_member_still_improving_trains_past_its_share_but_never_past_the_budget() -> None:
     """The ensemble's time rule: inside its share a member trains until patience runs out; past it,
-    only while its latest validation pass is its best; past all the budget left, never."""
+    only while it is improving (train_member: its best pass within the last ``eval_every`` epochs);
+    past all the budget left, never."""
     from shopper_profiles.model.sequential import keep_training
 
     share, limit = 600.0, 1800.0

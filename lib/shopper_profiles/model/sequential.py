@@ -308,7 +308,7 @@ def keep_training(seconds: float, share: float, limit: float, stale: int, patien
 
 
 def train_member(data: SequenceData, spec: SequentialSpec, neighbours: tuple[np.ndarray, np.ndarray] | None,
-                 examples: tuple[np.ndarray, np.ndarray], share: float, limit: float | None = None,
+                 examples: tuple[np.ndarray, np.ndarray], share: float, limit: float,
                  log: Any = None) -> tuple[CausalSequenceModel, dict[str, Any]]:
     """One model from ``spec.seed``, trained for its ``share`` of seconds (longer while it still
     improves, up to ``limit``; see :func:`keep_training`), with the weights of its best validation
@@ -364,8 +364,7 @@ def train_member(data: SequenceData, spec: SequentialSpec, neighbours: tuple[np.
         if log:
             log(entry)
         # Improving: the best pass is within the last ``eval_every`` epochs (one noisy pass is forgiven).
-        if not keep_training(train_seconds, share, share if limit is None else limit, stale, spec.patience,
-                             best["epoch"] > epoch - spec.eval_every):
+        if not keep_training(train_seconds, share, limit, stale, spec.patience, best["epoch"] > epoch - spec.eval_every):
             break
     if best["weights"] is not None:
         model.set_weights(best["weights"])
