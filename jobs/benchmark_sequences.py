@@ -35,9 +35,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="seed of the first member's initial weights and batch order (member m: seed + m)")
     parser.add_argument("--ensemble", type=int, default=SequentialSpec.ensemble,
                         help="members trained within the budget, ranked by their mean log-probability (1: one model)")
-    parser.add_argument("--windows", action="store_true",
-                        help="train on causal windows (a loss at every position, about half the time per epoch) instead "
-                             "of one prefix per target")
+    parser.add_argument("--prefixes", action="store_true",
+                        help="train on one prefix per target instead of causal windows (the same states without "
+                             "positions, one pass per target instead of one per window)")
+    parser.add_argument("--positions", action="store_true",
+                        help="absolute position embeddings (a window position then reads differently from a prefix)")
     parser.add_argument("--neighbours", type=int, default=SequentialSpec.neighbours,
                         help="co-occurrence input: each item's top followers in the training histories (0: off)")
     parser.add_argument("--out", help="also write the JSON report here")
@@ -52,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         attributes = args.attributes or (os.path.join(config.data_dir, "amazon_beauty_item2attributes.json")
                                          if not args.sequences else None)
     spec = SequentialSpec(minutes=args.minutes, max_epochs=args.max_epochs, seed=args.seed, ensemble=args.ensemble,
-                          use_attributes=attributes is not None, prefixes=not args.windows,
-                          neighbours=args.neighbours)
+                          use_attributes=attributes is not None, prefixes=args.prefixes,
+                          neighbours=args.neighbours, positions=args.positions)
     report = run_benchmark(sequences, attributes, spec, config.mlflow_tracking_uri, config.mlflow.experiment,
                            log=lambda entry: print(json.dumps(entry), flush=True))
     text = json.dumps(report, indent=2, default=str)

@@ -129,6 +129,41 @@ def test_one_encoder_serves_the_profile_model_and_the_benchmark() -> None:
     assert profile.item_embedding is profile.encoder.item_embedding
 
 
+def test_without_positions_each_window_position_reads_as_the_prefix_ending_there() -> None:
+    """With no position embeddings a causal window teaches every target from the state the
+    evaluation reads (the last position of a left-padded prefix), so windows cost one pass per
+    window instead of one per target; with positions the same item sits at another position id."""
+    tf = pytest.importorskip("tensorflow")
+    window = np.array([[5, 6, 7, 8, 9, 10]], np.int32)
+    states = {}
+    for positions in (False, True):
+        tf.keras.utils.set_random_seed(4)
+        model = CausalSequenceModel(SequentialSpec(max_len=6, hidden_size=16, layers=2, positions=positions), 12, None, 0)
+        inside = model.encode(tf.constant(window), model.item_table(), training=False)[0].numpy()
+        prefixes = np.array([np.concatenate([np.zeros(5 - end, np.int32), window[0, :end + 1]]) for end in range(6)])
+        last = model.user_vectors(tf.constant(prefixes)).numpy()
+        states[positions] = np.abs(inside - last).max()
+    assert states[False] < 1e-5 < states[True]
+
+
+def test_a_step_holds_about_the_same_number_of_targets_for_windows_as_for_prefixes() -> None:
+    """Batches count targets, not rows: a window holds up to max_len targets, so batching windows by
+    rows would take a fraction of the prefixes' steps per epoch (on Beauty that cost validation NDCG)."""
+    from shopper_profiles.model.sequential import target_batches
+
+    sequences = [np.arange(1, n + 1, dtype=np.int32) for n in (12, 5, 9, 30, 4)]
+    prefixes, _ = training_prefixes(sequences, 8)
+    window_inputs, window_targets = training_windows(sequences, 8)
+    per_window = (window_targets > 0).sum(axis=1)
+    assert per_window.sum() == len(prefixes)  # the same targets either way
+    by_prefix = target_batches(np.arange(len(prefixes)), np.ones(len(prefixes), int), 10)
+    by_window = target_batches(np.arange(len(window_inputs)), per_window, 10)
+    assert [len(b) for b in by_prefix] == [10, 10, 10, 10, 5]
+    assert np.array_equal(np.concatenate(by_window), np.arange(len(window_inputs)))  # every window once, in order
+    sizes = [int(per_window[b].sum()) for b in by_window]
+    assert len(by_window) >= len(by_prefix) - 1 and max(sizes) <= 10 + per_window.max() - 1
+
+
 def test_an_ensemble_ranks_by_its_members_mean_log_probability() -> None:
     """The ensemble's score is the mean of its members' log-softmax, not one member's scores and not
     the raw scores (members' logits differ in scale; log-probabilities are comparable)."""

@@ -600,6 +600,8 @@ def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
     spec, members = result["spec"], result["members"]
     objective = ("on every prefix of the training histories (one example per target, its latest item at the last "
                  "position, as in the test input)" if spec.get("prefixes") else "at every position of causal windows")
+    positions = ("absolute position embeddings" if spec.get("positions", True) else
+                 "no position embeddings (a window position reads as the prefix ending there would)")
     lines = ["## Amazon Beauty next-item benchmark ([4/7])", "", *_meta_lines(meta),
              f"- Data: `{result['sequences_path']}` ({result['users']:,} users, {result['items']:,} items), attributes "
              f"`{result['attributes_path']}`.",
@@ -612,8 +614,8 @@ def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
              f"{spec['hidden_size']}, {spec['layers']} layers, {spec['heads']} heads, dropout {spec['dropout']}, max_len "
              f"{spec['max_len']}, item + mean attribute embeddings tied to the output, co-occurrence as an input "
              f"({spec.get('neighbours', 0)} top followers per item from the training histories, one learned weight; 0 = "
-             f"off), full-softmax cross-entropy {objective}, Adam lr {spec['learning_rate']}, batch "
-             f"{spec['batch_size']}; an ensemble of {len(members)} such models (seeds "
+             f"off), {positions}, full-softmax cross-entropy {objective}, Adam lr {spec['learning_rate']}, batch "
+             f"{spec['batch_size']} targets; an ensemble of {len(members)} such models (seeds "
              f"{', '.join(str(m['seed']) for m in members)}, each with its own best validation epoch), ranked by their mean "
              f"log-probability; budget {spec['minutes']} min of training for all of them, on all cores.",
              "- Trained " + "; ".join(f"seed {m['seed']}: {m['epochs']} epochs, best {m['best_epoch']}, "

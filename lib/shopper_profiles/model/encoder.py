@@ -38,6 +38,9 @@ class EncoderSpec:
     # Multiply item embeddings by sqrt(hidden) (SASRec's scale for randomly initialised tables);
     # off where the table starts from title embeddings already at the initialiser's scale.
     scale_items: bool = True
+    # Absolute position embeddings; False: none (every position id 0), so a causal position's state
+    # depends only on the items before it, wherever the window puts them.
+    positions: bool = True
 
 
 def build_encoder(spec: EncoderSpec, item_init: np.ndarray | None = None, attributes: np.ndarray | None = None,
@@ -97,7 +100,8 @@ def build_encoder(spec: EncoderSpec, item_init: np.ndarray | None = None, attrib
         def call(self, items: Any, types: Any = None, times: Any = None, training: bool = False, embeds: Any = None,
                  table: Any = None) -> Any:
             length = tf.shape(items)[1]
-            positions = tf.range(spec.max_len - length, spec.max_len)[None, :] + tf.zeros_like(items)
+            positions = (tf.range(spec.max_len - length, spec.max_len)[None, :] + tf.zeros_like(items) if spec.positions
+                         else tf.zeros_like(items))
             bert_inputs = {"inputs_embeds": self.token_embeddings(items, times, table) if embeds is None else embeds,
                            "attention_mask": tf.cast(tf.not_equal(items, 0), tf.int32), "position_ids": positions}
             if types is not None:
