@@ -59,6 +59,27 @@ def test_leave_one_out_split_and_windows_keep_every_training_target() -> None:
     assert y.tolist() == [[0, 0, 2], [0, 0, 3], [0, 0, 4], [0, 0, 5]]
 
 
+def test_overlapping_windows_teach_every_target_once_with_at_least_the_overlap_before_it() -> None:
+    """With ``overlap`` a window repeats the last items of the one before it as context only: the
+    targets are the prefixes' targets, each once, and every one sees at least ``overlap`` items before
+    it in its window (or its whole history, where that is shorter)."""
+    max_len, overlap = 8, 5
+    sequences = [np.arange(1, n + 1, dtype=np.int32) for n in (40, 12, 5, 23)]  # item k sits at history index k - 1
+    x, y = training_windows(sequences, max_len, overlap)
+    taught = sorted(int(t) for t in y[y > 0])
+    _, prefix_targets = training_prefixes(sequences, max_len)
+    assert taught == sorted(int(t) for t in prefix_targets[:, -1])  # each target once (items are unique per user)
+    contexts = [int((x[row, :col + 1] > 0).sum()) for row, col in zip(*np.nonzero(y), strict=True)]
+    assert all(seen >= min(overlap, int(y[row, col]) - 1) for (row, col), seen in zip(zip(*np.nonzero(y), strict=True),
+                                                                                         contexts, strict=True))
+    assert min(contexts[i] for i, t in enumerate(y[y > 0]) if t > max_len) >= overlap
+    # Without overlap a window's first target sees one item; the overlap costs extra rows, no targets.
+    x0, y0 = training_windows(sequences, max_len)
+    assert int((y0 > 0).sum()) == len(taught) and len(x0) < len(x)
+    with pytest.raises(ValueError, match="overlap"):
+        training_windows(sequences, max_len, max_len)
+
+
 def _pattern_file(path, users: int = 400, items: int = 60, seed: int = 0) -> None:
     """Each user walks the catalogue in steps of one from a random start: the next item is
     always the last + 1, a pattern a sequence model must learn and popularity cannot."""

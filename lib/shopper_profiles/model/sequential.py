@@ -83,6 +83,7 @@ class SequentialSpec:
     # position embeddings every window position reads as that prefix would, for one pass per window.
     prefixes: bool = False
     positions: bool = False  # absolute position embeddings (see EncoderSpec.positions)
+    overlap: int = 0  # items a causal window shares with the one before it (see training_windows)
     ks: tuple[int, ...] = field(default=(5, 10, 20))
 
 
@@ -132,9 +133,15 @@ def left_pad(values: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-def training_windows(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+def training_windows(sequences: list[np.ndarray], max_len: int, overlap: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Inputs and next-item targets from each user's training history (all but the last two
-    items); histories longer than ``max_len`` are cut into windows so no target is dropped."""
+    items); histories longer than ``max_len`` are cut into windows so no target is dropped. A window
+    shares ``overlap`` items with the one before it, whose targets they are (they are 0 in this one):
+    every target is taught once, with at least ``overlap`` items before it where the history has them
+    -- without it a window's first targets see almost nothing, where the test input holds up to
+    ``max_len`` items."""
+    if not 0 <= overlap < max_len:
+        raise ValueError(f"overlap must be in [0, max_len={max_len}), got {overlap}")
     inputs, targets = [], []
     for seq in sequences:
         history = seq[:-2]
@@ -144,9 +151,12 @@ def training_windows(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndar
         while end > 1:
             start = max(0, end - max_len - 1)
             window = history[start:end]
+            taught = window[1:].copy()
+            if start > 0:
+                taught[:overlap] = 0  # the next (earlier) window teaches these, with more history
             inputs.append(left_pad(window[:-1], max_len))
-            targets.append(left_pad(window[1:], max_len))
-            end = start + 1 if start > 0 else 0
+            targets.append(left_pad(taught, max_len))
+            end = start + 1 + overlap if start > 0 else 0
     return np.stack(inputs), np.stack(targets)
 
 
@@ -405,7 +415,8 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
     except RuntimeError:  # TF already running in this process (a notebook, a test session): keep its pools
         logger.warning("TensorFlow is already initialised; thread settings left as they are")
 
-    examples = (training_prefixes if spec.prefixes else training_windows)(data.sequences, spec.max_len)
+    examples = (training_prefixes(data.sequences, spec.max_len) if spec.prefixes else
+                training_windows(data.sequences, spec.max_len, spec.overlap))
     # The followers are counted on the training histories only, exactly as the co-occurrence baseline's.
     neighbours = (top_followers(cooccurrence([seq[:-2] for seq in data.sequences], data.n_items), spec.neighbours)
                   if spec.neighbours else None)
