@@ -40,9 +40,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                              "positions, one pass per target instead of one per window)")
     parser.add_argument("--positions", action="store_true",
                         help="absolute position embeddings (a window position then reads differently from a prefix)")
-    parser.add_argument("--overlap", type=int, default=SequentialSpec.overlap,
-                        help="items a causal window shares with the one before it on histories longer than 50: "
-                             "each target then sees at least that many items before it")
+    parser.add_argument("--overlap", type=int, default=None,
+                        help="items a causal window shares with the one before it on histories longer than max_len: "
+                             "each target then sees at least that many items before it (default: half of max_len; 0: windows side by side)")
+    parser.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=SequentialSpec.exclude_seen,
+                        help="the training softmax leaves out the items a shopper had before the target, as the "
+                             "evaluation's ranking does")
     parser.add_argument("--neighbours", type=int, default=SequentialSpec.neighbours,
                         help="co-occurrence input: each item's top followers in the training histories (0: off)")
     parser.add_argument("--out", help="also write the JSON report here")
@@ -58,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                          if not args.sequences else None)
     spec = SequentialSpec(minutes=args.minutes, max_epochs=args.max_epochs, seed=args.seed, ensemble=args.ensemble,
                           use_attributes=attributes is not None, prefixes=args.prefixes,
-                          neighbours=args.neighbours, positions=args.positions, overlap=args.overlap)
+                          neighbours=args.neighbours, positions=args.positions, overlap=args.overlap,
+                          exclude_seen=args.exclude_seen)
     report = run_benchmark(sequences, attributes, spec, config.mlflow_tracking_uri, config.mlflow.experiment,
                            log=lambda entry: print(json.dumps(entry), flush=True))
     text = json.dumps(report, indent=2, default=str)

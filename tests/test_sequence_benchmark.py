@@ -213,3 +213,28 @@ def test_a_member_still_improving_trains_past_its_share_but_never_past_the_budge
     assert keep_training(700, share, limit, stale=0, patience=4, improving=True)  # past its share, improving
     assert not keep_training(700, share, limit, stale=1, patience=4, improving=False)  # past it, stalled
     assert not keep_training(1800, share, limit, stale=0, patience=4, improving=True)  # the whole budget is spent
+
+
+def test_the_loss_can_leave_out_what_the_shopper_already_had() -> None:
+    """With ``seen`` the softmax of each target runs over the items not at or before its position
+    (the target itself stays a candidate even if it came before): the candidates the leave-one-out
+    protocol ranks. Checked against the cross-entropy written out in numpy."""
+    tf = pytest.importorskip("tensorflow")
+    from shopper_profiles.model.encoder import next_item_loss
+
+    rng = np.random.default_rng(0)
+    items = np.array([[0, 3, 5, 2], [4, 1, 4, 6]], dtype=np.int32)
+    targets = np.array([[0, 5, 2, 7], [1, 4, 6, 2]], dtype=np.int32)  # row 1 buys 4 again: it stays a candidate
+    hidden, table = rng.normal(size=(2, 4, 5)).astype(np.float32), rng.normal(size=(8, 5)).astype(np.float32)
+    present = targets > 0
+    expected = []
+    for row, col in zip(*np.nonzero(present), strict=True):
+        logits = hidden[row, col] @ table.T
+        had = {int(i) for i in items[row, :col + 1] if i > 0} - {int(targets[row, col])}
+        candidates = [i for i in range(8) if i not in had]
+        expected.append(np.log(np.exp(logits[candidates]).sum()) - logits[targets[row, col]])
+    got = float(next_item_loss(tf.constant(hidden), tf.constant(targets), tf.constant(present), tf.constant(table),
+                               seen=tf.constant(items)))
+    plain = float(next_item_loss(tf.constant(hidden), tf.constant(targets), tf.constant(present), tf.constant(table)))
+    assert got == pytest.approx(float(np.mean(expected)), rel=1e-5)
+    assert got < plain  # fewer candidates, smaller loss

@@ -599,7 +599,11 @@ def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
 
     spec, members = result["spec"], result["members"]
     objective = ("on every prefix of the training histories (one example per target, its latest item at the last "
-                 "position, as in the test input)" if spec.get("prefixes") else "at every position of causal windows")
+                 "position, as in the test input)" if spec.get("prefixes") else
+                 f"at every position of causal windows (each sharing {spec.get('overlap', 0)} items of context with the one "
+                 "before it)")
+    if spec.get("exclude_seen"):
+        objective += ", over the items the shopper had not had before the target (as the protocol ranks)"
     positions = ("absolute position embeddings" if spec.get("positions", True) else
                  "no position embeddings (a window position reads as the prefix ending there would)")
     lines = ["## Amazon Beauty next-item benchmark ([4/7])", "", *_meta_lines(meta),

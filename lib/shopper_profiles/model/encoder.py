@@ -160,15 +160,32 @@ def add_followers(logits: Any, recent: Any, neighbour_items: Any, neighbour_weig
     return tf.tensor_scatter_nd_add(logits, cells, values)
 
 
+def seen_cells(items: Any, present: Any, targets: Any) -> Any:
+    """(row, item) cells of the items at or before each ``present`` position of ``items`` [batch,
+    length] (rows in ``tf.boolean_mask`` order), the row's own ``targets`` aside: what a shopper has
+    already had, which the leave-one-out protocol never ranks."""
+    import tensorflow as tf
+
+    length = tf.shape(items)[1]
+    before = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)  # [position, q]: q <= position
+    prefixes = tf.boolean_mask(tf.where(before[None], items[:, None, :], 0), present)  # [rows, length]
+    keep = tf.where((prefixes > 0) & (prefixes != tf.cast(targets, prefixes.dtype)[:, None]))
+    return tf.stack([keep[:, 0], tf.cast(tf.gather_nd(prefixes, keep), tf.int64)], axis=1)
+
+
 def next_item_loss(hidden: Any, targets: Any, present: Any, item_table: Any, item_bias: Any = None,
-                   followers: tuple[Any, Any, Any, Any] | None = None, masked: bool = True) -> Any:
+                   followers: tuple[Any, Any, Any, Any] | None = None, masked: bool = True, seen: Any = None) -> Any:
     """Mean full-softmax cross-entropy over every item of the ``targets`` at the ``present``
     positions of ``hidden``. ``masked``: only those positions reach the softmax (cheaper); else
     every position does and the absent ones weigh 0 -- the same value with static shapes, which
     per-example gradients (``tf.vectorized_map``, DP-SGD) need. ``followers`` = (recent items
-    [batch, length, 3], neighbour items, neighbour weights, weight) adds the co-occurrence input."""
+    [batch, length, 3], neighbour items, neighbour weights, weight) adds the co-occurrence input.
+    ``seen`` (the input items [batch, length]; ``masked`` only): the items at or before a position are
+    no candidates for its target, as the evaluation ranks only what the shopper has not had."""
     import tensorflow as tf
 
+    if seen is not None and not masked:
+        raise ValueError("seen items can only be excluded with masked=True")
     if masked:
         rows, kept = tf.boolean_mask(hidden, present), tf.boolean_mask(targets, present)
         recent_rows = tf.boolean_mask(followers[0], present) if followers is not None else None
@@ -184,6 +201,9 @@ def next_item_loss(hidden: Any, targets: Any, present: Any, item_table: Any, ite
     if followers is not None:
         _, neighbour_items, neighbour_weights, weight = followers
         logits = add_followers(logits, recent_rows, neighbour_items, neighbour_weights, weight, kept)
+    if seen is not None:
+        cells = seen_cells(seen, present, kept)
+        logits = tf.tensor_scatter_nd_update(logits, cells, tf.fill(tf.shape(cells)[:1], tf.constant(-1e9, logits.dtype)))
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(kept, logits)
     if weights is None:
         return tf.reduce_sum(losses) / tf.maximum(tf.cast(tf.size(losses), tf.float32), 1.0)

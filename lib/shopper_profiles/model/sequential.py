@@ -83,8 +83,16 @@ class SequentialSpec:
     # position embeddings every window position reads as that prefix would, for one pass per window.
     prefixes: bool = False
     positions: bool = False  # absolute position embeddings (see EncoderSpec.positions)
-    overlap: int = 0  # items a causal window shares with the one before it (see training_windows)
+    # Items a causal window shares with the one before it (see training_windows); None: half a window, so
+    # every target sees at least max_len // 2 items before it where the history has them.
+    overlap: int | None = None
+    # The training softmax leaves out what the shopper had before the target, as the protocol's ranking does.
+    exclude_seen: bool = True
     ks: tuple[int, ...] = field(default=(5, 10, 20))
+
+    @property
+    def window_overlap(self) -> int:
+        return self.max_len // 2 if self.overlap is None else self.overlap
 
 
 def read_sequences(path: str | os.PathLike[str], attributes_path: str | os.PathLike[str] | None = None) -> SequenceData:
@@ -351,7 +359,8 @@ def train_member(data: SequenceData, spec: SequentialSpec, neighbours: tuple[np.
         with tf.GradientTape() as tape:
             table = model.item_table()
             hidden = model.encode(items, table, training=True)
-            loss = next_item_loss(hidden, next_items, next_items > 0, table, followers=model.followers(items))
+            loss = next_item_loss(hidden, next_items, next_items > 0, table, followers=model.followers(items),
+                                  seen=items if spec.exclude_seen else None)
         gradients = tape.gradient(loss, model.variables)
         optimizer.apply_gradients(zip(gradients, model.variables, strict=True))
         return loss
@@ -416,7 +425,7 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
         logger.warning("TensorFlow is already initialised; thread settings left as they are")
 
     examples = (training_prefixes(data.sequences, spec.max_len) if spec.prefixes else
-                training_windows(data.sequences, spec.max_len, spec.overlap))
+                training_windows(data.sequences, spec.max_len, spec.window_overlap))
     # The followers are counted on the training histories only, exactly as the co-occurrence baseline's.
     neighbours = (top_followers(cooccurrence([seq[:-2] for seq in data.sequences], data.n_items), spec.neighbours)
                   if spec.neighbours else None)
@@ -440,7 +449,7 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
     return {"metrics": report, "members": members, "history": [e for m in members for e in m.pop("history")],
             "train_seconds": sum(m["train_seconds"] for m in members), "training_examples": len(examples[0]),
             "users": len(data.sequences), "items": data.n_items - 1, "skipped_short_users": data.skipped_short,
-            "spec": asdict(spec)}
+            "spec": {**asdict(spec), "overlap": spec.window_overlap}}
 
 
 PUBLISHED_BEAUTY = {  # ../shared/data/README.md: S3-Rec paper, full ranking, the same files
@@ -471,7 +480,7 @@ def run_benchmark(sequences_path: str, attributes_path: str | None, spec: Sequen
 
         use_experiment(tracking_uri, experiment or "shopper_profiles")
         with mlflow.start_run(run_name=f"sequence-benchmark-{Path(sequences_path).stem}") as run:
-            mlflow.log_params({**{k: v for k, v in asdict(spec).items() if k != "ks"}, "sequences": str(sequences_path),
+            mlflow.log_params({**{k: v for k, v in result["spec"].items() if k != "ks"}, "sequences": str(sequences_path),
                                "attributes": str(attributes_path), "users": result["users"], "items": result["items"]})
             for entry in result["history"]:
                 seed = int(entry["seed"])
