@@ -69,10 +69,10 @@ def test_overlapping_windows_teach_every_target_once_with_at_least_the_overlap_b
     taught = sorted(int(t) for t in y[y > 0])
     _, prefix_targets = training_prefixes(sequences, max_len)
     assert taught == sorted(int(t) for t in prefix_targets[:, -1])  # each target once (items are unique per user)
-    contexts = [int((x[row, :col + 1] > 0).sum()) for row, col in zip(*np.nonzero(y), strict=True)]
-    assert all(seen >= min(overlap, int(y[row, col]) - 1) for (row, col), seen in zip(zip(*np.nonzero(y), strict=True),
-                                                                                         contexts, strict=True))
-    assert min(contexts[i] for i, t in enumerate(y[y > 0]) if t > max_len) >= overlap
+    # Per taught cell: its target item (k has k - 1 items before it) and the items before it in its window.
+    cells = [(int(y[row, col]), int((x[row, :col + 1] > 0).sum())) for row, col in zip(*np.nonzero(y), strict=True)]
+    assert all(seen >= min(overlap, target - 1) for target, seen in cells)
+    assert min(seen for target, seen in cells if target > max_len) >= overlap
     # Without overlap a window's first target sees one item; the overlap costs extra rows, no targets.
     x0, y0 = training_windows(sequences, max_len)
     assert int((y0 > 0).sum()) == len(taught) and len(x0) < len(x)
