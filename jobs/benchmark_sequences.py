@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=SequentialSpec.exclude_seen,
                         help="the training softmax leaves out the items a shopper had before the target, as the "
                              "evaluation's ranking does")
+    parser.add_argument("--fusion", action=argparse.BooleanOptionalAction, default=SequentialSpec.fusion,
+                        help="rank by the model's log-probability plus a weight x log1p(co-occurrence), the weight "
+                             "chosen on validation (the model alone is reported beside it)")
     parser.add_argument("--neighbours", type=int, default=SequentialSpec.neighbours,
                         help="co-occurrence input: each item's top followers in the training histories (0: off)")
     parser.add_argument("--out", help="also write the JSON report here")
@@ -62,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     spec = SequentialSpec(minutes=args.minutes, max_epochs=args.max_epochs, seed=args.seed, ensemble=args.ensemble,
                           use_attributes=attributes is not None, prefixes=args.prefixes,
                           neighbours=args.neighbours, positions=args.positions, overlap=args.overlap,
-                          exclude_seen=args.exclude_seen)
+                          exclude_seen=args.exclude_seen, fusion=args.fusion)
     report = run_benchmark(sequences, attributes, spec, config.mlflow_tracking_uri, config.mlflow.experiment,
                            log=lambda entry: print(json.dumps(entry), flush=True))
     text = json.dumps(report, indent=2, default=str)

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from conftest import run_job
 from shopper_profiles.model.sequential import (
+    FUSION_WEIGHTS,
     CausalSequenceModel,
     SequentialSpec,
     evaluation_inputs,
+    fusion_weight,
     read_sequences,
     run_benchmark,
     score_users,
@@ -108,6 +110,11 @@ def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
     assert [m["seed"] for m in result["members"]] == [42, 43] and {e["seed"] for e in result["history"]} == {42, 43}
     assert all(m["test"]["test_full_hr@10"] > 0.9 for m in result["members"])
     assert result["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in result["members"]))
+    # The fused ranking is the one validation chose, and the model alone is reported beside it.
+    fusion = result["fusion"]
+    assert fusion["weight"] in FUSION_WEIGHTS and set(fusion["validation_ndcg@10"]) == set(FUSION_WEIGHTS)
+    assert model["validation_full_ndcg@10"] == pytest.approx(fusion["validation_ndcg@10"][fusion["weight"]])
+    assert result["model_alone"]["validation_full_ndcg@10"] == pytest.approx(fusion["validation_ndcg@10"][0.0])
 
     import mlflow
 
@@ -116,6 +123,32 @@ def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
     assert run.data.metrics["test_full_ndcg_at_10"] == pytest.approx(model["test_full_ndcg@10"])
     assert run.data.metrics["seed43.test_full_ndcg_at_10"] == pytest.approx(result["members"][1]["test"]["test_full_ndcg@10"])
     assert "protocol" in run.data.tags
+    assert run.data.metrics["fusion_weight"] == fusion["weight"]
+    assert run.data.metrics["model_alone.test_full_ndcg_at_10"] == pytest.approx(result["model_alone"]["test_full_ndcg@10"])
+
+
+def test_the_fusion_weight_is_the_one_the_validation_targets_like_best() -> None:
+    """Co-occurrence evidence on the target and model scores that are noise: a positive weight wins.
+    Evidence on a wrong item: the model alone (0) wins, and a tie goes to the smaller weight."""
+    rng = np.random.default_rng(0)
+    users, items = 200, 40
+    targets = rng.integers(2, items, users).astype(np.int32)
+    histories = [np.array([1], dtype=np.int32)] * users
+    rows = np.arange(users)
+    noise = rng.normal(size=(users, items)).astype(np.float32)
+    on_target = np.zeros_like(noise)
+    on_target[rows, targets] = 1.0
+    weight, curve = fusion_weight(noise, on_target, targets, histories)
+    assert weight > 0 and curve[weight] == max(curve.values()) > curve[0.0] + 0.3, curve
+    elsewhere = np.zeros_like(noise)
+    elsewhere[rows, (targets + 1 - 2) % (items - 2) + 2] = 1.0  # another real item, never the target
+    informed = noise.copy()
+    informed[rows, targets] += 2.0
+    weight, curve = fusion_weight(informed, elsewhere, targets, histories)
+    assert weight == 0.0 and curve[0.0] > curve[max(FUSION_WEIGHTS)], curve
+    perfect = noise.copy()
+    perfect[rows, targets] += 100.0
+    assert fusion_weight(perfect, elsewhere, targets, histories)[0] == 0.0  # every weight ranks the target first
 
 
 @pytest.mark.slow

@@ -594,6 +594,16 @@ def bench_sequences(args: argparse.Namespace) -> dict[str, Any]:
                          spec, config.mlflow_tracking_uri, config.mlflow.experiment, log=progress)
 
 
+def _fusion_lines(result: dict[str, Any]) -> list[str]:
+    fusion = result.get("fusion")
+    if not fusion:
+        return ["- Ranking: the ensemble alone (no fusion with co-occurrence)."]
+    curve = ", ".join(f"{float(w):g}: {v:.4f}" for w, v in fusion["validation_ndcg@10"].items())
+    return [f"- Ranking: late fusion -- the ensemble's mean log-probability + w x log1p(the co-occurrence baseline's "
+            f"sums for the same input), w chosen on the **validation** targets (NDCG@10 by w: {curve}; chosen "
+            f"**{fusion['weight']:g}**). The ensemble alone is reported beside it."]
+
+
 def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
     from shopper_profiles.model.sequential import PUBLISHED_BEAUTY
 
@@ -622,14 +632,18 @@ def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
              f"{spec['batch_size']} targets; an ensemble of {len(members)} such models (seeds "
              f"{', '.join(str(m['seed']) for m in members)}, each with its own best validation epoch), ranked by their mean "
              f"log-probability; budget {spec['minutes']} min of training for all of them, on all cores.",
+             *_fusion_lines(result),
              "- Trained " + "; ".join(f"seed {m['seed']}: {m['epochs']} epochs, best {m['best_epoch']}, "
                                       f"{m['train_seconds'] / 60:.1f} min" for m in members)
              + f" ({result['train_seconds'] / 60:.1f} min in all); whole run incl. evaluation and baselines "
                f"{result['wall_seconds'] / 60:.1f} min.", "",
              "| method (test) | HR@5 | HR@10 | HR@20 | NDCG@5 | NDCG@10 | NDCG@20 | sampled100 HR@10 | sampled100 NDCG@10 |",
              "|---|---|---|---|---|---|---|---|---|"]
-    rows = {f"profile model (ours, {len(members)} seeds)": result["metrics"],
-            **{f"  one member, seed {m['seed']}": m["test"] for m in members}, **result["baselines"]}
+    fusion = result.get("fusion")
+    ours_name = f"profile model (ours, {len(members)} seeds" + (f", fused with co-occurrence x {fusion['weight']:g})" if fusion else ")")
+    rows = {ours_name: result["metrics"], **({f"  the model alone ({len(members)} seeds, no fusion)": result["model_alone"]}
+                                             if fusion else {}),
+            **{f"  one member, seed {m['seed']} (alone)": m["test"] for m in members}, **result["baselines"]}
     for name, m in rows.items():
         cells = [m[f"test_full_{k}"] for k in ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")]
         cells += [m["test_sampled100_hr@10"], m["test_sampled100_ndcg@10"]]
@@ -646,7 +660,9 @@ def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
                   f">= 0.062 (above BSARec's 0.0611): **{'met' if ours >= 0.062 else 'NOT met'}**; >= 1.15x item "
                   f"co-occurrence: **{versus:.2f}x, {'met' if versus >= 1.15 else 'NOT met'}**. One member alone: "
                   f"{min(singles):.4f}-{max(singles):.4f} (mean {statistics.mean(singles):.4f}, "
-                  f"{min(singles) / cooccurrence:.2f}x-{max(singles) / cooccurrence:.2f}x co-occurrence)."]
+                  f"{min(singles) / cooccurrence:.2f}x-{max(singles) / cooccurrence:.2f}x co-occurrence)."
+              + (f" The ensemble alone, without the fusion: {result['model_alone']['test_full_ndcg@10']:.4f} "
+                 f"({result['model_alone']['test_full_ndcg@10'] / cooccurrence:.2f}x co-occurrence)." if fusion else "")]
     return "\n".join(lines) + "\n"
 
 

@@ -66,19 +66,24 @@ def popularity_scores(pop: np.ndarray, users: int) -> np.ndarray:
     return np.broadcast_to(pop, (users, len(pop))).copy()
 
 
-def cooccurrence_scores(matrix: sparse.csr_matrix, pop: np.ndarray, histories: Sequence[np.ndarray], last: int = 3,
-                        first_item: int = 1) -> np.ndarray:
-    """Sum of the co-occurrence rows of each user's ``last`` items (weights 1, 1/2, 1/3 from the
-    latest back), plus popularity scaled below 1/6 (the finest step of those sums) so it only
-    breaks ties."""
-    tie = 0.1 * pop / (pop.max() + 1.0)
+def cooccurrence_sums(matrix: sparse.csr_matrix, histories: Sequence[np.ndarray], last: int = 3,
+                      first_item: int = 1) -> np.ndarray:
+    """[users, n_items]: the sum of the co-occurrence rows of each user's ``last`` items (weights 1,
+    1/2, 1/3 from the latest back)."""
     weights = sparse.lil_matrix((len(histories), matrix.shape[0]))
     for row, items in enumerate(histories):
         real = items[items >= first_item]
         for back, item in enumerate(real[::-1][:last]):
             weights[row, int(item)] += 1.0 / (back + 1)
-    scores = np.asarray((weights.tocsr() @ matrix).todense())
-    return scores + tie[None, :]
+    return np.asarray((weights.tocsr() @ matrix).todense())
+
+
+def cooccurrence_scores(matrix: sparse.csr_matrix, pop: np.ndarray, histories: Sequence[np.ndarray], last: int = 3,
+                        first_item: int = 1) -> np.ndarray:
+    """:func:`cooccurrence_sums` plus popularity scaled below 1/6 (the finest step of those sums) so
+    it only breaks ties."""
+    tie = 0.1 * pop / (pop.max() + 1.0)
+    return cooccurrence_sums(matrix, histories, last, first_item) + tie[None, :]
 
 
 def category_rule_scores(item_category: np.ndarray, pop: np.ndarray, affinities: np.ndarray) -> np.ndarray:

@@ -36,7 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from shopper_profiles.model.baselines import cooccurrence, cooccurrence_scores, popularity, popularity_scores, top_followers
+from shopper_profiles.model.baselines import (
+    cooccurrence,
+    cooccurrence_scores,
+    cooccurrence_sums,
+    popularity,
+    popularity_scores,
+    top_followers,
+)
 from shopper_profiles.model.encoder import (
     WIDE_SCALE,
     EncoderSpec,
@@ -90,6 +97,9 @@ class SequentialSpec:
     # Off: one member, 10 min, seed 42 -- Online Retail's file validation NDCG@10 0.0878 -> 0.0896, but
     # Beauty 0.0758 -> 0.0741 (it overfits sooner: best epoch 8 instead of 14); no gain across files.
     exclude_seen: bool = False
+    # Late fusion: rank by the ensemble's log-probability plus w x log1p(the co-occurrence baseline's sums for
+    # the same input), w chosen on validation from FUSION_WEIGHTS (0: the model alone); see fusion_weight.
+    fusion: bool = True
     ks: tuple[int, ...] = field(default=(5, 10, 20))
 
     @property
@@ -300,12 +310,49 @@ def protocol_report(score: Callable[[slice], np.ndarray], targets: np.ndarray, h
     return out
 
 
+FUSION_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+"""Candidate weights of the co-occurrence term in the fused ranking (see :func:`fusion_weight`)."""
+
+
+def cooccurrence_evidence(matrix: Any, histories: Sequence[np.ndarray], chunk: int = 4096) -> np.ndarray:
+    """[users, n_items] float32 log1p of the co-occurrence baseline's sums for ``histories``: the
+    fused ranking's second term, on the log scale of the model's log-probabilities."""
+    out = np.empty((len(histories), matrix.shape[0]), dtype=np.float32)
+    for start in range(0, len(histories), chunk):
+        out[start:start + chunk] = np.log1p(cooccurrence_sums(matrix, histories[start:start + chunk]))
+    return out
+
+
+def fusion_weight(model_scores: np.ndarray, evidence: np.ndarray, targets: np.ndarray, histories: Sequence[np.ndarray],
+                  weights: Sequence[float] = FUSION_WEIGHTS) -> tuple[float, dict[float, float]]:
+    """The weight w of ``model_scores + w * evidence`` with the best full-ranking NDCG@10 on the
+    given (validation) targets, the smaller on a tie, and that NDCG@10 for every candidate. Why: the
+    learned co-occurrence input sees each recent item's 20 top followers in log counts; the baseline
+    ranks by whole rows of raw counts, which on a file where the next item mostly shares the last
+    one's basket the model does not reproduce. How much of each to trust is the file's to say, on
+    its validation targets, as the epoch is."""
+    def ndcg(weight: float) -> float:
+        return protocol_report(lambda part: model_scores[part] + weight * evidence[part], targets, histories, (10,), "",
+                               sampled=False)["full_ndcg@10"]
+
+    curve = {float(w): ndcg(w) for w in weights}
+    best = max(curve, key=lambda w: (curve[w], -w))
+    return best, curve
+
+
 def evaluate(models: Sequence[CausalSequenceModel], data: SequenceData, stage: str, ks: Sequence[int],
-             sampled: bool = False, seed: int = 0) -> dict[str, float]:
+             sampled: bool = False, seed: int = 0, fusion: tuple[Any, float] | None = None) -> dict[str, float]:
     """The model (one member or an ensemble) under the leave-one-out protocol for ``stage``
-    'validation' or 'test'."""
+    'validation' or 'test'; with ``fusion`` (co-occurrence matrix, weight) its fused ranking."""
     inputs, targets, histories = evaluation_inputs(data.sequences, models[0].spec.max_len, stage)
-    return protocol_report(lambda part: score_users(models, inputs[part]), targets, histories, ks, f"{stage}_", sampled, seed)
+
+    def score(part: slice) -> np.ndarray:
+        scores = score_users(models, inputs[part])
+        if fusion is not None and fusion[1]:
+            scores = scores + fusion[1] * cooccurrence_evidence(fusion[0], histories[part])
+        return scores
+
+    return protocol_report(score, targets, histories, ks, f"{stage}_", sampled, seed)
 
 
 def baseline_reports(data: SequenceData, ks: Sequence[int], seed: int = 0) -> dict[str, dict[str, float]]:
@@ -428,9 +475,10 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
 
     examples = (training_prefixes(data.sequences, spec.max_len) if spec.prefixes else
                 training_windows(data.sequences, spec.max_len, spec.window_overlap))
-    # The followers are counted on the training histories only, exactly as the co-occurrence baseline's.
-    neighbours = (top_followers(cooccurrence([seq[:-2] for seq in data.sequences], data.n_items), spec.neighbours)
-                  if spec.neighbours else None)
+    # The followers (and the fused term) are counted on the training histories only, exactly as the
+    # co-occurrence baseline's.
+    matrix = cooccurrence([seq[:-2] for seq in data.sequences], data.n_items)
+    neighbours = top_followers(matrix, spec.neighbours) if spec.neighbours else None
     models, members = [], []
     left = spec.minutes * 60.0
     epoch_seconds = 0.0  # one epoch of the first member
@@ -446,9 +494,19 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
         summary["test"] = evaluate([model], data, "test", spec.ks, sampled=True, seed=spec.seed + 1)
         models.append(model)
         members.append(summary)
-    report = {**evaluate(models, data, "validation", spec.ks, sampled=True, seed=spec.seed),
-              **evaluate(models, data, "test", spec.ks, sampled=True, seed=spec.seed + 1)}
-    return {"metrics": report, "members": members, "history": [e for m in members for e in m.pop("history")],
+    alone = {**evaluate(models, data, "validation", spec.ks, sampled=True, seed=spec.seed),
+             **evaluate(models, data, "test", spec.ks, sampled=True, seed=spec.seed + 1)}
+    report, fusion = alone, None
+    if spec.fusion:
+        inputs, targets, histories = evaluation_inputs(data.sequences, spec.max_len, "validation")
+        weight, curve = fusion_weight(score_users(models, inputs), cooccurrence_evidence(matrix, histories), targets, histories)
+        logger.info("fusion: co-occurrence weight %s on validation (NDCG@10 %s)", weight,
+                    ", ".join(f"{w}: {v:.4f}" for w, v in curve.items()))
+        fusion = {"weight": weight, "validation_ndcg@10": curve}
+        report = {**evaluate(models, data, "validation", spec.ks, True, spec.seed, (matrix, weight)),
+                  **evaluate(models, data, "test", spec.ks, True, spec.seed + 1, (matrix, weight))}
+    return {"metrics": report, "model_alone": alone, "fusion": fusion, "members": members,
+            "history": [e for m in members for e in m.pop("history")],
             "train_seconds": sum(m["train_seconds"] for m in members), "training_examples": len(examples[0]),
             "users": len(data.sequences), "items": data.n_items - 1, "skipped_short_users": data.skipped_short,
             "spec": {**asdict(spec), "overlap": spec.window_overlap}}
@@ -490,6 +548,9 @@ def run_benchmark(sequences_path: str, attributes_path: str | None, spec: Sequen
                 if "validation_ndcg@10" in entry:
                     mlflow.log_metric(f"validation_ndcg_at_10_seed{seed}", entry["validation_ndcg@10"], step=int(entry["epoch"]))
             mlflow.log_metrics({mlflow_name(k): v for k, v in result["metrics"].items()})
+            mlflow.log_metrics({mlflow_name(f"model_alone.{k}"): v for k, v in result["model_alone"].items()})
+            if result["fusion"]:
+                mlflow.log_metric("fusion_weight", result["fusion"]["weight"])
             for member in result["members"]:
                 mlflow.log_metrics({mlflow_name(f"seed{member['seed']}.{k}"): v for k, v in member["test"].items()})
             for name, metrics in result["baselines"].items():
