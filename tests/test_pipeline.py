@@ -44,30 +44,16 @@ def whole(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.mark.slow
-def test_ingest_then_backfill_then_whole_pipeline(spark: SparkSession, tmp_path, monkeypatch, whole, wheel,
-                                                  bare_python) -> None:
-    """Ingest and a feature backfill into a fresh lakehouse through the real `spark-submit` (the
-    library from the wheel only: see conftest's ``bare_python``), then the whole pipeline's report,
-    then its profiles scored again through `spark-submit` (the model runs in the executors' Python
-    workers, which can only import the library from the shipped wheel)."""
+def test_whole_pipeline_then_a_backfill_and_a_rescore_through_spark_submit(spark: SparkSession, monkeypatch, whole, wheel,
+                                                                         bare_python) -> None:
+    """The whole pipeline's report, a feature backfill of two earlier days into its lakehouse, then
+    its profiles scored again through the real `spark-submit` with an interpreter that has only the
+    shipped wheel (see conftest's ``bare_python``): the model runs in the executors' Python workers,
+    which can only import the library from that wheel. (Ingest, features, scoring and audiences run
+    wheel-only under spark-submit in the Airflow test below.)"""
     monkeypatch.setenv("SHOPPER_PSEUDONYM_KEY", "pipeline")
-    root = tmp_path / "lh"
-    submitted, log = spark_submit("ingest_events", wheel, bare_python, [
-        "--source", "simulator", "--from", "2024-01-01", "--to", "2024-01-15", "--env", "local", *overrides(root)], {})
-    assert f"shopper_profiles from {wheel}" in log  # the driver imported the wheel, not the checkout
-    report = submitted["ingest"]
-    assert report["balanced"] and report["entities"]["events"]["new_rows"] > 1000
     from deltalake import DeltaTable
 
-    assert len(DeltaTable(str(root / "bronze" / "events")).to_pyarrow_table(columns=["event_id"])) == \
-        report["entities"]["events"]["new_rows"]
-    snapshots = spark_submit("build_features", wheel, bare_python,
-                             ["--backfill", "2024-01-11", "2024-01-12", "--env", "local", *overrides(root)], {})[0]["features"]
-    assert [s["as_of"] for s in snapshots] == ["2024-01-11", "2024-01-12"]
-    assert all(s["active_users"] > 50 for s in snapshots)
-    behaviour = DeltaTable(str(root / "silver" / "features_behaviour"))
-    dates = {str(d) for d in behaviour.to_pyarrow_table(columns=["snapshot_date"]).column("snapshot_date").to_pylist()}
-    assert sorted(dates) == ["2024-01-11", "2024-01-12"]
     whole_root, whole = whole
     assert whole["smoke"]["rows"] == 10_000
     assert whole["ingest"]["balanced"]
@@ -89,8 +75,15 @@ def test_ingest_then_backfill_then_whole_pipeline(spark: SparkSession, tmp_path,
     assert set(whole["audiences"]["audiences"]["sizes"]) >= {"churn_risk_high_spenders", "loyal_full_price"}
     assert whole["audiences"]["similar_users"]["rows"] == 10 * refresh["profiles"]
     assert whole["audiences"]["demand_backtest"]["observed"] is True
+    snapshots = run_job("build_features", ["--backfill", "2024-01-11", "2024-01-12", *overrides(whole_root)])["features"]
+    assert [s["as_of"] for s in snapshots] == ["2024-01-11", "2024-01-12"]
+    assert all(s["active_users"] > 50 for s in snapshots)
+    behaviour = DeltaTable(str(whole_root / "silver" / "features_behaviour"))
+    dates = {str(d) for d in behaviour.to_pyarrow_table(columns=["snapshot_date"]).column("snapshot_date").to_pylist()}
+    assert {"2024-01-07", "2024-01-11", "2024-01-12", "2024-01-21"} <= dates
     rescored, log = spark_submit("score_profiles", wheel, bare_python,
                                  ["--as-of", "2024-01-21", "--env", "local", *overrides(whole_root)], {})
+    assert f"shopper_profiles from {wheel}" in log  # the driver imported the wheel, not the checkout
     assert f"shipped {wheel.name} to the executors' Python path" in log
     profiles = rescored["profiles"]
     assert profiles["mode"] == "full" and profiles["profiles"] == profiles["rescored"] == refresh["profiles"]
@@ -222,11 +215,12 @@ def dag_report(venv: Path, environment: dict[str, str], orchestrator: str) -> di
 
 
 @pytest.mark.slow
-def test_the_airflow_dags_load_and_the_daily_one_runs_through_spark_submit(whole, wheel, airflow) -> None:
+def test_the_airflow_dags_load_and_the_daily_one_runs_through_spark_submit(whole, wheel, airflow, bare_python) -> None:
     """The DAGs in Airflow's own venv: no import errors, the expected task graphs with retries and
     timeouts, for both the spark-submit and the Databricks (run-now of the bundle's jobs) branch;
     then `airflow dags test` runs the daily DAG's spark-submit branch (ingest -> features -> score
-    -> audiences) on the whole pipeline's lakehouse for the interval [2024-01-20, 2024-01-21)."""
+    -> audiences) on the whole pipeline's lakehouse for the interval [2024-01-20, 2024-01-21), with an
+    interpreter that has only the shipped wheel."""
     import yaml
     from deltalake import DeltaTable
 
@@ -251,7 +245,7 @@ def test_the_airflow_dags_load_and_the_daily_one_runs_through_spark_submit(whole
 
     root, _ = whole
     before = {t: DeltaTable(str(root / "gold" / t)).version() for t in ("profiles", "audience_sizes")}
-    environment = {**environment, "SHOPPER_WHEEL": str(wheel), "SHOPPER_PYTHON": sys.executable, "SHOPPER_RETRIES": "0",
+    environment = {**environment, "SHOPPER_WHEEL": str(wheel), "SHOPPER_PYTHON": str(bare_python), "SHOPPER_RETRIES": "0",
                    "SHOPPER_PSEUDONYM_KEY": "pipeline", "SHOPPER_CONF_OVERRIDES": ",".join(
                        [f"lakehouse.root={root}", *SMALL])}
     ran = subprocess.run([str(venv / "bin" / "airflow"), "dags", "test", "shopper_profiles_daily", "2024-01-21T02:00:00+00:00"],
@@ -265,6 +259,7 @@ def test_the_airflow_dags_load_and_the_daily_one_runs_through_spark_submit(whole
     landed = re.search(r"events: input=(\d+) .*\(new=(\d+), already loaded=(\d+)\)", log)
     assert landed and int(landed.group(1)) > 0 and landed.group(2) == "0", log[-6000:]  # the pipeline loaded it already
     assert '"mode": "incremental"' in log
+    assert f"shopper_profiles from {wheel}" in log and f"shopper_profiles from {REPO / 'lib'}" not in log  # wheel only
     after = {t: DeltaTable(str(root / "gold" / t)).version() for t in before}
     assert all(after[t] == before[t] + 1 for t in before), (before, after)
 
