@@ -20,7 +20,9 @@ consecutive seeds inside the one training budget, rank by their mean log-probabi
 Beauty one seed's test NDCG@10 moves by about +-0.002 with the seed alone, and the mean of three is
 both steadier and higher than a typical member; each member's own numbers are reported beside it.
 A member still improving at the end of its share trains on (a larger file needs the time more than
-a second member does), and a member whose share is shorter than an epoch is not started.
+a second member does), and a member whose share is shorter than an epoch is not started. The
+ensemble then ranks fused with the co-occurrence baseline's evidence, at a weight the validation
+targets choose (:func:`fusion_weight`); the ensemble alone is reported beside it.
 """
 
 from __future__ import annotations
