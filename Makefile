@@ -3,9 +3,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ENV ?= local
-# Two workers, one test file each at a time (module fixtures are built once), in conftest's order (xdist
-# would otherwise start the files with the most tests first, not the longest); `PYTEST_ARGS=-n0` runs serially.
-PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
+# Two workers, one test file each at a time (module fixtures are built once); `PYTEST_ARGS=-n0` runs serially.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 export TF_USE_LEGACY_KERAS := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

@@ -21,12 +21,9 @@ DELTA_PACKAGE = "io.delta:delta-spark_2.12:3.3.2"
 REPO = Path(__file__).resolve().parents[1]
 
 
-LONGEST_FILES = ("test_pipeline.py", "test_profiles.py", "test_simulator.py", "test_training.py", "test_features.py",
-                 "test_faults.py", "test_ingestion.py", "test_features_crosscheck.py")
-"""Longest first (session 23's fresh clone: ~1,170, 800, 440, 360 and 340 s), started first under
-``make test``'s two workers (one file per worker at a time, ``--no-loadscope-reorder`` keeps this
-order), so the long files do not queue behind the short ones and the two workers finish close
-together."""
+LONGEST_FILES = ("test_pipeline.py", "test_training.py", "test_simulator.py", "test_profiles.py", "test_faults.py")
+"""Started first under ``make test``'s two workers (one file per worker at a time), so the long
+files do not end up queued behind the short ones and the two workers finish close together."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

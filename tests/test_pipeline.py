@@ -75,7 +75,7 @@ def test_whole_pipeline_then_a_backfill_and_a_rescore_through_spark_submit(spark
     assert set(whole["audiences"]["audiences"]["sizes"]) >= {"churn_risk_high_spenders", "loyal_full_price"}
     assert whole["audiences"]["similar_users"]["rows"] == 10 * refresh["profiles"]
     assert whole["audiences"]["demand_backtest"]["observed"] is True
-    snapshots = run_job("build_features", ["--backfill", "2024-01-11", "2024-01-12", *overrides(whole_root)])["features"]
+    snapshots = run_job("build_features", ["--backfill", "2024-01-11", "2024-01-12", *overrides(whole_root)])
     assert [s["as_of"] for s in snapshots] == ["2024-01-11", "2024-01-12"]
     assert all(s["active_users"] > 50 for s in snapshots)
     behaviour = DeltaTable(str(whole_root / "silver" / "features_behaviour"))
