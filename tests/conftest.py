@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 LONGEST_FILES = ("test_pipeline.py", "test_training.py", "test_simulator.py", "test_profiles.py", "test_faults.py")
-"""Started first under ``make test``'s two workers (one file per worker at a time), so the long
-files do not end up queued behind the short ones and the two workers finish close together."""
+"""Run first in a serial run (``PYTEST_ARGS=-n0``). Under ``make test``'s two workers xdist orders the
+files by their number of tests instead, which interleaves these with light files; keeping this
+order there (``--no-loadscope-reorder``, session 24) started the two heaviest fixtures together
+and made the suite slower."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
