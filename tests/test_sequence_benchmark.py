@@ -8,17 +8,20 @@ import json
 import numpy as np
 import pytest
 from conftest import run_job
+from shopper_profiles.model.metrics import full_ranks, ranking_report
 from shopper_profiles.model.sequential import (
     FUSION_WEIGHTS,
     CausalSequenceModel,
     SequentialSpec,
+    choose_ranking,
     evaluation_inputs,
-    fusion_weight,
+    member_variants,
     read_sequences,
     run_benchmark,
     score_users,
     training_prefixes,
     training_windows,
+    variant_reports,
 )
 
 
@@ -110,11 +113,14 @@ def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
     assert [m["seed"] for m in result["members"]] == [42, 43] and {e["seed"] for e in result["history"]} == {42, 43}
     assert all(m["test"]["test_full_hr@10"] > 0.9 for m in result["members"])
     assert result["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in result["members"]))
-    # The fused ranking is the one validation chose, and the model alone is reported beside it.
-    fusion = result["fusion"]
-    assert fusion["weight"] in FUSION_WEIGHTS and set(fusion["validation_ndcg@10"]) == set(FUSION_WEIGHTS)
-    assert model["validation_full_ndcg@10"] == pytest.approx(fusion["validation_ndcg@10"][fusion["weight"]])
-    assert result["model_alone"]["validation_full_ndcg@10"] == pytest.approx(fusion["validation_ndcg@10"][0.0])
+    # The ranking is the one validation chose, and the whole ensemble alone is reported beside it.
+    ranking = result["ranking"]
+    assert ranking["weight"] in FUSION_WEIGHTS and set(ranking["members"]) <= {42, 43}
+    curves = ranking["validation_ndcg@10"]
+    assert {seeds.count("+") for seeds in curves} == {0, 1} and all(set(c) == set(FUSION_WEIGHTS) for c in curves.values())
+    chosen = curves["+".join(str(s) for s in sorted(ranking["members"]))][ranking["weight"]]
+    assert model["validation_full_ndcg@10"] == pytest.approx(chosen) == max(v for c in curves.values() for v in c.values())
+    assert result["model_alone"]["validation_full_ndcg@10"] == pytest.approx(curves["42+43"][0.0])
 
     import mlflow
 
@@ -123,13 +129,25 @@ def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
     assert run.data.metrics["test_full_ndcg_at_10"] == pytest.approx(model["test_full_ndcg@10"])
     assert run.data.metrics["seed43.test_full_ndcg_at_10"] == pytest.approx(result["members"][1]["test"]["test_full_ndcg@10"])
     assert "protocol" in run.data.tags
-    assert run.data.metrics["fusion_weight"] == fusion["weight"]
+    assert run.data.metrics["fusion_weight"] == ranking["weight"]
+    assert run.data.tags["ranking_seeds"] == "+".join(str(s) for s in ranking["members"])
     assert run.data.metrics["model_alone.test_full_ndcg_at_10"] == pytest.approx(result["model_alone"]["test_full_ndcg@10"])
 
 
-def test_the_fusion_weight_is_the_one_the_validation_targets_like_best() -> None:
+def _choice(members: list[np.ndarray], evidence: np.ndarray, targets: np.ndarray, histories: list[np.ndarray],
+            own: list[float]) -> tuple[tuple[tuple[int, ...], float], dict]:
+    variants = member_variants(own, FUSION_WEIGHTS)
+    reports = variant_reports(lambda part: {m: a[part] for m, a in enumerate(members)}, lambda part: evidence[part],
+                              targets, histories, variants, (10,), "", sampled=False, chunk=64)
+    curve = {v: reports[name]["full_ndcg@10"] for name, v in variants.items()}
+    return choose_ranking(curve), curve
+
+
+def test_the_ranking_is_the_one_the_validation_targets_like_best() -> None:
     """Co-occurrence evidence on the target and model scores that are noise: a positive weight wins.
-    Evidence on a wrong item: the model alone (0) wins, and a tie goes to the smaller weight."""
+    Evidence on a wrong item: the model alone (0) wins, and a tie goes to the smaller weight. A member
+    that is noise is left out when the informed one ranks better alone; only the k best by their own
+    validation NDCG@10 are candidates."""
     rng = np.random.default_rng(0)
     users, items = 200, 40
     targets = rng.integers(2, items, users).astype(np.int32)
@@ -138,17 +156,43 @@ def test_the_fusion_weight_is_the_one_the_validation_targets_like_best() -> None
     noise = rng.normal(size=(users, items)).astype(np.float32)
     on_target = np.zeros_like(noise)
     on_target[rows, targets] = 1.0
-    weight, curve = fusion_weight(noise, on_target, targets, histories)
-    assert weight > 0 and curve[weight] == max(curve.values()) > curve[0.0] + 0.3, curve
+    (members, weight), curve = _choice([noise], on_target, targets, histories, [0.1])
+    assert members == (0,) and weight > 0 and curve[(members, weight)] == max(curve.values()) > curve[((0,), 0.0)] + 0.3
     elsewhere = np.zeros_like(noise)
     elsewhere[rows, (targets + 1 - 2) % (items - 2) + 2] = 1.0  # another real item, never the target
     informed = noise.copy()
     informed[rows, targets] += 2.0
-    weight, curve = fusion_weight(informed, elsewhere, targets, histories)
-    assert weight == 0.0 and curve[0.0] > curve[max(FUSION_WEIGHTS)], curve
+    (members, weight), curve = _choice([informed], elsewhere, targets, histories, [0.1])
+    assert weight == 0.0 and curve[((0,), 0.0)] > curve[((0,), max(FUSION_WEIGHTS))], curve
     perfect = noise.copy()
     perfect[rows, targets] += 100.0
-    assert fusion_weight(perfect, elsewhere, targets, histories)[0] == 0.0  # every weight ranks the target first
+    assert _choice([perfect], elsewhere, targets, histories, [0.1])[0] == ((0,), 0.0)  # every weight ties at 1.0
+    # Two members, one noise: the informed one alone; candidates are {best} and {both}, never {noise}.
+    (members, weight), curve = _choice([noise * 3, informed], elsewhere, targets, histories, [0.01, 0.2])
+    assert (members, weight) == ((1,), 0.0) and {m for m, _ in curve} == {(1,), (0, 1)}, curve
+    # Two equally perfect members tie everywhere: the plainer ranking, both members at w 0.
+    assert _choice([perfect, perfect], elsewhere, targets, histories, [0.3, 0.3])[0] == ((0, 1), 0.0)
+
+
+def test_one_scoring_pass_ranks_each_variant_as_the_protocol_does() -> None:
+    """The shared pass masks the shopper's earlier items once per chunk; each variant must rank
+    exactly as full_ranks does on its own scores with the history excluded (a repeat target stays
+    rankable), chunk boundaries included."""
+    rng = np.random.default_rng(1)
+    users, items = 150, 30
+    members = [rng.normal(size=(users, items)).astype(np.float32) for _ in range(2)]
+    evidence = rng.random(size=(users, items)).astype(np.float32)
+    targets = rng.integers(1, items, users).astype(np.int32)
+    histories = [rng.choice(np.arange(1, items), size=rng.integers(1, 6), replace=False).astype(np.int32) for _ in range(users)]
+    histories[0] = np.append(histories[0], targets[0])  # a repeat purchase: the target is in the history
+    variants = {"both fused": ((0, 1), 1.5), "second": ((1,), 0.0)}
+    reports = variant_reports(lambda part: {m: a[part] for m, a in enumerate(members)}, lambda part: evidence[part],
+                              targets, histories, variants, (1, 5, 10), "", sampled=False, chunk=64)
+    for name, (chosen, weight) in variants.items():
+        scores = sum(members[m] for m in chosen) / len(chosen) + weight * evidence
+        scores[:, 0] = -np.inf
+        expected = ranking_report(full_ranks(scores, targets, exclude=histories), (1, 5, 10), prefix="full_")
+        assert reports[name] == pytest.approx(expected), name
 
 
 @pytest.mark.slow

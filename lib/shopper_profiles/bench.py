@@ -594,14 +594,15 @@ def bench_sequences(args: argparse.Namespace) -> dict[str, Any]:
                          spec, config.mlflow_tracking_uri, config.mlflow.experiment, log=progress)
 
 
-def _fusion_lines(result: dict[str, Any]) -> list[str]:
-    fusion = result.get("fusion")
-    if not fusion:
-        return ["- Ranking: the ensemble alone (no fusion with co-occurrence)."]
-    curve = ", ".join(f"{float(w):g}: {v:.4f}" for w, v in fusion["validation_ndcg@10"].items())
-    return [f"- Ranking: late fusion -- the ensemble's mean log-probability + w x log1p(the co-occurrence baseline's "
-            f"sums for the same input), w chosen on the **validation** targets (NDCG@10 by w: {curve}; chosen "
-            f"**{fusion['weight']:g}**). The ensemble alone is reported beside it."]
+def _ranking_lines(result: dict[str, Any]) -> list[str]:
+    ranking = result["ranking"]
+    curves = "; ".join(f"seeds {seeds}: " + ", ".join(f"{float(w):g}: {v:.4f}" for w, v in curve.items())
+                       for seeds, curve in ranking["validation_ndcg@10"].items())
+    return [f"- Ranking, chosen on the **validation** targets: the k members with the best validation NDCG@10 of "
+            f"their own, mean log-probability + w x log1p(the co-occurrence baseline's sums for the same input) "
+            f"(NDCG@10 by members and w: {curves}). Chosen: **seeds "
+            f"{'+'.join(str(s) for s in ranking['members'])}, w {ranking['weight']:g}**. The whole ensemble alone is "
+            f"reported beside it."]
 
 
 def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -632,17 +633,17 @@ def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
              f"{spec['batch_size']} targets; an ensemble of {len(members)} such models (seeds "
              f"{', '.join(str(m['seed']) for m in members)}, each with its own best validation epoch), ranked by their mean "
              f"log-probability; budget {spec['minutes']} min of training for all of them, on all cores.",
-             *_fusion_lines(result),
+             *_ranking_lines(result),
              "- Trained " + "; ".join(f"seed {m['seed']}: {m['epochs']} epochs, best {m['best_epoch']}, "
                                       f"{m['train_seconds'] / 60:.1f} min" for m in members)
              + f" ({result['train_seconds'] / 60:.1f} min in all); whole run incl. evaluation and baselines "
                f"{result['wall_seconds'] / 60:.1f} min.", "",
              "| method (test) | HR@5 | HR@10 | HR@20 | NDCG@5 | NDCG@10 | NDCG@20 | sampled100 HR@10 | sampled100 NDCG@10 |",
              "|---|---|---|---|---|---|---|---|---|"]
-    fusion = result.get("fusion")
-    ours_name = f"profile model (ours, {len(members)} seeds" + (f", fused with co-occurrence x {fusion['weight']:g})" if fusion else ")")
-    rows = {ours_name: result["metrics"], **({f"  the model alone ({len(members)} seeds, no fusion)": result["model_alone"]}
-                                             if fusion else {}),
+    ranking = result["ranking"]
+    ours_name = (f"profile model (ours, seeds {'+'.join(str(s) for s in ranking['members'])}"
+                 + (f", fused with co-occurrence x {ranking['weight']:g})" if ranking["weight"] else ")"))
+    rows = {ours_name: result["metrics"], f"  the whole ensemble alone ({len(members)} seeds, no fusion)": result["model_alone"],
             **{f"  one member, seed {m['seed']} (alone)": m["test"] for m in members}, **result["baselines"]}
     for name, m in rows.items():
         cells = [m[f"test_full_{k}"] for k in ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")]
@@ -661,8 +662,8 @@ def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
                   f"co-occurrence: **{versus:.2f}x, {'met' if versus >= 1.15 else 'NOT met'}**. One member alone: "
                   f"{min(singles):.4f}-{max(singles):.4f} (mean {statistics.mean(singles):.4f}, "
                   f"{min(singles) / cooccurrence:.2f}x-{max(singles) / cooccurrence:.2f}x co-occurrence)."
-              + (f" The ensemble alone, without the fusion: {result['model_alone']['test_full_ndcg@10']:.4f} "
-                 f"({result['model_alone']['test_full_ndcg@10'] / cooccurrence:.2f}x co-occurrence)." if fusion else "")]
+              + f" The whole ensemble alone, without the choice: {result['model_alone']['test_full_ndcg@10']:.4f} "
+                f"({result['model_alone']['test_full_ndcg@10'] / cooccurrence:.2f}x co-occurrence)."]
     return "\n".join(lines) + "\n"
 
 

@@ -21,8 +21,9 @@ Beauty one seed's test NDCG@10 moves by about +-0.002 with the seed alone, and t
 both steadier and higher than a typical member; each member's own numbers are reported beside it.
 A member still improving at the end of its share trains on (a larger file needs the time more than
 a second member does), and a member whose share is shorter than an epoch is not started. The
-ensemble then ranks fused with the co-occurrence baseline's evidence, at a weight the validation
-targets choose (:func:`fusion_weight`); the ensemble alone is reported beside it.
+validation targets then choose the ranking (:func:`choose_ranking`): the k members with the best
+validation NDCG@10 of their own, fused with the co-occurrence baseline's evidence at a weight w;
+the whole ensemble alone is reported beside it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from shopper_profiles.model.encoder import (
     next_item_loss,
     recent_items,
 )
-from shopper_profiles.model.metrics import full_ranks, ranking_report, sampled_ranks
+from shopper_profiles.model.metrics import full_ranks, ranking_report, ranks_among, unseen_negatives
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +100,8 @@ class SequentialSpec:
     # Off: one member, 10 min, seed 42 -- Online Retail's file validation NDCG@10 0.0878 -> 0.0896, but
     # Beauty 0.0758 -> 0.0741 (it overfits sooner: best epoch 8 instead of 14); no gain across files.
     exclude_seen: bool = False
-    # Late fusion: rank by the ensemble's log-probability plus w x log1p(the co-occurrence baseline's sums for
-    # the same input), w chosen on validation from FUSION_WEIGHTS (0: the model alone); see fusion_weight.
+    # Late fusion: rank by the members' mean log-probability plus w x log1p(the co-occurrence baseline's sums
+    # for the same input), w chosen on validation from FUSION_WEIGHTS (0: the model alone); see choose_ranking.
     fusion: bool = True
     ks: tuple[int, ...] = field(default=(5, 10, 20))
 
@@ -292,28 +293,12 @@ def score_users(models: Sequence[CausalSequenceModel], inputs: np.ndarray, batch
     return np.concatenate(out)
 
 
-def protocol_report(score: Callable[[slice], np.ndarray], targets: np.ndarray, histories: Sequence[np.ndarray],
-                    ks: Sequence[int], prefix: str, sampled: bool = True, seed: int = 0, chunk: int = 4096) -> dict[str, float]:
-    """HR/NDCG under full ranking and, beside it, 100 sampled negatives; ``score(rows)`` gives
-    the scores of a slice of users (bounded memory: ``chunk`` x n_items at a time)."""
-    ranks: dict[str, list[np.ndarray]] = {"full": [], "sampled100": []}
-    for start in range(0, len(targets), chunk):
-        part = slice(start, start + chunk)
-        scores = score(part)
-        scores[:, 0] = -np.inf  # padding is never a recommendation
-        ranks["full"].append(full_ranks(scores, targets[part], exclude=histories[part]))
-        if sampled:
-            ranks["sampled100"].append(sampled_ranks(scores, targets[part], exclude=histories[part], n_negatives=100,
-                                                     seed=seed, first_item=1, users=np.arange(start, start + len(scores))))
-    out: dict[str, float] = {}
-    for protocol, parts in ranks.items():
-        if parts:
-            out.update(ranking_report(np.concatenate(parts), ks, prefix=f"{prefix}{protocol}_"))
-    return out
-
-
 FUSION_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
-"""Candidate weights of the co-occurrence term in the fused ranking (see :func:`fusion_weight`)."""
+"""Candidate weights of the co-occurrence term in the fused ranking (see :func:`choose_ranking`)."""
+
+Variant = tuple[tuple[int, ...], float]
+"""A ranking from the trained members: (which members' log-probabilities are averaged, the weight w
+of the co-occurrence term added to them; 0: the members alone)."""
 
 
 def cooccurrence_evidence(matrix: Any, histories: Sequence[np.ndarray], chunk: int = 4096) -> np.ndarray:
@@ -325,36 +310,92 @@ def cooccurrence_evidence(matrix: Any, histories: Sequence[np.ndarray], chunk: i
     return out
 
 
-def fusion_weight(model_scores: np.ndarray, evidence: np.ndarray, targets: np.ndarray, histories: Sequence[np.ndarray],
-                  weights: Sequence[float] = FUSION_WEIGHTS) -> tuple[float, dict[float, float]]:
-    """The weight w of ``model_scores + w * evidence`` with the best full-ranking NDCG@10 on the
-    given (validation) targets, the smaller on a tie, and that NDCG@10 for every candidate. Why: the
-    learned co-occurrence input sees each recent item's 20 top followers in log counts; the baseline
-    ranks by whole rows of raw counts, which on a file where the next item mostly shares the last
-    one's basket the model does not reproduce. How much of each to trust is the file's to say, on
-    its validation targets, as the epoch is."""
-    def ndcg(weight: float) -> float:
-        return protocol_report(lambda part: model_scores[part] + weight * evidence[part], targets, histories, (10,), "",
-                               sampled=False)["full_ndcg@10"]
+def variant_reports(member_scores: Callable[[slice], dict[int, np.ndarray]], evidence: Callable[[slice], np.ndarray] | None,
+                    targets: np.ndarray, histories: Sequence[np.ndarray], variants: dict[str, Variant],
+                    ks: Sequence[int], prefix: str, sampled: bool = True, seed: int = 0,
+                    chunk: int = 4096) -> dict[str, dict[str, float]]:
+    """Every variant's HR/NDCG (full ranking and, with ``sampled``, 100 sampled negatives) from ONE
+    scoring pass: ``member_scores(rows)`` gives each member's log-probabilities for a slice of users
+    and ``evidence(rows)`` the co-occurrence term, once per chunk (bounded memory: a few chunk x
+    n_items arrays), and each variant ranks from those arrays."""
+    if evidence is None and any(w for _, w in variants.values()):
+        raise ValueError("a fused variant (weight > 0) needs the co-occurrence evidence")
+    ranks: dict[str, dict[str, list[np.ndarray]]] = {name: {"full": [], "sampled100": []} for name in variants}
+    for start in range(0, len(targets), chunk):
+        part = slice(start, start + chunk)
+        part_targets, part_histories = targets[part], histories[part]
+        members = member_scores(part)
+        shape = next(iter(members.values())).shape
+        term = evidence(part) if evidence is not None and any(w for _, w in variants.values()) else None
+        rows = np.arange(len(part_targets))
+        banned = np.zeros(shape, dtype=bool)  # the shopper's own earlier items, never the target
+        for row, items in enumerate(part_histories):
+            banned[row, np.asarray(items, dtype=np.int64)] = True
+        banned[rows, part_targets] = False
+        banned[:, 0] = True  # padding is never a recommendation
+        negatives = (unseen_negatives(shape[1], part_targets, part_histories, rows + start, 100, seed, 1)
+                     if sampled else None)
+        for name, (chosen, weight) in variants.items():
+            scores = members[chosen[0]].copy()  # masked below; the members' arrays serve every variant
+            for m in chosen[1:]:
+                scores += members[m]
+            scores /= len(chosen)
+            if weight and term is not None:
+                scores += weight * term
+            scores[banned] = -np.inf
+            ranks[name]["full"].append(full_ranks(scores, part_targets))
+            if negatives is not None:
+                ranks[name]["sampled100"].append(ranks_among(scores, part_targets, negatives))
+    out: dict[str, dict[str, float]] = {}
+    for name, by_protocol in ranks.items():
+        out[name] = {}
+        for protocol, parts in by_protocol.items():
+            if parts:
+                out[name].update(ranking_report(np.concatenate(parts), ks, prefix=f"{prefix}{protocol}_"))
+    return out
 
-    curve = {float(w): ndcg(w) for w in weights}
-    best = max(curve, key=lambda w: (curve[w], -w))
-    return best, curve
+
+def protocol_report(score: Callable[[slice], np.ndarray], targets: np.ndarray, histories: Sequence[np.ndarray],
+                    ks: Sequence[int], prefix: str, sampled: bool = True, seed: int = 0, chunk: int = 4096) -> dict[str, float]:
+    """One ranking's HR/NDCG under full ranking and, beside it, 100 sampled negatives; ``score(rows)``
+    gives the scores of a slice of users."""
+    return variant_reports(lambda part: {0: score(part)}, None, targets, histories, {"": ((0,), 0.0)}, ks, prefix,
+                           sampled, seed, chunk)[""]
+
+
+def member_variants(members: Sequence[float], weights: Sequence[float]) -> dict[str, Variant]:
+    """The candidate rankings: the k members with the best validation NDCG@10 of their own
+    (``members``), for every k, each at every weight. Why: three members trained in one budget are
+    not equal (the last gets what the first two left), and averaging in a weak one can cost the
+    ensemble more than it adds; the k best, not every subset, keeps the choice small."""
+    order = sorted(range(len(members)), key=lambda m: -members[m])
+    return {f"{'+'.join(str(m) for m in sorted(order[:k]))} w={w:g}": (tuple(sorted(order[:k])), float(w))
+            for k in range(1, len(members) + 1) for w in weights}
+
+
+def choose_ranking(ndcg: dict[Variant, float]) -> Variant:
+    """The variant with the best validation NDCG@10; on a tie the smaller weight, then the more
+    members (the plainer ranking)."""
+    return max(ndcg, key=lambda v: (ndcg[v], -v[1], len(v[0])))
 
 
 def evaluate(models: Sequence[CausalSequenceModel], data: SequenceData, stage: str, ks: Sequence[int],
-             sampled: bool = False, seed: int = 0, fusion: tuple[Any, float] | None = None) -> dict[str, float]:
-    """The model (one member or an ensemble) under the leave-one-out protocol for ``stage``
-    'validation' or 'test'; with ``fusion`` (co-occurrence matrix, weight) its fused ranking."""
+             sampled: bool = False, seed: int = 0, variants: dict[str, Variant] | None = None,
+             matrix: Any = None) -> dict[str, dict[str, float]]:
+    """The trained members under the leave-one-out protocol for ``stage`` ('validation' or 'test'):
+    the report of every variant (default: all members averaged, alone), from one scoring pass; a
+    variant with a weight needs the co-occurrence ``matrix``."""
     inputs, targets, histories = evaluation_inputs(data.sequences, models[0].spec.max_len, stage)
+    variants = variants or {"": (tuple(range(len(models))), 0.0)}
+    used = sorted({m for chosen, _ in variants.values() for m in chosen})
+    if matrix is None and any(w for _, w in variants.values()):
+        raise ValueError("a fused variant needs the co-occurrence matrix of the training histories")
 
-    def score(part: slice) -> np.ndarray:
-        scores = score_users(models, inputs[part])
-        if fusion is not None and fusion[1]:
-            scores = scores + fusion[1] * cooccurrence_evidence(fusion[0], histories[part])
-        return scores
+    def member_scores(part: slice) -> dict[int, np.ndarray]:
+        return {m: score_users([models[m]], inputs[part]) for m in used}
 
-    return protocol_report(score, targets, histories, ks, f"{stage}_", sampled, seed)
+    return variant_reports(member_scores, (lambda part: cooccurrence_evidence(matrix, histories[part])), targets,
+                           histories, variants, ks, f"{stage}_", sampled, seed)
 
 
 def baseline_reports(data: SequenceData, ks: Sequence[int], seed: int = 0) -> dict[str, dict[str, float]]:
@@ -438,7 +479,7 @@ def train_member(data: SequenceData, spec: SequentialSpec, neighbours: tuple[np.
                                    "train_seconds": train_seconds}
         past_share = train_seconds >= share
         if epoch % spec.eval_every == 0 or past_share or epoch == spec.max_epochs:
-            metrics = evaluate([model], data, "validation", (10,))
+            metrics = evaluate([model], data, "validation", (10,))[""]
             entry["validation_ndcg@10"] = metrics["validation_full_ndcg@10"]
             if entry["validation_ndcg@10"] > best["ndcg"]:
                 best = {"ndcg": entry["validation_ndcg@10"], "epoch": epoch, "weights": model.get_weights()}
@@ -453,16 +494,18 @@ def train_member(data: SequenceData, spec: SequentialSpec, neighbours: tuple[np.
             break
     if best["weights"] is not None:
         model.set_weights(best["weights"])
-    return model, {"seed": spec.seed, "best_epoch": best["epoch"], "epochs": epoch, "train_seconds": train_seconds,
+    return model, {"seed": spec.seed, "best_epoch": best["epoch"], "best_validation_ndcg@10": best["ndcg"], "epochs": epoch,
+                   "train_seconds": train_seconds,
                    "history": history}
 
 
 def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None) -> dict[str, Any]:
     """Train up to ``spec.ensemble`` members within ``spec.minutes`` (each gets an equal share of what
     is left, and may run on while it improves), each keeping its best validation NDCG@10 weights; a
-    member whose share is shorter than one of the first member's epochs is not started. Report
-    validation and test metrics (full and sampled) for the ensemble and each member's test numbers
-    beside them."""
+    member whose share is shorter than one of the first member's epochs is not started. The ranking
+    (which members, fused with co-occurrence at which weight) is chosen on validation; report its
+    validation and test metrics (full and sampled), the whole ensemble alone and each member's test
+    numbers beside them."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow as tf
 
@@ -493,21 +536,36 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
         model, summary = train_member(data, replace(spec, seed=spec.seed + member), neighbours, examples, share, left, log)
         left -= summary["train_seconds"]
         epoch_seconds = epoch_seconds or summary["train_seconds"] / summary["epochs"]
-        summary["test"] = evaluate([model], data, "test", spec.ks, sampled=True, seed=spec.seed + 1)
         models.append(model)
         members.append(summary)
-    alone = {**evaluate(models, data, "validation", spec.ks, sampled=True, seed=spec.seed),
-             **evaluate(models, data, "test", spec.ks, sampled=True, seed=spec.seed + 1)}
-    report, fusion = alone, None
-    if spec.fusion:
-        inputs, targets, histories = evaluation_inputs(data.sequences, spec.max_len, "validation")
-        weight, curve = fusion_weight(score_users(models, inputs), cooccurrence_evidence(matrix, histories), targets, histories)
-        logger.info("fusion: co-occurrence weight %s on validation (NDCG@10 %s)", weight,
-                    ", ".join(f"{w}: {v:.4f}" for w, v in curve.items()))
-        fusion = {"weight": weight, "validation_ndcg@10": curve}
-        report = {**evaluate(models, data, "validation", spec.ks, True, spec.seed, (matrix, weight)),
-                  **evaluate(models, data, "test", spec.ks, True, spec.seed + 1, (matrix, weight))}
-    return {"metrics": report, "model_alone": alone, "fusion": fusion, "members": members,
+    # One scoring pass per stage. Validation: every candidate ranking (the k best members at every
+    # weight), so the choice and the reports come from the same arrays. Test: the chosen ranking, all
+    # members alone (the ensemble without the choice) and each member alone.
+    everyone: Variant = (tuple(range(len(models))), 0.0)
+    candidates = member_variants([m["best_validation_ndcg@10"] for m in members],
+                                 FUSION_WEIGHTS if spec.fusion else (0.0,))
+    validation = evaluate(models, data, "validation", spec.ks, True, spec.seed, candidates, matrix)
+    curve = {variant: validation[name]["validation_full_ndcg@10"] for name, variant in candidates.items()}
+    chosen = choose_ranking(curve)
+
+    def seeds(chosen_members: tuple[int, ...]) -> str:
+        return "+".join(str(members[m]["seed"]) for m in chosen_members)
+
+    logger.info("ranking: seeds %s, co-occurrence weight %g, chosen on validation (NDCG@10 %s)", seeds(chosen[0]),
+                chosen[1], ", ".join(f"seeds {seeds(v[0])} w {v[1]:g}: {curve[v]:.4f}" for v in curve))
+    singles = {f"seed {m['seed']}": ((i,), 0.0) for i, m in enumerate(members)}
+    test = evaluate(models, data, "test", spec.ks, True, spec.seed + 1,
+                    {"chosen": chosen, "everyone": everyone, **singles}, matrix)
+    for name, summary in zip(singles, members, strict=True):
+        summary["test"] = test[name]
+    name_of = {variant: name for name, variant in candidates.items()}
+    alone = {**validation[name_of[everyone]], **test["everyone"]}
+    report = {**validation[name_of[chosen]], **test["chosen"]}
+    by_members: dict[str, dict[float, float]] = {}
+    for (chosen_members, weight), value in curve.items():
+        by_members.setdefault(seeds(chosen_members), {})[weight] = value
+    ranking = {"members": [members[m]["seed"] for m in chosen[0]], "weight": chosen[1], "validation_ndcg@10": by_members}
+    return {"metrics": report, "model_alone": alone, "ranking": ranking, "members": members,
             "history": [e for m in members for e in m.pop("history")],
             "train_seconds": sum(m["train_seconds"] for m in members), "training_examples": len(examples[0]),
             "users": len(data.sequences), "items": data.n_items - 1, "skipped_short_users": data.skipped_short,
@@ -551,8 +609,8 @@ def run_benchmark(sequences_path: str, attributes_path: str | None, spec: Sequen
                     mlflow.log_metric(f"validation_ndcg_at_10_seed{seed}", entry["validation_ndcg@10"], step=int(entry["epoch"]))
             mlflow.log_metrics({mlflow_name(k): v for k, v in result["metrics"].items()})
             mlflow.log_metrics({mlflow_name(f"model_alone.{k}"): v for k, v in result["model_alone"].items()})
-            if result["fusion"]:
-                mlflow.log_metric("fusion_weight", result["fusion"]["weight"])
+            mlflow.log_metrics({"fusion_weight": result["ranking"]["weight"], "ranking_members": len(result["ranking"]["members"])})
+            mlflow.set_tag("ranking_seeds", "+".join(str(seed) for seed in result["ranking"]["members"]))
             for member in result["members"]:
                 mlflow.log_metrics({mlflow_name(f"seed{member['seed']}.{k}"): v for k, v in member["test"].items()})
             for name, metrics in result["baselines"].items():
