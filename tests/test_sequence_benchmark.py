@@ -121,6 +121,15 @@ def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
     chosen = curves["+".join(str(s) for s in sorted(ranking["members"]))][ranking["weight"]]
     assert model["validation_full_ndcg@10"] == pytest.approx(chosen) == max(v for c in curves.values() for v in c.values())
     assert result["model_alone"]["validation_full_ndcg@10"] == pytest.approx(curves["42+43"][0.0])
+    # The bench section names the chosen ranking and puts the whole ensemble and each member beside it.
+    from shopper_profiles.bench import render_sequences
+
+    meta = {"machine": {"cores": 2, "cpu": "test", "memory_gib": 1, "python": "3"}, "master": "local[2]", "commit": "x",
+            "date": "today", "command": "pytest"}
+    section = render_sequences(result, meta)
+    seeds = "+".join(str(s) for s in ranking["members"])
+    assert f"Chosen: **seeds {seeds}, w {ranking['weight']:g}**" in section and "the whole ensemble alone (2 seeds" in section
+    assert f"{model['test_full_ndcg@10']:.4f}" in section and "one member, seed 43 (alone)" in section
 
     import mlflow
 

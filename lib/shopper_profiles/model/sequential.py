@@ -398,12 +398,17 @@ def evaluate(models: Sequence[CausalSequenceModel], data: SequenceData, stage: s
                            histories, variants, ks, f"{stage}_", sampled, seed)
 
 
-def baseline_reports(data: SequenceData, ks: Sequence[int], seed: int = 0) -> dict[str, dict[str, float]]:
+def training_cooccurrence(data: SequenceData) -> Any:
+    """Co-occurrence counted on the training histories (all but the last two items): the
+    baseline's, the model's followers' and the fused term's one source."""
+    return cooccurrence([seq[:-2] for seq in data.sequences], data.n_items)
+
+
+def baseline_reports(data: SequenceData, ks: Sequence[int], seed: int = 0, matrix: Any = None) -> dict[str, dict[str, float]]:
     """Popularity and item co-occurrence on the test targets, fitted on the model's training
     histories (all but the last two items), scored from the same inputs as the model."""
-    fit = [seq[:-2] for seq in data.sequences]
-    pop = popularity(fit, data.n_items)
-    matrix = cooccurrence(fit, data.n_items)
+    pop = popularity([seq[:-2] for seq in data.sequences], data.n_items)
+    matrix = training_cooccurrence(data) if matrix is None else matrix
     _, targets, histories = evaluation_inputs(data.sequences, 1, "test")
     return {
         "popularity": protocol_report(lambda part: popularity_scores(pop, len(targets[part])), targets, histories, ks,
@@ -499,7 +504,7 @@ def train_member(data: SequenceData, spec: SequentialSpec, neighbours: tuple[np.
                    "history": history}
 
 
-def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None) -> dict[str, Any]:
+def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None, matrix: Any = None) -> dict[str, Any]:
     """Train up to ``spec.ensemble`` members within ``spec.minutes`` (each gets an equal share of what
     is left, and may run on while it improves), each keeping its best validation NDCG@10 weights; a
     member whose share is shorter than one of the first member's epochs is not started. The ranking
@@ -522,7 +527,7 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
                 training_windows(data.sequences, spec.max_len, spec.window_overlap))
     # The followers (and the fused term) are counted on the training histories only, exactly as the
     # co-occurrence baseline's.
-    matrix = cooccurrence([seq[:-2] for seq in data.sequences], data.n_items)
+    matrix = training_cooccurrence(data) if matrix is None else matrix
     neighbours = top_followers(matrix, spec.neighbours) if spec.neighbours else None
     models, members = [], []
     left = spec.minutes * 60.0
@@ -587,9 +592,10 @@ def run_benchmark(sequences_path: str, attributes_path: str | None, spec: Sequen
     logger.info("%s: %d users, %d items, %d skipped (< 3 items)", sequences_path, len(data.users), data.n_items - 1,
                 data.skipped_short)
     started = time.perf_counter()
-    result = train_and_evaluate(data, spec, log=log)
+    matrix = training_cooccurrence(data)
+    result = train_and_evaluate(data, spec, log=log, matrix=matrix)
     result["wall_seconds"] = time.perf_counter() - started
-    result["baselines"] = baseline_reports(data, spec.ks, spec.seed)
+    result["baselines"] = baseline_reports(data, spec.ks, spec.seed, matrix)
     result["sequences_path"] = str(sequences_path)
     result["attributes_path"] = str(attributes_path) if attributes_path else None
     if tracking_uri:
