@@ -636,7 +636,7 @@ def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
              *_ranking_lines(result),
              "- Trained " + "; ".join(f"seed {m['seed']}: {m['epochs']} epochs, best {m['best_epoch']}, "
                                       f"{m['train_seconds'] / 60:.1f} min" for m in members)
-             + f" ({result['train_seconds'] / 60:.1f} min in all); whole run incl. evaluation and baselines "
+             + f" ({result['train_seconds'] / 60:.1f} min in all); training and evaluation together "
                f"{result['wall_seconds'] / 60:.1f} min.", "",
              "| method (test) | HR@5 | HR@10 | HR@20 | NDCG@5 | NDCG@10 | NDCG@20 | sampled100 HR@10 | sampled100 NDCG@10 |",
              "|---|---|---|---|---|---|---|---|---|"]

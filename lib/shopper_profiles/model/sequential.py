@@ -375,7 +375,11 @@ def member_variants(members: Sequence[float], weights: Sequence[float]) -> dict[
 
 def choose_ranking(ndcg: dict[Variant, float]) -> Variant:
     """The variant with the best validation NDCG@10; on a tie the smaller weight, then the more
-    members (the plainer ranking)."""
+    members (the plainer ranking). Why fuse at all: the learned co-occurrence input sees each recent
+    item's 20 top followers in log counts; the baseline ranks by whole rows of raw counts, which on a
+    file where the next item mostly shares the last one's basket the model does not reproduce. How
+    much of each to trust, and which members to average, is the file's to say on its validation
+    targets, as the epoch is."""
     return max(ndcg, key=lambda v: (ndcg[v], -v[1], len(v[0])))
 
 
