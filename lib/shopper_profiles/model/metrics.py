@@ -78,12 +78,18 @@ def sampled_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Seq
     return ranks_among(scores, targets, unseen_negatives(scores.shape[1], targets, exclude, users, n_negatives, seed, first_item))
 
 
+def history_mask(n_rows: int, n_items: int, histories: Sequence[Sequence[int] | np.ndarray] | None) -> np.ndarray:
+    """[n_rows, n_items] bool: True where the row's user had the item (``histories[row]``)."""
+    mask = np.zeros((n_rows, n_items), dtype=bool)
+    for row, items in enumerate(histories if histories is not None else ()):
+        mask[row, np.asarray(items, dtype=np.int64)] = True
+    return mask
+
+
 def unseen_negatives(n_items: int, targets: np.ndarray, exclude: Sequence[Sequence[int] | np.ndarray] | None,
                      users: np.ndarray, n_negatives: int, seed: int = 0, first_item: int = 0) -> np.ndarray:
     """:func:`uniform_negatives` that are never the row's target nor one of its ``exclude`` items."""
-    seen = np.zeros((len(targets), n_items), dtype=bool)
-    for row, items in enumerate(exclude if exclude is not None else ()):
-        seen[row, np.asarray(items, dtype=np.int64)] = True
+    seen = history_mask(len(targets), n_items, exclude)
     seen[np.arange(len(targets)), targets] = True
     return uniform_negatives(seen, users, n_negatives, seed, first_item)
 

@@ -55,7 +55,7 @@ from shopper_profiles.model.encoder import (
     next_item_loss,
     recent_items,
 )
-from shopper_profiles.model.metrics import full_ranks, ranking_report, ranks_among, unseen_negatives
+from shopper_profiles.model.metrics import full_ranks, history_mask, ranking_report, ranks_among, unseen_negatives
 
 logger = logging.getLogger(__name__)
 
@@ -328,9 +328,7 @@ def variant_reports(member_scores: Callable[[slice], dict[int, np.ndarray]], evi
         shape = next(iter(members.values())).shape
         term = evidence(part) if evidence is not None and any(w for _, w in variants.values()) else None
         rows = np.arange(len(part_targets))
-        banned = np.zeros(shape, dtype=bool)  # the shopper's own earlier items, never the target
-        for row, items in enumerate(part_histories):
-            banned[row, np.asarray(items, dtype=np.int64)] = True
+        banned = history_mask(shape[0], shape[1], part_histories)  # the shopper's own earlier items, never the target
         banned[rows, part_targets] = False
         banned[:, 0] = True  # padding is never a recommendation
         negatives = (unseen_negatives(shape[1], part_targets, part_histories, rows + start, 100, seed, 1)
