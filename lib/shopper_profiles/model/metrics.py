@@ -22,10 +22,9 @@ def full_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[Sequen
     rows = np.arange(len(targets))
     target_scores = scores[rows, targets]
     if exclude is not None:
-        scores = scores.astype(np.result_type(scores.dtype, np.float32), copy=True)
-        for row, items in enumerate(exclude):
-            banned = [i for i in items if i != targets[row]]
-            scores[row, banned] = -np.inf
+        banned = history_mask(len(targets), scores.shape[1], exclude)
+        banned[rows, targets] = False  # the target itself is always ranked
+        scores = np.where(banned, -np.inf, scores.astype(np.result_type(scores.dtype, np.float32)))
     ahead = scores >= target_scores[:, None]
     ahead |= np.isnan(scores)  # a NaN candidate counts as ahead
     ranks = ahead.sum(axis=1) - 1  # minus the target itself

@@ -279,17 +279,17 @@ def _trim(batch: np.ndarray) -> np.ndarray:
     return batch[:, used:]
 
 
-def score_users(models: Sequence[CausalSequenceModel], inputs: np.ndarray, batch: int = 1024) -> np.ndarray:
-    """[users, n_items]: the members' mean next-item log-probability (one member: its log-softmax,
-    which ranks exactly as its scores)."""
+def score_users(model: CausalSequenceModel, inputs: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """[users, n_items]: the member's next-item log-probabilities (its log-softmax ranks exactly as its
+    scores; members' logits differ in scale, their log-probabilities are comparable, so a ranking
+    averages these -- see :func:`variant_reports`)."""
     import tensorflow as tf
 
-    tables = [model.item_table() for model in models]
+    table = model.item_table()
     out = []
     for start in range(0, len(inputs), batch):
         items = tf.constant(_trim(inputs[start:start + batch]))
-        log_probs = [tf.nn.log_softmax(model.next_scores(items, table)) for model, table in zip(models, tables, strict=True)]
-        out.append(tf.add_n(log_probs).numpy() / len(models))
+        out.append(tf.nn.log_softmax(model.next_scores(items, table)).numpy())
     return np.concatenate(out)
 
 
@@ -394,7 +394,7 @@ def evaluate(models: Sequence[CausalSequenceModel], data: SequenceData, stage: s
         raise ValueError("a fused variant needs the co-occurrence matrix of the training histories")
 
     def member_scores(part: slice) -> dict[int, np.ndarray]:
-        return {m: score_users([models[m]], inputs[part]) for m in used}
+        return {m: score_users(models[m], inputs[part]) for m in used}
 
     return variant_reports(member_scores, (lambda part: cooccurrence_evidence(matrix, histories[part])), targets,
                            histories, variants, ks, f"{stage}_", sampled, seed)
