@@ -13,9 +13,11 @@ from shopper_profiles.model.metrics import (
     full_ranks,
     hit_rate,
     ndcg,
+    paired_intervals,
     ranking_report,
     sampled_ranks,
     spearman,
+    statistic,
     top_k_recall,
 )
 
@@ -109,7 +111,6 @@ def test_best_threshold_is_the_highest_cut_with_the_best_f1() -> None:
 
 
 def test_paired_bootstrap_intervals_cover_the_values_and_the_ratio() -> None:
-    from shopper_profiles.model.evaluation import paired_intervals, statistic
 
     rng = np.random.default_rng(2)
     ours = {"ranks": rng.integers(0, 30, size=400)}
@@ -128,7 +129,6 @@ def test_paired_bootstrap_intervals_cover_the_values_and_the_ratio() -> None:
 
 
 def test_intervals_over_more_users_than_the_cap_come_from_a_subset_and_are_not_narrower() -> None:
-    from shopper_profiles.model.evaluation import paired_intervals
 
     rng = np.random.default_rng(3)
     ours, theirs = {"ranks": rng.integers(0, 30, size=4000)}, {"ranks": rng.integers(0, 60, size=4000)}
@@ -184,7 +184,7 @@ def test_sampled_negatives_depend_on_the_user_not_on_the_chunk() -> None:
 def test_the_price_level_task_ranks_each_estimate_against_the_next_windows_level_where_there_is_one() -> None:
     """Shoppers without a priced event next (NaN or 0) are left out; each method's Spearman is with the
     log level, and the headline's bootstrap recomputes it from the same pairs."""
-    from shopper_profiles.model.evaluation import PRICE_LEVEL, Gathered, Results, headline, price_level_results, statistic
+    from shopper_profiles.model.evaluation import PRICE_LEVEL, Gathered, Results, headline, price_level_results
 
     level = np.array([0.8, 1.0, 1.25, np.nan, 0.0, 0.9, 1.1, 1.5])
     test = Gathered()

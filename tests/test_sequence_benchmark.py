@@ -16,12 +16,13 @@ from shopper_profiles.model.sequential import (
     choose_ranking,
     evaluation_inputs,
     member_variants,
+    rank_reports,
     read_sequences,
     run_benchmark,
     score_users,
     training_prefixes,
     training_windows,
-    variant_reports,
+    variant_ranks,
 )
 
 
@@ -121,6 +122,15 @@ def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
     chosen = curves["+".join(str(s) for s in sorted(ranking["members"]))][ranking["weight"]]
     assert model["validation_full_ndcg@10"] == pytest.approx(chosen) == max(v for c in curves.values() for v in c.values())
     assert result["model_alone"]["validation_full_ndcg@10"] == pytest.approx(curves["42+43"][0.0])
+    # Paired bootstrap intervals against co-occurrence: each holds its own point estimate.
+    cooccurrence = result["baselines"]["item_cooccurrence"]
+    for ranking_name, metrics in (("chosen", model), ("everyone", result["model_alone"])):
+        for metric in ("ndcg@10", "hr@10"):
+            bounds = result["intervals"][ranking_name][metric]
+            assert bounds["profile_model"][0] <= metrics[f"test_full_{metric}"] <= bounds["profile_model"][1]
+            assert bounds["traditional"][0] <= cooccurrence[f"test_full_{metric}"] <= bounds["traditional"][1]
+            point = metrics[f"test_full_{metric}"] / cooccurrence[f"test_full_{metric}"]
+            assert bounds["ratio"][0] <= point <= bounds["ratio"][1]
     # The bench section names the chosen ranking and puts the whole ensemble and each member beside it.
     from shopper_profiles.bench import render_sequences
 
@@ -130,6 +140,8 @@ def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
     seeds = "+".join(str(s) for s in ranking["members"])
     assert f"Chosen: **seeds {seeds}, w {ranking['weight']:g}**" in section and "the whole ensemble alone (2 seeds" in section
     assert f"{model['test_full_ndcg@10']:.4f}" in section and "one member, seed 43 (alone)" in section
+    low, high = result["intervals"]["chosen"]["ndcg@10"]["ratio"]
+    assert f"[{low:.2f}, {high:.2f}]" in section
 
     import mlflow
 
@@ -141,13 +153,15 @@ def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
     assert run.data.metrics["fusion_weight"] == ranking["weight"]
     assert run.data.tags["ranking_seeds"] == "+".join(str(s) for s in ranking["members"])
     assert run.data.metrics["model_alone.test_full_ndcg_at_10"] == pytest.approx(result["model_alone"]["test_full_ndcg@10"])
+    assert run.data.metrics["chosen.ratio_vs_cooccurrence_ndcg_at_10_low"] == pytest.approx(low)
 
 
 def _choice(members: list[np.ndarray], evidence: np.ndarray, targets: np.ndarray, histories: list[np.ndarray],
             own: list[float]) -> tuple[tuple[tuple[int, ...], float], dict]:
     variants = member_variants(own, FUSION_WEIGHTS)
-    reports = variant_reports(lambda part: {m: a[part] for m, a in enumerate(members)}, lambda part: evidence[part],
-                              targets, histories, variants, (10,), "", sampled=False, chunk=64)
+    ranks = variant_ranks(lambda part: {m: a[part] for m, a in enumerate(members)}, lambda part: evidence[part],
+                          targets, histories, variants, sampled=False, chunk=64)
+    reports = rank_reports(ranks, (10,), "")
     curve = {v: reports[name]["full_ndcg@10"] for name, v in variants.items()}
     return choose_ranking(curve), curve
 
@@ -195,8 +209,9 @@ def test_one_scoring_pass_ranks_each_variant_as_the_protocol_does() -> None:
     histories = [rng.choice(np.arange(1, items), size=rng.integers(1, 6), replace=False).astype(np.int32) for _ in range(users)]
     histories[0] = np.append(histories[0], targets[0])  # a repeat purchase: the target is in the history
     variants = {"both fused": ((0, 1), 1.5), "second": ((1,), 0.0)}
-    reports = variant_reports(lambda part: {m: a[part] for m, a in enumerate(members)}, lambda part: evidence[part],
-                              targets, histories, variants, (1, 5, 10), "", sampled=False, chunk=64)
+    ranks = variant_ranks(lambda part: {m: a[part] for m, a in enumerate(members)}, lambda part: evidence[part],
+                          targets, histories, variants, sampled=False, chunk=64)
+    reports = rank_reports(ranks, (1, 5, 10), "")
     for name, (chosen, weight) in variants.items():
         scores = sum(members[m] for m in chosen) / len(chosen) + weight * evidence
         scores[:, 0] = -np.inf
@@ -324,3 +339,12 @@ def test_the_loss_can_leave_out_what_the_shopper_already_had() -> None:
     plain = float(next_item_loss(tf.constant(hidden), tf.constant(targets), tf.constant(present), tf.constant(table)))
     assert got == pytest.approx(float(np.mean(expected)), rel=1e-5)
     assert got < plain  # fewer candidates, smaller loss
+
+
+def test_a_ratio_interval_is_read_against_the_target() -> None:
+    """The bench section says whether the test users can tell a ratio from its target."""
+    from shopper_profiles.bench import against_target
+
+    assert "at or above 1.15x" in against_target(1.15, 1.3, 1.15)
+    assert "the data show the miss" in against_target(1.02, 1.149, 1.15)
+    assert "cannot tell" in against_target(1.02, 1.16, 1.15)

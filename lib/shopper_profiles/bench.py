@@ -605,6 +605,15 @@ def _ranking_lines(result: dict[str, Any]) -> list[str]:
             f"reported beside it."]
 
 
+def against_target(low: float, high: float, target: float) -> str:
+    """What a ratio's interval says about a target ratio."""
+    if low >= target:
+        return f"the whole interval is at or above {target:g}x"
+    if high < target:
+        return f"the whole interval is below {target:g}x: the data show the miss"
+    return f"the interval holds {target:g}x: this file's test users cannot tell the ratio from the target"
+
+
 def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
     from shopper_profiles.model.sequential import PUBLISHED_BEAUTY
 
@@ -624,7 +633,8 @@ def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
              "training history); **full** = the target ranked against all items minus the user's own history "
              "(as S3-Rec's code does); **sampled100** = against 100 uniform items the user never touched. "
              "The model keeps the epoch with the best validation NDCG@10 (full); test numbers are for those weights. "
-             "Baselines are fitted on the same training histories and scored from the same inputs.",
+             "Baselines are fitted on the same training histories and scored from the same inputs. Ratios to "
+             "co-occurrence carry 95 % paired bootstrap intervals (the same test users resampled for both).",
              f"- Model: the profile model's sequence encoder (`model/encoder.py`: TFBertModel, causal), hidden "
              f"{spec['hidden_size']}, {spec['layers']} layers, {spec['heads']} heads, dropout {spec['dropout']}, max_len "
              f"{spec['max_len']}, item + mean attribute embeddings tied to the output, co-occurrence as an input "
@@ -655,15 +665,19 @@ def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
     ours = result["metrics"]["test_full_ndcg@10"]
     cooccurrence = result['baselines']['item_cooccurrence']['test_full_ndcg@10']
     versus = ours / cooccurrence
+    low, high = result["intervals"]["chosen"]["ndcg@10"]["ratio"]
+    alone_low, alone_high = result["intervals"]["everyone"]["ndcg@10"]["ratio"]
     singles = [m["test"]["test_full_ndcg@10"] for m in members]
     lines += ["", f"Test NDCG@10 (full): **{ours:.4f}** vs the best published in the S3-Rec paper {best:.4f}: "
                   f"{ours / best:.2f}x. Targets (#12): >= 0.050 required: **{'met' if ours >= 0.050 else 'NOT met'}**; "
                   f">= 0.062 (above BSARec's 0.0611): **{'met' if ours >= 0.062 else 'NOT met'}**; >= 1.15x item "
-                  f"co-occurrence: **{versus:.2f}x, {'met' if versus >= 1.15 else 'NOT met'}**. One member alone: "
+                  f"co-occurrence: **{versus:.2f}x [{low:.2f}, {high:.2f}], {'met' if versus >= 1.15 else 'NOT met'}** "
+                  f"(95 % paired bootstrap interval of the ratio over the test users; "
+                  f"{against_target(low, high, 1.15)}). One member alone: "
                   f"{min(singles):.4f}-{max(singles):.4f} (mean {statistics.mean(singles):.4f}, "
                   f"{min(singles) / cooccurrence:.2f}x-{max(singles) / cooccurrence:.2f}x co-occurrence)."
               + f" The whole ensemble alone, without the choice: {result['model_alone']['test_full_ndcg@10']:.4f} "
-                f"({result['model_alone']['test_full_ndcg@10'] / cooccurrence:.2f}x co-occurrence)."]
+                f"({result['model_alone']['test_full_ndcg@10'] / cooccurrence:.2f}x [{alone_low:.2f}, {alone_high:.2f}] co-occurrence)."]
     return "\n".join(lines) + "\n"
 
 

@@ -58,8 +58,7 @@ from shopper_profiles.model.metrics import (
     binary_report,
     found_share,
     full_ranks,
-    hit_rate,
-    ndcg,
+    paired_intervals,
     ranking_report,
     ranks_among,
     spearman,
@@ -117,47 +116,6 @@ class Results:
 
     def protocol_of(self, method: str, task: str, metric: str) -> str | None:
         return next((r["protocol"] for r in self.rows if (r["method"], r["task"], r["metric"]) == (method, task, metric)), None)
-
-
-def statistic(sample: dict[str, np.ndarray], metric: str, rows: np.ndarray) -> float:
-    """``metric`` recomputed on the users ``rows`` of a per-user sample."""
-    if "ranks" in sample:
-        name, _, k = metric.partition("@")
-        ranks = sample["ranks"][rows]
-        return hit_rate(ranks, int(k)) if name == "hr" else ndcg(ranks, int(k))
-    if "labels" in sample:
-        return auc(sample["labels"][rows], sample["scores"][rows])
-    if "actual" in sample:
-        return spearman(sample["actual"][rows], sample["estimate"][rows])
-    if metric in sample:  # per-user values of several metrics (e.g. a basket's recall@k and ndcg@k)
-        return float(np.mean(sample[metric][rows]))
-    return float(np.mean(sample["values"][rows]))
-
-
-INTERVAL_USERS = 100_000
-
-
-def paired_intervals(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], metric: str, seed: int = 0,
-                     resamples: int = 1000, most_users: int = INTERVAL_USERS) -> dict[str, tuple[float, float]]:
-    """95 % percentile bootstrap intervals (``scipy.stats.bootstrap``) of both methods' metric and of
-    their ratio, resampling the *same* users for both (paired). Beyond ``most_users`` the resamples
-    are drawn from a seeded random subset of that size (a thousand AUCs over 10^6 users would take
-    minutes): the interval is then wider than the whole set's, never narrower."""
-    from scipy.stats import bootstrap
-
-    def both(idx: np.ndarray) -> np.ndarray:
-        rows = idx.astype(int)
-        mine, base = statistic(ours, metric, rows), statistic(theirs, metric, rows)
-        return np.array([mine, base, mine / base if base else np.nan])
-
-    users = np.arange(len(next(iter(ours.values()))))
-    if len(users) > most_users:
-        users = np.sort(np.random.default_rng(seed).choice(users, most_users, replace=False))
-    # batch: resample indices 50 x users at a time (all 1,000 at once were 800 MB at 100k users)
-    found = bootstrap((users,), both, vectorized=False, paired=True, n_resamples=resamples, method="percentile",
-                      random_state=seed, batch=50)
-    low, high = found.confidence_interval
-    return {name: (float(low[i]), float(high[i])) for i, name in enumerate(("profile_model", "traditional", "ratio"))}
 
 
 def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -5,7 +5,9 @@ Protocol, as in the S3-Rec paper and code: per user the last item is the test ta
 second-to-last the validation target, everything before is training history. Scores go to
 ALL items; the user's own earlier items are removed from the ranking (S3-Rec's
 ``rating_pred[train_matrix > 0] = 0``); HR@K and NDCG@K for K = 5, 10, 20. A sampled protocol
-(target vs 100 uniform negatives the user never touched) is reported beside it, never instead.
+(target vs 100 uniform negatives the user never touched) is reported beside it, never instead. The
+test ratio to item co-occurrence carries a 95 % paired bootstrap interval over the test users
+(:func:`versus_cooccurrence`): on a file of a few thousand shoppers a few percent is inside it.
 
 The model is the profile model's own sequence encoder (``encoder.py``): a transformers
 ``TFBertModel`` with ``is_decoder=True`` (each position sees only its past), item embeddings
@@ -55,7 +57,14 @@ from shopper_profiles.model.encoder import (
     next_item_loss,
     recent_items,
 )
-from shopper_profiles.model.metrics import full_ranks, history_mask, ranking_report, ranks_among, unseen_negatives
+from shopper_profiles.model.metrics import (
+    full_ranks,
+    history_mask,
+    paired_intervals,
+    ranking_report,
+    ranks_among,
+    unseen_negatives,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -282,7 +291,7 @@ def _trim(batch: np.ndarray) -> np.ndarray:
 def score_users(model: CausalSequenceModel, inputs: np.ndarray, batch: int = 1024) -> np.ndarray:
     """[users, n_items]: the member's next-item log-probabilities (its log-softmax ranks exactly as its
     scores; members' logits differ in scale, their log-probabilities are comparable, so a ranking
-    averages these -- see :func:`variant_reports`)."""
+    averages these -- see :func:`variant_ranks`)."""
     import tensorflow as tf
 
     table = model.item_table()
@@ -310,14 +319,18 @@ def cooccurrence_evidence(matrix: Any, histories: Sequence[np.ndarray], chunk: i
     return out
 
 
-def variant_reports(member_scores: Callable[[slice], dict[int, np.ndarray]], evidence: Callable[[slice], np.ndarray] | None,
-                    targets: np.ndarray, histories: Sequence[np.ndarray], variants: dict[str, Variant],
-                    ks: Sequence[int], prefix: str, sampled: bool = True, seed: int = 0,
-                    chunk: int = 4096) -> dict[str, dict[str, float]]:
-    """Every variant's HR/NDCG (full ranking and, with ``sampled``, 100 sampled negatives) from ONE
-    scoring pass: ``member_scores(rows)`` gives each member's log-probabilities for a slice of users
-    and ``evidence(rows)`` the co-occurrence term, once per chunk (bounded memory: a few chunk x
-    n_items arrays), and each variant ranks from those arrays."""
+Ranks = dict[str, dict[str, np.ndarray]]
+"""Per variant (or method), per protocol ('full', 'sampled100'): each user's 0-based rank of the target."""
+
+
+def variant_ranks(member_scores: Callable[[slice], dict[int, np.ndarray]], evidence: Callable[[slice], np.ndarray] | None,
+                  targets: np.ndarray, histories: Sequence[np.ndarray], variants: dict[str, Variant],
+                  sampled: bool = True, seed: int = 0, chunk: int = 4096) -> Ranks:
+    """Every variant's per-user ranks (full ranking and, with ``sampled``, among 100 sampled negatives)
+    from ONE scoring pass: ``member_scores(rows)`` gives each member's log-probabilities for a slice
+    of users and ``evidence(rows)`` the co-occurrence term, once per chunk (bounded memory: a few
+    chunk x n_items arrays), and each variant ranks from those arrays. Per-user ranks, not only
+    means: the paired bootstrap intervals resample them."""
     if evidence is None and any(w for _, w in variants.values()):
         raise ValueError("a fused variant (weight > 0) needs the co-occurrence evidence")
     ranks: dict[str, dict[str, list[np.ndarray]]] = {name: {"full": [], "sampled100": []} for name in variants}
@@ -344,21 +357,15 @@ def variant_reports(member_scores: Callable[[slice], dict[int, np.ndarray]], evi
             ranks[name]["full"].append(full_ranks(scores, part_targets))
             if negatives is not None:
                 ranks[name]["sampled100"].append(ranks_among(scores, part_targets, negatives))
-    out: dict[str, dict[str, float]] = {}
-    for name, by_protocol in ranks.items():
-        out[name] = {}
-        for protocol, parts in by_protocol.items():
-            if parts:
-                out[name].update(ranking_report(np.concatenate(parts), ks, prefix=f"{prefix}{protocol}_"))
-    return out
+    return {name: {protocol: np.concatenate(parts) for protocol, parts in by_protocol.items() if parts}
+            for name, by_protocol in ranks.items()}
 
 
-def protocol_report(score: Callable[[slice], np.ndarray], targets: np.ndarray, histories: Sequence[np.ndarray],
-                    ks: Sequence[int], prefix: str, sampled: bool = True, seed: int = 0, chunk: int = 4096) -> dict[str, float]:
-    """One ranking's HR/NDCG under full ranking and, beside it, 100 sampled negatives; ``score(rows)``
-    gives the scores of a slice of users."""
-    return variant_reports(lambda part: {0: score(part)}, None, targets, histories, {"": ((0,), 0.0)}, ks, prefix,
-                           sampled, seed, chunk)[""]
+def rank_reports(ranks: Ranks, ks: Sequence[int], prefix: str) -> dict[str, dict[str, float]]:
+    """HR@K and NDCG@K of every variant under every protocol, named ``{prefix}{protocol}_{metric}``."""
+    return {name: {metric: value for protocol, per_user in by_protocol.items()
+                   for metric, value in ranking_report(per_user, ks, prefix=f"{prefix}{protocol}_").items()}
+            for name, by_protocol in ranks.items()}
 
 
 def member_variants(members: Sequence[float], weights: Sequence[float]) -> dict[str, Variant]:
@@ -381,11 +388,10 @@ def choose_ranking(ndcg: dict[Variant, float]) -> Variant:
     return max(ndcg, key=lambda v: (ndcg[v], -v[1], len(v[0])))
 
 
-def evaluate(models: Sequence[CausalSequenceModel], data: SequenceData, stage: str, ks: Sequence[int],
-             sampled: bool = False, seed: int = 0, variants: dict[str, Variant] | None = None,
-             matrix: Any = None) -> dict[str, dict[str, float]]:
+def evaluate_ranks(models: Sequence[CausalSequenceModel], data: SequenceData, stage: str, sampled: bool = False,
+                   seed: int = 0, variants: dict[str, Variant] | None = None, matrix: Any = None) -> Ranks:
     """The trained members under the leave-one-out protocol for ``stage`` ('validation' or 'test'):
-    the report of every variant (default: all members averaged, alone), from one scoring pass; a
+    every variant's per-user ranks (default: all members averaged, alone), from one scoring pass; a
     variant with a weight needs the co-occurrence ``matrix``."""
     inputs, targets, histories = evaluation_inputs(data.sequences, models[0].spec.max_len, stage)
     variants = variants or {"": (tuple(range(len(models))), 0.0)}
@@ -396,8 +402,15 @@ def evaluate(models: Sequence[CausalSequenceModel], data: SequenceData, stage: s
     def member_scores(part: slice) -> dict[int, np.ndarray]:
         return {m: score_users(models[m], inputs[part]) for m in used}
 
-    return variant_reports(member_scores, (lambda part: cooccurrence_evidence(matrix, histories[part])), targets,
-                           histories, variants, ks, f"{stage}_", sampled, seed)
+    return variant_ranks(member_scores, (lambda part: cooccurrence_evidence(matrix, histories[part])), targets,
+                         histories, variants, sampled, seed)
+
+
+def evaluate(models: Sequence[CausalSequenceModel], data: SequenceData, stage: str, ks: Sequence[int],
+             sampled: bool = False, seed: int = 0, variants: dict[str, Variant] | None = None,
+             matrix: Any = None) -> dict[str, dict[str, float]]:
+    """:func:`evaluate_ranks` as HR/NDCG per variant."""
+    return rank_reports(evaluate_ranks(models, data, stage, sampled, seed, variants, matrix), ks, f"{stage}_")
 
 
 def training_cooccurrence(data: SequenceData) -> Any:
@@ -406,18 +419,37 @@ def training_cooccurrence(data: SequenceData) -> Any:
     return cooccurrence([seq[:-2] for seq in data.sequences], data.n_items)
 
 
-def baseline_reports(data: SequenceData, ks: Sequence[int], seed: int = 0, matrix: Any = None) -> dict[str, dict[str, float]]:
+def baseline_ranks(data: SequenceData, seed: int = 0, matrix: Any = None) -> Ranks:
     """Popularity and item co-occurrence on the test targets, fitted on the model's training
-    histories (all but the last two items), scored from the same inputs as the model."""
+    histories (all but the last two items), scored from the same inputs as the model, ranked under
+    the same protocol (and against the same sampled negatives: same ``seed``)."""
     pop = popularity([seq[:-2] for seq in data.sequences], data.n_items)
     matrix = training_cooccurrence(data) if matrix is None else matrix
     _, targets, histories = evaluation_inputs(data.sequences, 1, "test")
-    return {
-        "popularity": protocol_report(lambda part: popularity_scores(pop, len(targets[part])), targets, histories, ks,
-                                      "test_", True, seed + 1),
-        "item_cooccurrence": protocol_report(lambda part: cooccurrence_scores(matrix, pop, histories[part]), targets,
-                                             histories, ks, "test_", True, seed + 1),
-    }
+    def popular(part: slice) -> dict[int, np.ndarray]:
+        return {0: popularity_scores(pop, len(targets[part]))}
+
+    def followers(part: slice) -> dict[int, np.ndarray]:
+        return {0: cooccurrence_scores(matrix, pop, histories[part])}
+
+    alone: dict[str, Variant] = {"": ((0,), 0.0)}
+    return {name: variant_ranks(score, None, targets, histories, alone, True, seed + 1)[""]
+            for name, score in (("popularity", popular), ("item_cooccurrence", followers))}
+
+
+INTERVAL_METRICS = ("ndcg@10", "hr@10")
+"""The test metrics given a 95 % paired bootstrap interval against item co-occurrence."""
+
+
+def versus_cooccurrence(ranks: Ranks, cooccurrence_ranks: np.ndarray, seed: int = 0) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Per ranking (e.g. the chosen one, the whole ensemble alone) and metric, the 95 % paired
+    bootstrap intervals (the same test users resampled for both) of the ranking, of co-occurrence and
+    of their ratio: a 1.09x whose interval holds 1.15x is not a miss the data can show, and one
+    whose interval ends below it is."""
+    return {name: {metric: {side: list(bounds) for side, bounds in
+                            paired_intervals({"ranks": by_protocol["full"]}, {"ranks": cooccurrence_ranks}, metric, seed).items()}
+                   for metric in INTERVAL_METRICS}
+            for name, by_protocol in ranks.items()}
 
 
 def target_batches(rows: np.ndarray, targets: np.ndarray, size: int) -> list[np.ndarray]:
@@ -561,8 +593,9 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
     logger.info("ranking: seeds %s, co-occurrence weight %g, chosen on validation (NDCG@10 %s)", seeds(chosen[0]),
                 chosen[1], ", ".join(f"seeds {seeds(v[0])} w {v[1]:g}: {curve[v]:.4f}" for v in curve))
     singles = {f"seed {m['seed']}": ((i,), 0.0) for i, m in enumerate(members)}
-    test = evaluate(models, data, "test", spec.ks, True, spec.seed + 1,
-                    {"chosen": chosen, "everyone": everyone, **singles}, matrix)
+    test_ranks = evaluate_ranks(models, data, "test", True, spec.seed + 1, {"chosen": chosen, "everyone": everyone, **singles},
+                                matrix)
+    test = rank_reports(test_ranks, spec.ks, "test_")
     for name, summary in zip(singles, members, strict=True):
         summary["test"] = test[name]
     name_of = {variant: name for name, variant in candidates.items()}
@@ -573,6 +606,7 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
         by_members.setdefault(seeds(chosen_members), {})[weight] = value
     ranking = {"members": [members[m]["seed"] for m in chosen[0]], "weight": chosen[1], "validation_ndcg@10": by_members}
     return {"metrics": report, "model_alone": alone, "ranking": ranking, "members": members,
+            "test_ranks": {"chosen": test_ranks["chosen"], "everyone": test_ranks["everyone"]},
             "history": [e for m in members for e in m.pop("history")],
             "train_seconds": sum(m["train_seconds"] for m in members), "training_examples": len(examples[0]),
             "users": len(data.sequences), "items": data.n_items - 1, "skipped_short_users": data.skipped_short,
@@ -597,7 +631,10 @@ def run_benchmark(sequences_path: str, attributes_path: str | None, spec: Sequen
     matrix = training_cooccurrence(data)
     result = train_and_evaluate(data, spec, log=log, matrix=matrix)
     result["wall_seconds"] = time.perf_counter() - started
-    result["baselines"] = baseline_reports(data, spec.ks, spec.seed, matrix)
+    baselines = baseline_ranks(data, spec.seed, matrix)
+    result["baselines"] = rank_reports(baselines, spec.ks, "test_")
+    # Per-user ranks stay out of the report; their paired intervals against co-occurrence go in.
+    result["intervals"] = versus_cooccurrence(result.pop("test_ranks"), baselines["item_cooccurrence"]["full"], spec.seed)
     result["sequences_path"] = str(sequences_path)
     result["attributes_path"] = str(attributes_path) if attributes_path else None
     if tracking_uri:
@@ -623,6 +660,9 @@ def run_benchmark(sequences_path: str, attributes_path: str | None, spec: Sequen
                 mlflow.log_metrics({mlflow_name(f"seed{member['seed']}.{k}"): v for k, v in member["test"].items()})
             for name, metrics in result["baselines"].items():
                 mlflow.log_metrics({mlflow_name(f"{name}.{k}"): v for k, v in metrics.items()})
+            for ranking, by_metric in result["intervals"].items():  # e.g. chosen.ratio_vs_cooccurrence_ndcg_at_10_low
+                mlflow.log_metrics({mlflow_name(f"{ranking}.ratio_vs_cooccurrence_{metric}_{end}"): bounds["ratio"][i]
+                                    for metric, bounds in by_metric.items() for i, end in enumerate(("low", "high"))})
             mlflow.set_tag("protocol", "leave-one-out; full ranking over all items minus the user's history; "
                                        "sampled100 = target vs 100 uniform unseen negatives")
             result["mlflow_run_id"] = run.info.run_id
