@@ -426,6 +426,7 @@ def baseline_ranks(data: SequenceData, seed: int = 0, matrix: Any = None) -> Ran
     pop = popularity([seq[:-2] for seq in data.sequences], data.n_items)
     matrix = training_cooccurrence(data) if matrix is None else matrix
     _, targets, histories = evaluation_inputs(data.sequences, 1, "test")
+
     def popular(part: slice) -> dict[int, np.ndarray]:
         return {0: popularity_scores(pop, len(targets[part]))}
 
