@@ -142,6 +142,11 @@ def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
     assert f"{model['test_full_ndcg@10']:.4f}" in section and "one member, seed 43 (alone)" in section
     low, high = result["intervals"]["chosen"]["ndcg@10"]["ratio"]
     assert f"[{low:.2f}, {high:.2f}]" in section
+    # Each interval sits next to its own ratio (here the chosen ranking and the whole ensemble may tie).
+    apart = {**result, "intervals": {"chosen": {"ndcg@10": {"ratio": [0.5, 0.75]}}, "everyone": {"ndcg@10": {"ratio": [0.25, 2.5]}}}}
+    apart_section = render_sequences(apart, meta)
+    assert f"co-occurrence: **{model['test_full_ndcg@10'] / cooccurrence['test_full_ndcg@10']:.2f}x [0.50, 0.75]" in apart_section
+    assert "x [0.25, 2.50] co-occurrence)" in apart_section
 
     import mlflow
 
