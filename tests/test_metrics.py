@@ -111,7 +111,6 @@ def test_best_threshold_is_the_highest_cut_with_the_best_f1() -> None:
 
 
 def test_paired_bootstrap_intervals_cover_the_values_and_the_ratio() -> None:
-
     rng = np.random.default_rng(2)
     ours = {"ranks": rng.integers(0, 30, size=400)}
     theirs = {"ranks": rng.integers(0, 60, size=400)}
@@ -129,7 +128,6 @@ def test_paired_bootstrap_intervals_cover_the_values_and_the_ratio() -> None:
 
 
 def test_intervals_over_more_users_than_the_cap_come_from_a_subset_and_are_not_narrower() -> None:
-
     rng = np.random.default_rng(3)
     ours, theirs = {"ranks": rng.integers(0, 30, size=4000)}, {"ranks": rng.integers(0, 60, size=4000)}
     whole = paired_intervals(ours, theirs, "ndcg@10", resamples=300)
