@@ -331,7 +331,8 @@ def variant_ranks(member_scores: Callable[[slice], dict[int, np.ndarray]], evide
     of users and ``evidence(rows)`` the co-occurrence term, once per chunk (bounded memory: a few
     chunk x n_items arrays), and each variant ranks from those arrays. Per-user ranks, not only
     means: the paired bootstrap intervals resample them."""
-    if evidence is None and any(w for _, w in variants.values()):
+    fused = any(w for _, w in variants.values())
+    if evidence is None and fused:
         raise ValueError("a fused variant (weight > 0) needs the co-occurrence evidence")
     ranks: dict[str, dict[str, list[np.ndarray]]] = {name: {"full": [], "sampled100": []} for name in variants}
     for start in range(0, len(targets), chunk):
@@ -339,7 +340,7 @@ def variant_ranks(member_scores: Callable[[slice], dict[int, np.ndarray]], evide
         part_targets, part_histories = targets[part], histories[part]
         members = member_scores(part)
         shape = next(iter(members.values())).shape
-        term = evidence(part) if evidence is not None and any(w for _, w in variants.values()) else None
+        term = evidence(part) if evidence is not None and fused else None
         rows = np.arange(len(part_targets))
         banned = history_mask(shape[0], shape[1], part_histories)  # the shopper's own earlier items, never the target
         banned[rows, part_targets] = False
