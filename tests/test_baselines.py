@@ -21,6 +21,9 @@ def test_cooccurrence_counts_followers_within_the_window() -> None:
     expected[2, 4] = 1  # 2 -> 4 two steps later
     expected[3, 4] = 1
     assert (matrix == expected).all()
+    # Symmetric: a pair counts in both directions (the basket's order says little), self-pairs never.
+    both = baselines.cooccurrence([np.array([2, 3, 4]), np.array([2, 3])], 5, window=2, first_item=2, symmetric=True)
+    assert (both.toarray() == expected + expected.T).all()
 
 
 def test_cooccurrence_scores_rank_what_followed_the_latest_items() -> None:

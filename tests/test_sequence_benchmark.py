@@ -10,6 +10,7 @@ import pytest
 from conftest import run_job
 from shopper_profiles.model.metrics import full_ranks, ranking_report
 from shopper_profiles.model.sequential import (
+    FUSION_TERMS,
     FUSION_WEIGHTS,
     CausalSequenceModel,
     SequentialSpec,
@@ -20,6 +21,7 @@ from shopper_profiles.model.sequential import (
     read_sequences,
     run_benchmark,
     score_users,
+    term_label,
     training_prefixes,
     training_windows,
     variant_ranks,
@@ -117,11 +119,15 @@ def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
     # The ranking is the one validation chose, and the whole ensemble alone is reported beside it.
     ranking = result["ranking"]
     assert ranking["weight"] in FUSION_WEIGHTS and set(ranking["members"]) <= {42, 43}
+    assert (ranking["term"] in FUSION_TERMS) == (ranking["weight"] > 0)
     curves = ranking["validation_ndcg@10"]
-    assert {seeds.count("+") for seeds in curves} == {0, 1} and all(set(c) == set(FUSION_WEIGHTS) for c in curves.values())
-    chosen = curves["+".join(str(s) for s in sorted(ranking["members"]))][ranking["weight"]]
+    labels = {"w 0", *(f"w {w:g} {term}" for w in FUSION_WEIGHTS if w for term in FUSION_TERMS)}
+    assert {seeds.count("+") for seeds in curves} == {0, 1} and all(set(c) == labels for c in curves.values())
+    chosen = curves["+".join(str(s) for s in sorted(ranking["members"]))][term_label(((), ranking["weight"], ranking["term"]))]
     assert model["validation_full_ndcg@10"] == pytest.approx(chosen) == max(v for c in curves.values() for v in c.values())
-    assert result["model_alone"]["validation_full_ndcg@10"] == pytest.approx(curves["42+43"][0.0])
+    assert result["model_alone"]["validation_full_ndcg@10"] == pytest.approx(curves["42+43"]["w 0"])
+    # Each co-occurrence term is also ranked alone as a traditional baseline.
+    assert set(result["baselines"]) == {"popularity", "item_cooccurrence", "neighbourhood_cooccurrence"}
     # Paired bootstrap intervals against co-occurrence: each holds its own point estimate.
     cooccurrence = result["baselines"]["item_cooccurrence"]
     for ranking_name, metrics in (("chosen", model), ("everyone", result["model_alone"])):
@@ -138,7 +144,10 @@ def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
             "date": "today", "command": "pytest"}
     section = render_sequences(result, meta)
     seeds = "+".join(str(s) for s in ranking["members"])
-    assert f"Chosen: **seeds {seeds}, w {ranking['weight']:g}**" in section and "the whole ensemble alone (2 seeds" in section
+    term = f" {ranking['term']}" if ranking["weight"] else ""
+    assert f"Chosen: **seeds {seeds}, w {ranking['weight']:g}{term}**" in section and "the whole ensemble alone (2 seeds" in section
+    near_low, near_high = result["intervals_vs_neighbourhood"]["chosen"]["ndcg@10"]["ratio"]
+    assert "neighbourhood co-occurrence term alone" in section and f"[{near_low:.2f}, {near_high:.2f}]." in section
     assert f"{model['test_full_ndcg@10']:.4f}" in section and "one member, seed 43 (alone)" in section
     low, high = result["intervals"]["chosen"]["ndcg@10"]["ratio"]
     assert f"[{low:.2f}, {high:.2f}]" in section
@@ -156,16 +165,20 @@ def test_benchmark_learns_a_sequential_pattern_and_is_tracked(tmp_path) -> None:
     assert run.data.metrics["seed43.test_full_ndcg_at_10"] == pytest.approx(result["members"][1]["test"]["test_full_ndcg@10"])
     assert "protocol" in run.data.tags
     assert run.data.metrics["fusion_weight"] == ranking["weight"]
+    assert run.data.tags["fusion_term"] == (ranking["term"] or "none")
     assert run.data.tags["ranking_seeds"] == "+".join(str(s) for s in ranking["members"])
     assert run.data.metrics["model_alone.test_full_ndcg_at_10"] == pytest.approx(result["model_alone"]["test_full_ndcg@10"])
     assert run.data.metrics["chosen.ratio_vs_cooccurrence_ndcg_at_10_low"] == pytest.approx(low)
 
 
-def _choice(members: list[np.ndarray], evidence: np.ndarray, targets: np.ndarray, histories: list[np.ndarray],
-            own: list[float]) -> tuple[tuple[tuple[int, ...], float], dict]:
-    variants = member_variants(own, FUSION_WEIGHTS)
-    ranks = variant_ranks(lambda part: {m: a[part] for m, a in enumerate(members)}, lambda part: evidence[part],
-                          targets, histories, variants, sampled=False, chunk=64)
+def _choice(members: list[np.ndarray], evidence: np.ndarray | dict[str, np.ndarray], targets: np.ndarray,
+            histories: list[np.ndarray], own: list[float]) -> tuple[tuple[tuple[int, ...], float, str], dict]:
+    """The chosen ranking and the validation curve; one evidence array serves as the followers term."""
+    terms = evidence if isinstance(evidence, dict) else {"followers": evidence}
+    variants = member_variants(own, FUSION_WEIGHTS, tuple(terms))
+    ranks = variant_ranks(lambda part: {m: a[part] for m, a in enumerate(members)},
+                          lambda part: {t: a[part] for t, a in terms.items()}, targets, histories, variants,
+                          sampled=False, chunk=64)
     reports = rank_reports(ranks, (10,), "")
     curve = {v: reports[name]["full_ndcg@10"] for name, v in variants.items()}
     return choose_ranking(curve), curve
@@ -184,22 +197,28 @@ def test_the_ranking_is_the_one_the_validation_targets_like_best() -> None:
     noise = rng.normal(size=(users, items)).astype(np.float32)
     on_target = np.zeros_like(noise)
     on_target[rows, targets] = 1.0
-    (members, weight), curve = _choice([noise], on_target, targets, histories, [0.1])
-    assert members == (0,) and weight > 0 and curve[(members, weight)] == max(curve.values()) > curve[((0,), 0.0)] + 0.3
+    (members, weight, term), curve = _choice([noise], on_target, targets, histories, [0.1])
+    assert members == (0,) and weight > 0 and term == "followers"
+    assert curve[(members, weight, term)] == max(curve.values()) > curve[((0,), 0.0, "")] + 0.3
     elsewhere = np.zeros_like(noise)
     elsewhere[rows, (targets + 1 - 2) % (items - 2) + 2] = 1.0  # another real item, never the target
     informed = noise.copy()
     informed[rows, targets] += 2.0
-    (members, weight), curve = _choice([informed], elsewhere, targets, histories, [0.1])
-    assert weight == 0.0 and curve[((0,), 0.0)] > curve[((0,), max(FUSION_WEIGHTS))], curve
+    (members, weight, _), curve = _choice([informed], elsewhere, targets, histories, [0.1])
+    assert weight == 0.0 and curve[((0,), 0.0, "")] > curve[((0,), max(FUSION_WEIGHTS), "followers")], curve
+    # Two terms: the one whose evidence is on the target wins, whichever its name.
+    both = {"followers": elsewhere, "neighbourhood": on_target}
+    (members, weight, term), curve = _choice([noise], both, targets, histories, [0.1])
+    assert weight > 0 and term == "neighbourhood" and {t for _, _, t in curve} == {"", "followers", "neighbourhood"}
+    assert _choice([noise], {"followers": on_target, "neighbourhood": elsewhere}, targets, histories, [0.1])[0][2] == "followers"
     perfect = noise.copy()
     perfect[rows, targets] += 100.0
-    assert _choice([perfect], elsewhere, targets, histories, [0.1])[0] == ((0,), 0.0)  # every weight ties at 1.0
+    assert _choice([perfect], elsewhere, targets, histories, [0.1])[0] == ((0,), 0.0, "")  # every weight ties at 1.0
     # Two members, one noise: the informed one alone; candidates are {best} and {both}, never {noise}.
-    (members, weight), curve = _choice([noise * 3, informed], elsewhere, targets, histories, [0.01, 0.2])
-    assert (members, weight) == ((1,), 0.0) and {m for m, _ in curve} == {(1,), (0, 1)}, curve
+    (members, weight, _), curve = _choice([noise * 3, informed], elsewhere, targets, histories, [0.01, 0.2])
+    assert (members, weight) == ((1,), 0.0) and {m for m, _, _ in curve} == {(1,), (0, 1)}, curve
     # Two equally perfect members tie everywhere: the plainer ranking, both members at w 0.
-    assert _choice([perfect, perfect], elsewhere, targets, histories, [0.3, 0.3])[0] == ((0, 1), 0.0)
+    assert _choice([perfect, perfect], elsewhere, targets, histories, [0.3, 0.3])[0] == ((0, 1), 0.0, "")
 
 
 def test_one_scoring_pass_ranks_each_variant_as_the_protocol_does() -> None:
@@ -213,12 +232,15 @@ def test_one_scoring_pass_ranks_each_variant_as_the_protocol_does() -> None:
     targets = rng.integers(1, items, users).astype(np.int32)
     histories = [rng.choice(np.arange(1, items), size=rng.integers(1, 6), replace=False).astype(np.int32) for _ in range(users)]
     histories[0] = np.append(histories[0], targets[0])  # a repeat purchase: the target is in the history
-    variants = {"both fused": ((0, 1), 1.5), "second": ((1,), 0.0)}
-    ranks = variant_ranks(lambda part: {m: a[part] for m, a in enumerate(members)}, lambda part: evidence[part],
-                          targets, histories, variants, sampled=False, chunk=64)
+    other = rng.random(size=(users, items)).astype(np.float32)
+    terms = {"followers": evidence, "neighbourhood": other}
+    variants = {"both fused": ((0, 1), 1.5, "followers"), "second": ((1,), 0.0, ""), "first near": ((0,), 2.0, "neighbourhood")}
+    ranks = variant_ranks(lambda part: {m: a[part] for m, a in enumerate(members)},
+                          lambda part: {t: a[part] for t, a in terms.items()}, targets, histories, variants,
+                          sampled=False, chunk=64)
     reports = rank_reports(ranks, (1, 5, 10), "")
-    for name, (chosen, weight) in variants.items():
-        scores = sum(members[m] for m in chosen) / len(chosen) + weight * evidence
+    for name, (chosen, weight, term) in variants.items():
+        scores = sum(members[m] for m in chosen) / len(chosen) + (weight * terms[term] if weight else 0.0)
         scores[:, 0] = -np.inf
         expected = ranking_report(full_ranks(scores, targets, exclude=histories), (1, 5, 10), prefix="full_")
         assert reports[name] == pytest.approx(expected), name

@@ -596,13 +596,29 @@ def bench_sequences(args: argparse.Namespace) -> dict[str, Any]:
 
 def _ranking_lines(result: dict[str, Any]) -> list[str]:
     ranking = result["ranking"]
-    curves = "; ".join(f"seeds {seeds}: " + ", ".join(f"{float(w):g}: {v:.4f}" for w, v in curve.items())
+    from shopper_profiles.model.sequential import FUSION_TERMS
+
+    curves = "; ".join(f"seeds {seeds}: " + ", ".join(f"{label}: {v:.4f}" for label, v in curve.items())
                        for seeds, curve in ranking["validation_ndcg@10"].items())
+    terms = "; ".join(f"*{name}* = b within {t.window} steps {'before or after' if t.symmetric else 'after'} a, "
+                      f"summed over the latest {t.last} items" for name, t in FUSION_TERMS.items())
+    term = f" {ranking['term']}" if ranking["weight"] else ""
     return [f"- Ranking, chosen on the **validation** targets: the k members with the best validation NDCG@10 of "
-            f"their own, mean log-probability + w x log1p(the co-occurrence baseline's sums for the same input) "
-            f"(NDCG@10 by members and w: {curves}). Chosen: **seeds "
-            f"{'+'.join(str(s) for s in ranking['members'])}, w {ranking['weight']:g}**. The whole ensemble alone is "
-            f"reported beside it."]
+            f"their own, mean log-probability + w x log1p(the sums of one item co-occurrence term for the same input; "
+            f"{terms}; each term alone is a baseline below) (NDCG@10 by members, w and term: {curves}). Chosen: **seeds "
+            f"{'+'.join(str(s) for s in ranking['members'])}, w {ranking['weight']:g}{term}**. The whole ensemble alone "
+            f"is reported beside it."]
+
+
+def _versus_neighbourhood(result: dict[str, Any]) -> str:
+    """The chosen ranking against the neighbourhood co-occurrence term alone (a stronger traditional
+    ranking than item co-occurrence on basket-like files)."""
+    if "intervals_vs_neighbourhood" not in result:  # reports from before that baseline
+        return ""
+    alone = result["baselines"]["neighbourhood_cooccurrence"]["test_full_ndcg@10"]
+    low, high = result["intervals_vs_neighbourhood"]["chosen"]["ndcg@10"]["ratio"]
+    return (f" Against the neighbourhood co-occurrence term alone ({alone:.4f}): "
+            f"{result['metrics']['test_full_ndcg@10'] / alone:.2f}x [{low:.2f}, {high:.2f}].")
 
 
 def against_target(low: float, high: float, target: float) -> str:
@@ -652,7 +668,7 @@ def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     ranking = result["ranking"]
     ours_name = (f"profile model (ours, seeds {'+'.join(str(s) for s in ranking['members'])}"
-                 + (f", fused with co-occurrence x {ranking['weight']:g})" if ranking["weight"] else ")"))
+                 + (f", fused with {ranking['term']} co-occurrence x {ranking['weight']:g})" if ranking["weight"] else ")"))
     rows = {ours_name: result["metrics"], f"  the whole ensemble alone ({len(members)} seeds, no fusion)": result["model_alone"],
             **{f"  one member, seed {m['seed']} (alone)": m["test"] for m in members}, **result["baselines"]}
     for name, m in rows.items():
@@ -677,7 +693,8 @@ def render_sequences(result: dict[str, Any], meta: dict[str, Any]) -> str:
                   f"{min(singles):.4f}-{max(singles):.4f} (mean {statistics.mean(singles):.4f}, "
                   f"{min(singles) / cooccurrence:.2f}x-{max(singles) / cooccurrence:.2f}x co-occurrence)."
               + f" The whole ensemble alone, without the choice: {result['model_alone']['test_full_ndcg@10']:.4f} "
-                f"({result['model_alone']['test_full_ndcg@10'] / cooccurrence:.2f}x [{alone_low:.2f}, {alone_high:.2f}] co-occurrence)."]
+                f"({result['model_alone']['test_full_ndcg@10'] / cooccurrence:.2f}x [{alone_low:.2f}, {alone_high:.2f}] co-occurrence)."
+              + _versus_neighbourhood(result)]
     return "\n".join(lines) + "\n"
 
 

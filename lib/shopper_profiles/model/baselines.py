@@ -29,8 +29,10 @@ def popularity(histories: Sequence[np.ndarray], n_items: int, first_item: int = 
     return counts
 
 
-def cooccurrence(histories: Sequence[np.ndarray], n_items: int, window: int = 3, first_item: int = 1) -> sparse.csr_matrix:
-    """Directed counts C[a, b]: b appeared within ``window`` steps after a in one history."""
+def cooccurrence(histories: Sequence[np.ndarray], n_items: int, window: int = 3, first_item: int = 1,
+                 symmetric: bool = False) -> sparse.csr_matrix:
+    """Directed counts C[a, b]: b appeared within ``window`` steps after a in one history; with
+    ``symmetric``, before or after it (C + C^T: the order of items bought together says little)."""
     rows, cols = [], []
     for items in histories:
         real = items[items >= first_item]
@@ -41,6 +43,8 @@ def cooccurrence(histories: Sequence[np.ndarray], n_items: int, window: int = 3,
     if not rows:
         return sparse.csr_matrix((n_items, n_items))
     r, c = np.concatenate(rows), np.concatenate(cols)
+    if symmetric:
+        r, c = np.concatenate([r, c]), np.concatenate([c, r])
     return sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(n_items, n_items))
 
 

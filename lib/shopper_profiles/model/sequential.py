@@ -24,8 +24,10 @@ both steadier and higher than a typical member; each member's own numbers are re
 A member still improving at the end of its share trains on (a larger file needs the time more than
 a second member does), and a member whose share is shorter than an epoch is not started. The
 validation targets then choose the ranking (:func:`choose_ranking`): the k members with the best
-validation NDCG@10 of their own, fused with the co-occurrence baseline's evidence at a weight w;
-the whole ensemble alone is reported beside it.
+validation NDCG@10 of their own, fused at a weight w with one of two item co-occurrence terms
+(:data:`FUSION_TERMS`: the co-occurrence baseline's own, or items bought around each other in
+either order); the whole ensemble alone, and each term alone as a traditional baseline, are
+reported beside it.
 """
 
 from __future__ import annotations
@@ -305,17 +307,42 @@ def score_users(model: CausalSequenceModel, inputs: np.ndarray, batch: int = 102
 FUSION_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 """Candidate weights of the co-occurrence term in the fused ranking (see :func:`choose_ranking`)."""
 
-Variant = tuple[tuple[int, ...], float]
+
+@dataclass(frozen=True)
+class FusionTerm:
+    """An item co-occurrence signal counted on the training histories: b counts for a when it came
+    within ``window`` steps after a (``symmetric``: before or after it); a user's evidence sums the
+    rows of their ``last`` items, weighted 1, 1/2, 1/3, ... from the latest back."""
+
+    window: int
+    symmetric: bool
+    last: int
+
+    def matrix(self, data: SequenceData) -> Any:
+        return cooccurrence([seq[:-2] for seq in data.sequences], data.n_items, self.window, symmetric=self.symmetric)
+
+
+FUSION_TERMS = {
+    "followers": FusionTerm(window=3, symmetric=False, last=3),  # the item co-occurrence baseline's own sums
+    # Items bought around each other in either order, over the latest 10 items: within a basket the
+    # order of the items says little, and a basket holds more than three. One file's validation
+    # targets (Online Retail's) suggested it; every file chooses between the two on its own.
+    "neighbourhood": FusionTerm(window=5, symmetric=True, last=10),
+}
+"""The co-occurrence terms a fused ranking may add, each also ranked alone as a traditional baseline."""
+
+Variant = tuple[tuple[int, ...], float, str]
 """A ranking from the trained members: (which members' log-probabilities are averaged, the weight w
-of the co-occurrence term added to them; 0: the members alone)."""
+of the co-occurrence term added to them, which term of :data:`FUSION_TERMS`; w 0 and '': the members
+alone)."""
 
 
-def cooccurrence_evidence(matrix: Any, histories: Sequence[np.ndarray], chunk: int = 4096) -> np.ndarray:
-    """[users, n_items] float32 log1p of the co-occurrence baseline's sums for ``histories``: the
-    fused ranking's second term, on the log scale of the model's log-probabilities."""
+def cooccurrence_evidence(matrix: Any, histories: Sequence[np.ndarray], last: int = 3, chunk: int = 4096) -> np.ndarray:
+    """[users, n_items] float32 log1p of a co-occurrence term's sums for ``histories``: the fused
+    ranking's second term, on the log scale of the model's log-probabilities."""
     out = np.empty((len(histories), matrix.shape[0]), dtype=np.float32)
     for start in range(0, len(histories), chunk):
-        out[start:start + chunk] = np.log1p(cooccurrence_sums(matrix, histories[start:start + chunk]))
+        out[start:start + chunk] = np.log1p(cooccurrence_sums(matrix, histories[start:start + chunk], last))
     return out
 
 
@@ -323,15 +350,16 @@ Ranks = dict[str, dict[str, np.ndarray]]
 """Per variant (or method), per protocol ('full', 'sampled100'): each user's 0-based rank of the target."""
 
 
-def variant_ranks(member_scores: Callable[[slice], dict[int, np.ndarray]], evidence: Callable[[slice], np.ndarray] | None,
+def variant_ranks(member_scores: Callable[[slice], dict[int, np.ndarray]],
+                  evidence: Callable[[slice], dict[str, np.ndarray]] | None,
                   targets: np.ndarray, histories: Sequence[np.ndarray], variants: dict[str, Variant],
                   sampled: bool = True, seed: int = 0, chunk: int = 4096) -> Ranks:
     """Every variant's per-user ranks (full ranking and, with ``sampled``, among 100 sampled negatives)
     from ONE scoring pass: ``member_scores(rows)`` gives each member's log-probabilities for a slice
-    of users and ``evidence(rows)`` the co-occurrence term, once per chunk (bounded memory: a few
+    of users and ``evidence(rows)`` each co-occurrence term the variants use, once per chunk (bounded memory: a few
     chunk x n_items arrays), and each variant ranks from those arrays. Per-user ranks, not only
     means: the paired bootstrap intervals resample them."""
-    fused = any(w for _, w in variants.values())
+    fused = any(w for _, w, _ in variants.values())
     if evidence is None and fused:
         raise ValueError("a fused variant (weight > 0) needs the co-occurrence evidence")
     ranks: dict[str, dict[str, list[np.ndarray]]] = {name: {"full": [], "sampled100": []} for name in variants}
@@ -340,20 +368,20 @@ def variant_ranks(member_scores: Callable[[slice], dict[int, np.ndarray]], evide
         part_targets, part_histories = targets[part], histories[part]
         members = member_scores(part)
         shape = next(iter(members.values())).shape
-        term = evidence(part) if evidence is not None and fused else None
+        terms = evidence(part) if evidence is not None and fused else {}
         rows = np.arange(len(part_targets))
         banned = history_mask(shape[0], shape[1], part_histories)  # the shopper's own earlier items, never the target
         banned[rows, part_targets] = False
         banned[:, 0] = True  # padding is never a recommendation
         negatives = (unseen_negatives(shape[1], part_targets, part_histories, rows + start, 100, seed, 1)
                      if sampled else None)
-        for name, (chosen, weight) in variants.items():
+        for name, (chosen, weight, term) in variants.items():
             scores = members[chosen[0]].copy()  # masked below; the members' arrays serve every variant
             for m in chosen[1:]:
                 scores += members[m]
             scores /= len(chosen)
-            if weight and term is not None:
-                scores += weight * term
+            if weight:
+                scores += weight * terms[term]
             scores[banned] = -np.inf
             ranks[name]["full"].append(full_ranks(scores, part_targets))
             if negatives is not None:
@@ -369,14 +397,22 @@ def rank_reports(ranks: Ranks, ks: Sequence[int], prefix: str) -> dict[str, dict
             for name, by_protocol in ranks.items()}
 
 
-def member_variants(members: Sequence[float], weights: Sequence[float]) -> dict[str, Variant]:
+def member_variants(members: Sequence[float], weights: Sequence[float],
+                    terms: Sequence[str] = tuple(FUSION_TERMS)) -> dict[str, Variant]:
     """The candidate rankings: the k members with the best validation NDCG@10 of their own
-    (``members``), for every k, each at every weight. Why: three members trained in one budget are
-    not equal (the last gets what the first two left), and averaging in a weak one can cost the
-    ensemble more than it adds; the k best, not every subset, keeps the choice small."""
+    (``members``), for every k, alone and fused with each term at every weight above 0. Why: three
+    members trained in one budget are not equal (the last gets what the first two left), and
+    averaging in a weak one can cost the ensemble more than it adds; the k best, not every subset,
+    keeps the choice small."""
     order = sorted(range(len(members)), key=lambda m: -members[m])
-    return {f"{'+'.join(str(m) for m in sorted(order[:k]))} w={w:g}": (tuple(sorted(order[:k])), float(w))
-            for k in range(1, len(members) + 1) for w in weights}
+    out: dict[str, Variant] = {}
+    for k in range(1, len(members) + 1):
+        chosen = tuple(sorted(order[:k]))
+        label = "+".join(str(m) for m in chosen)
+        for w in weights:
+            for term in (terms if w else ("",)):
+                out[f"{label} w={w:g}" + (f" {term}" if w else "")] = (chosen, float(w), term)
+    return out
 
 
 def choose_ranking(ndcg: dict[Variant, float]) -> Variant:
@@ -386,57 +422,68 @@ def choose_ranking(ndcg: dict[Variant, float]) -> Variant:
     file where the next item mostly shares the last one's basket the model does not reproduce. How
     much of each to trust, and which members to average, is the file's to say on its validation
     targets, as the epoch is."""
-    return max(ndcg, key=lambda v: (ndcg[v], -v[1], len(v[0])))
+    return max(ndcg, key=lambda v: (ndcg[v], -v[1], len(v[0])))  # equal keys: the first (followers) term
 
 
 def evaluate_ranks(models: Sequence[CausalSequenceModel], data: SequenceData, stage: str, sampled: bool = False,
-                   seed: int = 0, variants: dict[str, Variant] | None = None, matrix: Any = None) -> Ranks:
+                   seed: int = 0, variants: dict[str, Variant] | None = None, matrices: dict[str, Any] | None = None) -> Ranks:
     """The trained members under the leave-one-out protocol for ``stage`` ('validation' or 'test'):
     every variant's per-user ranks (default: all members averaged, alone), from one scoring pass; a
-    variant with a weight needs the co-occurrence ``matrix``."""
+    variant with a weight needs its term's co-occurrence matrix in ``matrices``."""
     inputs, targets, histories = evaluation_inputs(data.sequences, models[0].spec.max_len, stage)
-    variants = variants or {"": (tuple(range(len(models))), 0.0)}
-    used = sorted({m for chosen, _ in variants.values() for m in chosen})
-    if matrix is None and any(w for _, w in variants.values()):
-        raise ValueError("a fused variant needs the co-occurrence matrix of the training histories")
+    variants = variants or {"": (tuple(range(len(models))), 0.0, "")}
+    used = sorted({m for chosen, _, _ in variants.values() for m in chosen})
+    terms = sorted({term for _, w, term in variants.values() if w})
+    missing = set(terms) - set(matrices or {})
+    if missing:
+        raise ValueError(f"a fused variant needs the co-occurrence matrix of its term(s) {sorted(missing)}")
 
     def member_scores(part: slice) -> dict[int, np.ndarray]:
         return {m: score_users(models[m], inputs[part]) for m in used}
 
-    return variant_ranks(member_scores, (lambda part: cooccurrence_evidence(matrix, histories[part])), targets,
-                         histories, variants, sampled, seed)
+    def evidence(part: slice) -> dict[str, np.ndarray]:
+        assert matrices is not None
+        return {t: cooccurrence_evidence(matrices[t], histories[part], FUSION_TERMS[t].last) for t in terms}
+
+    return variant_ranks(member_scores, evidence, targets, histories, variants, sampled, seed)
 
 
 def evaluate(models: Sequence[CausalSequenceModel], data: SequenceData, stage: str, ks: Sequence[int],
              sampled: bool = False, seed: int = 0, variants: dict[str, Variant] | None = None,
-             matrix: Any = None) -> dict[str, dict[str, float]]:
+             matrices: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
     """:func:`evaluate_ranks` as HR/NDCG per variant."""
-    return rank_reports(evaluate_ranks(models, data, stage, sampled, seed, variants, matrix), ks, f"{stage}_")
+    return rank_reports(evaluate_ranks(models, data, stage, sampled, seed, variants, matrices), ks, f"{stage}_")
 
 
-def training_cooccurrence(data: SequenceData) -> Any:
-    """Co-occurrence counted on the training histories (all but the last two items): the
-    baseline's, the model's followers' and the fused term's one source."""
-    return cooccurrence([seq[:-2] for seq in data.sequences], data.n_items)
+def training_cooccurrence(data: SequenceData) -> dict[str, Any]:
+    """Per term of :data:`FUSION_TERMS`, its co-occurrence counted on the training histories (all but
+    the last two items): the baselines', the model's followers' ('followers') and the fused terms'
+    one source."""
+    return {name: term.matrix(data) for name, term in FUSION_TERMS.items()}
 
 
-def baseline_ranks(data: SequenceData, seed: int = 0, matrix: Any = None) -> Ranks:
-    """Popularity and item co-occurrence on the test targets, fitted on the model's training
-    histories (all but the last two items), scored from the same inputs as the model, ranked under
-    the same protocol (and against the same sampled negatives: same ``seed``)."""
+BASELINE_TERMS = {"item_cooccurrence": "followers", "neighbourhood_cooccurrence": "neighbourhood"}
+"""Each co-occurrence term ranked alone, under its baseline's name."""
+
+
+def baseline_ranks(data: SequenceData, seed: int = 0, matrices: dict[str, Any] | None = None) -> Ranks:
+    """Popularity and each co-occurrence term alone on the test targets, fitted on the model's
+    training histories (all but the last two items), scored from the same inputs as the model,
+    ranked under the same protocol (and against the same sampled negatives: same ``seed``)."""
     pop = popularity([seq[:-2] for seq in data.sequences], data.n_items)
-    matrix = training_cooccurrence(data) if matrix is None else matrix
+    matrices = training_cooccurrence(data) if matrices is None else matrices
     _, targets, histories = evaluation_inputs(data.sequences, 1, "test")
 
     def popular(part: slice) -> dict[int, np.ndarray]:
         return {0: popularity_scores(pop, len(targets[part]))}
 
-    def followers(part: slice) -> dict[int, np.ndarray]:
-        return {0: cooccurrence_scores(matrix, pop, histories[part])}
+    def term_alone(term: str) -> Callable[[slice], dict[int, np.ndarray]]:
+        return lambda part: {0: cooccurrence_scores(matrices[term], pop, histories[part], FUSION_TERMS[term].last)}
 
-    alone: dict[str, Variant] = {"": ((0,), 0.0)}
+    scorers = {"popularity": popular, **{name: term_alone(term) for name, term in BASELINE_TERMS.items()}}
+    alone: dict[str, Variant] = {"": ((0,), 0.0, "")}
     return {name: variant_ranks(score, None, targets, histories, alone, True, seed + 1)[""]
-            for name, score in (("popularity", popular), ("item_cooccurrence", followers))}
+            for name, score in scorers.items()}
 
 
 INTERVAL_METRICS = ("ndcg@10", "hr@10")
@@ -540,11 +587,12 @@ def train_member(data: SequenceData, spec: SequentialSpec, neighbours: tuple[np.
                    "history": history}
 
 
-def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None, matrix: Any = None) -> dict[str, Any]:
+def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None,
+                       matrices: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train up to ``spec.ensemble`` members within ``spec.minutes`` (each gets an equal share of what
     is left, and may run on while it improves), each keeping its best validation NDCG@10 weights; a
     member whose share is shorter than one of the first member's epochs is not started. The ranking
-    (which members, fused with co-occurrence at which weight) is chosen on validation; report its
+    (which members, fused with which co-occurrence term at which weight) is chosen on validation; report its
     validation and test metrics (full and sampled), the whole ensemble alone and each member's test
     numbers beside them."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -563,8 +611,8 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
                 training_windows(data.sequences, spec.max_len, spec.window_overlap))
     # The followers (and the fused term) are counted on the training histories only, exactly as the
     # co-occurrence baseline's.
-    matrix = training_cooccurrence(data) if matrix is None else matrix
-    neighbours = top_followers(matrix, spec.neighbours) if spec.neighbours else None
+    matrices = training_cooccurrence(data) if matrices is None else matrices
+    neighbours = top_followers(matrices["followers"], spec.neighbours) if spec.neighbours else None
     models, members = [], []
     left = spec.minutes * 60.0
     epoch_seconds = 0.0  # one epoch of the first member
@@ -582,37 +630,43 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
     # One scoring pass per stage. Validation: every candidate ranking (the k best members at every
     # weight), so the choice and the reports come from the same arrays. Test: the chosen ranking, all
     # members alone (the ensemble without the choice) and each member alone.
-    everyone: Variant = (tuple(range(len(models))), 0.0)
+    everyone: Variant = (tuple(range(len(models))), 0.0, "")
     candidates = member_variants([m["best_validation_ndcg@10"] for m in members],
                                  FUSION_WEIGHTS if spec.fusion else (0.0,))
-    validation = evaluate(models, data, "validation", spec.ks, True, spec.seed, candidates, matrix)
+    validation = evaluate(models, data, "validation", spec.ks, True, spec.seed, candidates, matrices)
     curve = {variant: validation[name]["validation_full_ndcg@10"] for name, variant in candidates.items()}
     chosen = choose_ranking(curve)
 
     def seeds(chosen_members: tuple[int, ...]) -> str:
         return "+".join(str(members[m]["seed"]) for m in chosen_members)
 
-    logger.info("ranking: seeds %s, co-occurrence weight %g, chosen on validation (NDCG@10 %s)", seeds(chosen[0]),
-                chosen[1], ", ".join(f"seeds {seeds(v[0])} w {v[1]:g}: {curve[v]:.4f}" for v in curve))
-    singles = {f"seed {m['seed']}": ((i,), 0.0) for i, m in enumerate(members)}
+    logger.info("ranking: seeds %s, co-occurrence %s x %g, chosen on validation (NDCG@10 %s)", seeds(chosen[0]),
+                chosen[2] or "-", chosen[1], ", ".join(f"seeds {seeds(v[0])} {term_label(v)}: {curve[v]:.4f}" for v in curve))
+    singles = {f"seed {m['seed']}": ((i,), 0.0, "") for i, m in enumerate(members)}
     test_ranks = evaluate_ranks(models, data, "test", True, spec.seed + 1, {"chosen": chosen, "everyone": everyone, **singles},
-                                matrix)
+                                matrices)
     test = rank_reports(test_ranks, spec.ks, "test_")
     for name, summary in zip(singles, members, strict=True):
         summary["test"] = test[name]
     name_of = {variant: name for name, variant in candidates.items()}
     alone = {**validation[name_of[everyone]], **test["everyone"]}
     report = {**validation[name_of[chosen]], **test["chosen"]}
-    by_members: dict[str, dict[float, float]] = {}
-    for (chosen_members, weight), value in curve.items():
-        by_members.setdefault(seeds(chosen_members), {})[weight] = value
-    ranking = {"members": [members[m]["seed"] for m in chosen[0]], "weight": chosen[1], "validation_ndcg@10": by_members}
+    by_members: dict[str, dict[str, float]] = {}
+    for variant, value in curve.items():
+        by_members.setdefault(seeds(variant[0]), {})[term_label(variant)] = value
+    ranking = {"members": [members[m]["seed"] for m in chosen[0]], "weight": chosen[1], "term": chosen[2],
+               "validation_ndcg@10": by_members}
     return {"metrics": report, "model_alone": alone, "ranking": ranking, "members": members,
             "test_ranks": {"chosen": test_ranks["chosen"], "everyone": test_ranks["everyone"]},
             "history": [e for m in members for e in m.pop("history")],
             "train_seconds": sum(m["train_seconds"] for m in members), "training_examples": len(examples[0]),
             "users": len(data.sequences), "items": data.n_items - 1, "skipped_short_users": data.skipped_short,
             "spec": {**asdict(spec), "overlap": spec.window_overlap}}
+
+
+def term_label(variant: Variant) -> str:
+    """'w 0' for the members alone, 'w 1.5 followers' for a fused ranking."""
+    return f"w {variant[1]:g}" + (f" {variant[2]}" if variant[1] else "")
 
 
 PUBLISHED_BEAUTY = {  # ../shared/data/README.md: S3-Rec paper, full ranking, the same files
@@ -630,13 +684,17 @@ def run_benchmark(sequences_path: str, attributes_path: str | None, spec: Sequen
     logger.info("%s: %d users, %d items, %d skipped (< 3 items)", sequences_path, len(data.users), data.n_items - 1,
                 data.skipped_short)
     started = time.perf_counter()
-    matrix = training_cooccurrence(data)
-    result = train_and_evaluate(data, spec, log=log, matrix=matrix)
+    matrices = training_cooccurrence(data)
+    result = train_and_evaluate(data, spec, log=log, matrices=matrices)
     result["wall_seconds"] = time.perf_counter() - started
-    baselines = baseline_ranks(data, spec.seed, matrix)
+    baselines = baseline_ranks(data, spec.seed, matrices)
     result["baselines"] = rank_reports(baselines, spec.ks, "test_")
-    # Per-user ranks stay out of the report; their paired intervals against co-occurrence go in.
-    result["intervals"] = versus_cooccurrence(result.pop("test_ranks"), baselines["item_cooccurrence"]["full"], spec.seed)
+    # Per-user ranks stay out of the report; their paired intervals against co-occurrence go in, and
+    # the chosen ranking's against the neighbourhood term alone (the stronger traditional one on some files).
+    ranks = result.pop("test_ranks")
+    result["intervals"] = versus_cooccurrence(ranks, baselines["item_cooccurrence"]["full"], spec.seed)
+    result["intervals_vs_neighbourhood"] = versus_cooccurrence({"chosen": ranks["chosen"]},
+                                                               baselines["neighbourhood_cooccurrence"]["full"], spec.seed)
     result["sequences_path"] = str(sequences_path)
     result["attributes_path"] = str(attributes_path) if attributes_path else None
     if tracking_uri:
@@ -657,6 +715,7 @@ def run_benchmark(sequences_path: str, attributes_path: str | None, spec: Sequen
             mlflow.log_metrics({mlflow_name(k): v for k, v in result["metrics"].items()})
             mlflow.log_metrics({mlflow_name(f"model_alone.{k}"): v for k, v in result["model_alone"].items()})
             mlflow.log_metrics({"fusion_weight": result["ranking"]["weight"], "ranking_members": len(result["ranking"]["members"])})
+            mlflow.set_tag("fusion_term", result["ranking"]["term"] or "none")
             mlflow.set_tag("ranking_seeds", "+".join(str(seed) for seed in result["ranking"]["members"]))
             for member in result["members"]:
                 mlflow.log_metrics({mlflow_name(f"seed{member['seed']}.{k}"): v for k, v in member["test"].items()})
@@ -665,6 +724,9 @@ def run_benchmark(sequences_path: str, attributes_path: str | None, spec: Sequen
             for ranking, by_metric in result["intervals"].items():  # e.g. chosen.ratio_vs_cooccurrence_ndcg_at_10_low
                 mlflow.log_metrics({mlflow_name(f"{ranking}.ratio_vs_cooccurrence_{metric}_{end}"): bounds["ratio"][i]
                                     for metric, bounds in by_metric.items() for i, end in enumerate(("low", "high"))})
+            mlflow.log_metrics({mlflow_name(f"chosen.ratio_vs_neighbourhood_{metric}_{end}"): bounds["ratio"][i]
+                                for metric, bounds in result["intervals_vs_neighbourhood"]["chosen"].items()
+                                for i, end in enumerate(("low", "high"))})
             mlflow.set_tag("protocol", "leave-one-out; full ranking over all items minus the user's history; "
                                        "sampled100 = target vs 100 uniform unseen negatives")
             result["mlflow_run_id"] = run.info.run_id
