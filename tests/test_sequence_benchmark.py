@@ -188,7 +188,8 @@ def test_the_ranking_is_the_one_the_validation_targets_like_best() -> None:
     """Co-occurrence evidence on the target and model scores that are noise: a positive weight wins.
     Evidence on a wrong item: the model alone (0) wins, and a tie goes to the smaller weight. A member
     that is noise is left out when the informed one ranks better alone; only the k best by their own
-    validation NDCG@10 are candidates."""
+    validation NDCG@10 are candidates. With two co-occurrence terms, the one whose evidence is on the
+    target is chosen, whichever its name."""
     rng = np.random.default_rng(0)
     users, items = 200, 40
     targets = rng.integers(2, items, users).astype(np.int32)
