@@ -596,25 +596,22 @@ def bench_sequences(args: argparse.Namespace) -> dict[str, Any]:
 
 def _ranking_lines(result: dict[str, Any]) -> list[str]:
     ranking = result["ranking"]
-    from shopper_profiles.model.sequential import FUSION_TERMS
+    from shopper_profiles.model.sequential import FUSION_TERMS, term_label
 
     curves = "; ".join(f"seeds {seeds}: " + ", ".join(f"{label}: {v:.4f}" for label, v in curve.items())
                        for seeds, curve in ranking["validation_ndcg@10"].items())
     terms = "; ".join(f"*{name}* = b within {t.window} steps {'before or after' if t.symmetric else 'after'} a, "
                       f"summed over the latest {t.last} items" for name, t in FUSION_TERMS.items())
-    term = f" {ranking['term']}" if ranking["weight"] else ""
     return [f"- Ranking, chosen on the **validation** targets: the k members with the best validation NDCG@10 of "
             f"their own, mean log-probability + w x log1p(the sums of one item co-occurrence term for the same input; "
             f"{terms}; each term alone is a baseline below) (NDCG@10 by members, w and term: {curves}). Chosen: **seeds "
-            f"{'+'.join(str(s) for s in ranking['members'])}, w {ranking['weight']:g}{term}**. The whole ensemble alone "
-            f"is reported beside it."]
+            f"{'+'.join(str(s) for s in ranking['members'])}, {term_label(((), ranking['weight'], ranking['term']))}**. "
+            "The whole ensemble alone is reported beside it."]
 
 
 def _versus_neighbourhood(result: dict[str, Any]) -> str:
     """The chosen ranking against the neighbourhood co-occurrence term alone (a stronger traditional
     ranking than item co-occurrence on basket-like files)."""
-    if "intervals_vs_neighbourhood" not in result:  # reports from before that baseline
-        return ""
     alone = result["baselines"]["neighbourhood_cooccurrence"]["test_full_ndcg@10"]
     low, high = result["intervals_vs_neighbourhood"]["chosen"]["ndcg@10"]["ratio"]
     return (f" Against the neighbourhood co-occurrence term alone ({alone:.4f}): "

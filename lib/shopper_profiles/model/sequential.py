@@ -337,6 +337,11 @@ of the co-occurrence term added to them, which term of :data:`FUSION_TERMS`; w 0
 alone)."""
 
 
+def term_label(variant: Variant) -> str:
+    """'w 0' for the members alone, 'w 1.5 followers' for a fused ranking."""
+    return f"w {variant[1]:g}" + (f" {variant[2]}" if variant[1] else "")
+
+
 def cooccurrence_evidence(matrix: Any, histories: Sequence[np.ndarray], last: int = 3, chunk: int = 4096) -> np.ndarray:
     """[users, n_items] float32 log1p of a co-occurrence term's sums for ``histories``: the fused
     ranking's second term, on the log scale of the model's log-probabilities."""
@@ -411,7 +416,8 @@ def member_variants(members: Sequence[float], weights: Sequence[float],
         label = "+".join(str(m) for m in chosen)
         for w in weights:
             for term in (terms if w else ("",)):
-                out[f"{label} w={w:g}" + (f" {term}" if w else "")] = (chosen, float(w), term)
+                variant = (chosen, float(w), term)
+                out[f"{label} {term_label(variant)}"] = variant
     return out
 
 
@@ -662,11 +668,6 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
             "train_seconds": sum(m["train_seconds"] for m in members), "training_examples": len(examples[0]),
             "users": len(data.sequences), "items": data.n_items - 1, "skipped_short_users": data.skipped_short,
             "spec": {**asdict(spec), "overlap": spec.window_overlap}}
-
-
-def term_label(variant: Variant) -> str:
-    """'w 0' for the members alone, 'w 1.5 followers' for a fused ranking."""
-    return f"w {variant[1]:g}" + (f" {variant[2]}" if variant[1] else "")
 
 
 PUBLISHED_BEAUTY = {  # ../shared/data/README.md: S3-Rec paper, full ranking, the same files
