@@ -51,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                              "chosen on validation (the model alone is reported beside it)")
     parser.add_argument("--neighbours", type=int, default=SequentialSpec.neighbours,
                         help="co-occurrence input: each item's top followers in the training histories (0: off)")
+    parser.add_argument("--input-terms", default=",".join(SequentialSpec.input_terms),
+                        help="co-occurrence terms the network reads as inputs, comma-separated (followers, neighbourhood)")
     parser.add_argument("--out", help="also write the JSON report here")
     args = parser.parse_args(argv)
     configure_logging()
@@ -65,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     spec = SequentialSpec(minutes=args.minutes, max_epochs=args.max_epochs, seed=args.seed, ensemble=args.ensemble,
                           use_attributes=attributes is not None, prefixes=args.prefixes,
                           neighbours=args.neighbours, positions=args.positions, overlap=args.overlap,
-                          exclude_seen=args.exclude_seen, fusion=args.fusion)
+                          exclude_seen=args.exclude_seen, fusion=args.fusion,
+                          input_terms=tuple(t for t in args.input_terms.split(",") if t))
     report = run_benchmark(sequences, attributes, spec, config.mlflow_tracking_uri, config.mlflow.experiment,
                            log=lambda entry: print(json.dumps(entry), flush=True))
     text = json.dumps(report, indent=2, default=str)

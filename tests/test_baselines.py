@@ -184,6 +184,28 @@ def test_followers_as_an_input_match_the_counts_and_never_count_the_pair_being_p
     assert own[3] == pytest.approx(np.log1p(2)) and own[2] == pytest.approx(np.log1p(2))
 
 
+def test_a_deeper_input_term_weighs_each_recent_item_one_over_its_distance_and_corrects_only_pairs_it_counted() -> None:
+    """The neighbourhood term as an input reads the latest 10 items (weights 1, 1/2, ... 1/10, as its
+    baseline sums), and a training target counts one occurrence less only in the rows of recent items
+    within the counting window: a pair further apart was never counted."""
+    tf = pytest.importorskip("tensorflow")
+    from shopper_profiles.model.encoder import follower_cells, recent_items
+
+    n_items = 13
+    follow = np.zeros((n_items, 1), np.int32)
+    follow[1:12, 0] = 12  # every item's one neighbour: item 12, counted 4 times
+    strength = np.where(follow > 0, np.log1p(4.0), 0.0).astype(np.float32)
+    recent = recent_items(tf.constant([list(range(1, 12))]), depth=10)[0, -1:]  # latest first: 11, 10, ... 2
+    assert recent.numpy().tolist() == [list(range(11, 1, -1))]
+    cells, values = follower_cells(recent, tf.constant(follow), tf.constant(strength))
+    scored = tf.tensor_scatter_nd_add(np.zeros((1, n_items), np.float32), cells, values).numpy()[0]
+    assert scored[12] == pytest.approx(np.log1p(4.0) * sum(1.0 / k for k in range(1, 11)))
+    cells, values = follower_cells(recent, tf.constant(follow), tf.constant(strength), targets=tf.constant([12]), window=5)
+    own = tf.tensor_scatter_nd_add(np.zeros((1, n_items), np.float32), cells, values).numpy()[0]
+    assert own[12] == pytest.approx(np.log1p(3.0) * sum(1.0 / k for k in range(1, 6))
+                                    + np.log1p(4.0) * sum(1.0 / k for k in range(6, 11)))
+
+
 def test_friend_and_search_cues_point_at_the_latest_neighbour_item_and_the_searched_sessions_first_item(spark, store) -> None:
     """Friends' influence: a friend (either way) or a followed account's purchase/share in the 68 h
     before D; not a follower's, not an older one, not one of an account linked after it.

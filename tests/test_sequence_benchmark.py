@@ -253,9 +253,10 @@ def test_the_job_runs_on_any_file_of_the_format(tmp_path) -> None:
     _pattern_file(path, users=120, items=30, seed=1)
     out = tmp_path / "report.json"
     report = run_job("benchmark_sequences", ["--sequences", str(path), "--minutes", "0.2", "--max-epochs", "1",
-                                             "--ensemble", "1", "--out", str(out),
+                                             "--ensemble", "1", "--out", str(out), "--input-terms", "followers,neighbourhood",
                                              "--conf-override", f"lakehouse.root={tmp_path / 'lh'}"])
     assert [m["epochs"] for m in report["members"]] == [1] and report["attributes_path"] is None
+    assert list(report["spec"]["input_terms"]) == ["followers", "neighbourhood"]
     assert json.loads(out.read_text())["metrics"]["test_full_hr@10"] == pytest.approx(report["metrics"]["test_full_hr@10"])
 
 

@@ -12,6 +12,7 @@ item at every position whose next token is a real item.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,30 +115,34 @@ def build_encoder(spec: EncoderSpec, item_init: np.ndarray | None = None, attrib
     return encoder
 
 
-def recent_items(items: Any) -> Any:
-    """[batch, length, 3]: at each position its item and the two before it (latest first, 0 none)."""
+def recent_items(items: Any, depth: int = 3) -> Any:
+    """[batch, length, depth]: at each position its item and the ``depth - 1`` before it (latest first, 0 none)."""
     import tensorflow as tf
 
     def back(steps: int) -> Any:
         return tf.pad(items, [[0, 0], [steps, 0]])[:, :tf.shape(items)[1]]
 
-    return tf.stack([items, back(1), back(2)], axis=-1)
+    return tf.stack([back(step) for step in range(depth)], axis=-1)
 
 
-def follower_cells(recent: Any, neighbour_items: Any, neighbour_weights: Any, targets: Any = None) -> tuple[Any, Any]:
-    """Co-occurrence as an input: for rows of ``recent`` [rows, n <= 3] (latest item first, 0 none), the
-    (row, item) cells of those items' top followers and their log1p counts weighted 1, 1/2, 1/3 (the
-    co-occurrence baseline's sum), to add onto [rows, n_items] logits with ``tf.tensor_scatter_nd_add``
+def follower_cells(recent: Any, neighbour_items: Any, neighbour_weights: Any, targets: Any = None,
+                   window: int | None = None) -> tuple[Any, Any]:
+    """Co-occurrence as an input: for rows of ``recent`` [rows, n] (latest item first, 0 none), the
+    (row, item) cells of those items' top followers and their log1p counts weighted 1, 1/2, 1/3, ...
+    (the co-occurrence baseline's sum), to add onto [rows, n_items] logits with ``tf.tensor_scatter_nd_add``
     (repeated cells add up). With training ``targets``, a follower that is the row's own target counts
-    one occurrence less: the pair being predicted must not be its own evidence."""
+    one occurrence less where the counts saw this very pair (the recent item within ``window`` steps
+    before the target; None: every recent item): the pair being predicted must not be its own evidence."""
     import tensorflow as tf
 
     follow = tf.gather(neighbour_items, recent)  # [rows, n, K]
     strength = tf.gather(neighbour_weights, recent)
     if targets is not None:
         own = tf.equal(follow, tf.cast(targets, follow.dtype)[:, None, None])
+        if window is not None:
+            own &= (tf.range(recent.shape[-1]) < window)[None, :, None]
         strength = tf.where(own, tf.math.log1p(tf.maximum(tf.math.expm1(strength) - 1.0, 0.0)), strength)
-    decay = tf.constant([1.0, 0.5, 1.0 / 3.0][:recent.shape[-1]])
+    decay = 1.0 / tf.range(1, recent.shape[-1] + 1, dtype=tf.float32)
     strength *= decay[None, :, None] * tf.cast(recent > 0, tf.float32)[:, :, None]
     rows = tf.broadcast_to(tf.range(tf.shape(recent)[0])[:, None, None], tf.shape(follow))
     cells = tf.stack([tf.reshape(rows, [-1]), tf.reshape(tf.cast(follow, tf.int32), [-1])], axis=1)
@@ -145,13 +150,13 @@ def follower_cells(recent: Any, neighbour_items: Any, neighbour_weights: Any, ta
 
 
 def add_followers(logits: Any, recent: Any, neighbour_items: Any, neighbour_weights: Any, weight: Any,
-                  targets: Any = None) -> Any:
+                  targets: Any = None, window: int | None = None) -> Any:
     """``logits`` [rows, n_items] plus ``weight`` (one for all rows, or [rows]) x the co-occurrence
     strength of every item after the rows' ``recent`` items (see :func:`follower_cells`): the one way
     both models take co-occurrence in."""
     import tensorflow as tf
 
-    cells, values = follower_cells(recent, neighbour_items, neighbour_weights, targets)
+    cells, values = follower_cells(recent, neighbour_items, neighbour_weights, targets, window)
     weight = tf.convert_to_tensor(weight, values.dtype)
     if weight.shape.rank == 1:  # a weight per row: each row owns the same number of cells
         values = tf.reshape(tf.reshape(values, [tf.shape(recent)[0], -1]) * weight[:, None], [-1])
@@ -174,12 +179,14 @@ def seen_cells(items: Any, present: Any, targets: Any) -> Any:
 
 
 def next_item_loss(hidden: Any, targets: Any, present: Any, item_table: Any, item_bias: Any = None,
-                   followers: tuple[Any, Any, Any, Any] | None = None, masked: bool = True, seen: Any = None) -> Any:
+                   followers: Sequence[tuple[Any, Any, Any, Any, int]] = (), masked: bool = True,
+                   seen: Any = None) -> Any:
     """Mean full-softmax cross-entropy over every item of the ``targets`` at the ``present``
     positions of ``hidden``. ``masked``: only those positions reach the softmax (cheaper); else
     every position does and the absent ones weigh 0 -- the same value with static shapes, which
-    per-example gradients (``tf.vectorized_map``, DP-SGD) need. ``followers`` = (recent items
-    [batch, length, 3], neighbour items, neighbour weights, weight) adds the co-occurrence input.
+    per-example gradients (``tf.vectorized_map``, DP-SGD) need. Each of ``followers`` = (recent items
+    [batch, length, depth], neighbour items, neighbour weights, weight, counting window) adds a
+    co-occurrence input (see :func:`add_followers`).
     ``seen`` (the input items [batch, length]; ``masked`` only): the items at or before a position are
     no candidates for its target, as the evaluation ranks only what the shopper has not had."""
     import tensorflow as tf
@@ -188,19 +195,18 @@ def next_item_loss(hidden: Any, targets: Any, present: Any, item_table: Any, ite
         raise ValueError("seen items can only be excluded with masked=True")
     if masked:
         rows, kept = tf.boolean_mask(hidden, present), tf.boolean_mask(targets, present)
-        recent_rows = tf.boolean_mask(followers[0], present) if followers is not None else None
+        recent_rows = [tf.boolean_mask(f[0], present) for f in followers]
         weights = None
     else:
         rows = tf.reshape(hidden, [-1, tf.shape(hidden)[-1]])
         kept = tf.maximum(tf.reshape(targets, [-1]), 0)
-        recent_rows = tf.reshape(followers[0], [-1, tf.shape(followers[0])[-1]]) if followers is not None else None
+        recent_rows = [tf.reshape(f[0], [-1, tf.shape(f[0])[-1]]) for f in followers]
         weights = tf.cast(tf.reshape(present, [-1]), tf.float32)
     logits = tf.matmul(rows, item_table, transpose_b=True)
     if item_bias is not None:
         logits += item_bias
-    if followers is not None:
-        _, neighbour_items, neighbour_weights, weight = followers
-        logits = add_followers(logits, recent_rows, neighbour_items, neighbour_weights, weight, kept)
+    for recent, (_, neighbour_items, neighbour_weights, weight, window) in zip(recent_rows, followers, strict=True):
+        logits = add_followers(logits, recent, neighbour_items, neighbour_weights, weight, kept, window)
     if seen is not None:
         cells = seen_cells(seen, present, kept)
         logits = tf.tensor_scatter_nd_update(logits, cells, tf.fill(tf.shape(cells)[:1], tf.constant(-1e9, logits.dtype)))
