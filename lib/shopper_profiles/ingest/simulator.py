@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -216,8 +217,11 @@ def simulate_items(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
     )
 
 
+@lru_cache(maxsize=4)
 def _users_latent(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
-    """Every user's hidden traits (the planted truth) and observed attributes."""
+    """Every user's hidden traits (the planted truth) and observed attributes. One plan per session
+    and config: users, events, edges and truth all read it, and building its few thousand column
+    expressions over py4j costs about a second each time (a plan is immutable, so sharing it is safe)."""
     seed = cfg.seed
     uid = F.col("id")
     users = spark.range(cfg.users).select(
@@ -502,9 +506,11 @@ def _friends_influence(spark: SparkSession, cfg: SimulatorConfig, item_events: D
     )
 
 
+@lru_cache(maxsize=4)
 def _edges(spark: SparkSession, cfg: SimulatorConfig) -> DataFrame:
     """The friend/follow graph by simulator uid: (src_uid, dst_uid, edge_type, edge_s), one row per
-    (src, dst, type); homophily: most links join users of the same main interest."""
+    (src, dst, type); homophily: most links join users of the same main interest. One plan per session
+    and config, as :func:`_users_latent`."""
     from pyspark.sql.window import Window
 
     seed = cfg.seed
