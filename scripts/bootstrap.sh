@@ -39,7 +39,11 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   echo "bootstrap: creating $VENV with $($PY --version)"
   "$PY" -m venv "$VENV"
 fi
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+# A pip.conf that names absent find-links folders makes pip warn once per package; only that line is dropped.
+pip() {
+  "$VENV/bin/python" -m pip --disable-pip-version-check "$@" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2 || true)
+}
 pip install -q --upgrade "pip>=24" "setuptools>=68,<75" wheel
 echo "bootstrap: installing pinned dependencies (first time: a few minutes)"
 # The isolated build's setuptools (>=77) deprecates the license table we keep for the venv's own (<75,
