@@ -257,6 +257,9 @@ def test_the_job_runs_on_any_file_of_the_format(tmp_path) -> None:
                                              "--conf-override", f"lakehouse.root={tmp_path / 'lh'}"])
     assert [m["epochs"] for m in report["members"]] == [1] and report["attributes_path"] is None
     assert list(report["spec"]["input_terms"]) == ["followers", "neighbourhood"]
+    with pytest.raises(ValueError, match="unknown input term.s. basket; choose from followers, neighbourhood"):
+        run_job("benchmark_sequences", ["--sequences", str(path), "--input-terms", "followers,basket",
+                                        "--conf-override", f"lakehouse.root={tmp_path / 'lh'}"])
     assert json.loads(out.read_text())["metrics"]["test_full_hr@10"] == pytest.approx(report["metrics"]["test_full_hr@10"])
 
 

@@ -611,6 +611,9 @@ def train_and_evaluate(data: SequenceData, spec: SequentialSpec, log: Any = None
 
     if spec.ensemble < 1:
         raise ValueError(f"ensemble must be >= 1 member, got {spec.ensemble}")
+    unknown = sorted(set(spec.input_terms) - set(FUSION_TERMS))
+    if unknown:
+        raise ValueError(f"unknown input term(s) {', '.join(unknown)}; choose from {', '.join(FUSION_TERMS)}")
     threads = spec.threads or (os.cpu_count() or 2)
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
