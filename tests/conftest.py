@@ -12,6 +12,9 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+# Spark settings for test-sized data (the file says which and why); every JVM of the run reads
+# them, spark-submit children included. The product itself keeps Spark's defaults.
+os.environ.setdefault("SPARK_CONF_DIR", str(Path(__file__).resolve().parent / "spark_conf"))
 
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from shopper_profiles.config import Config, load_config  # noqa: E402

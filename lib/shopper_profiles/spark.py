@@ -103,7 +103,6 @@ def _local_builder(builder: SparkSession.Builder, config: Config) -> SparkSessio
         "spark.local.dir": str(tmp / "spark"),
         "spark.sql.warehouse.dir": str(tmp / "warehouse"),
         "spark.driver.extraJavaOptions": java_opts,
-        "spark.sql.adaptive.enabled": "true",
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
     }
