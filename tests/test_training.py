@@ -353,7 +353,9 @@ def test_refitted_heads_are_the_exact_linear_fits_and_a_refit_that_validates_wor
     after = predict(model, {k: validation[k] for k in inputs})
     # The training rows' outputs it hands back are what the refitted model itself gives.
     assert fitted["price"] == pytest.approx(predict(model, {k: train[k] for k in inputs})["price"], abs=1e-4)
-    assert {h for h, r in report.items() if r["kept"]} == {"price", "intent", "churn", "age_band", "interests"}, report
+    assert {h for h, r in report.items() if r["kept"] and h != "next_items"} == {"price", "intent", "churn", "age_band",
+                                                                                "interests"}, report
+    assert "validation_recall_at_20_trained" in report["next_items"]  # the repeat weight was judged (its own test below)
     interests = _loss(INTEREST, validation["next_categories"].reshape(-1), after["interest_logits"].reshape(-1))
     assert interests == pytest.approx(report["interests"]["validation_loss_refit"], rel=1e-3)
     for head in HEADS:
@@ -387,6 +389,43 @@ def _refitted_price(train: dict[str, np.ndarray], validation: dict[str, np.ndarr
                                   hidden_size=16, layers=1, heads=2, dropout=0.0, wide=True))
     report, _ = refit_heads(model, train, validation)
     return report["price"], predict(model, {k: probe[k] for k in ("item_seq", "type_seq", "time_seq", "tabular")})["price"].reshape(-1)
+
+
+@pytest.mark.parametrize("windows", ["items the shopper has had", "items the shopper never had"])
+def test_the_next_item_repeat_weight_moves_to_the_best_validation_recall_and_nothing_else_moves(windows: str) -> None:
+    """The refit's one change to the next-item logits: log1p(times in the sequence) weighed more where
+    the next windows repeat the history (here on a network whose trained weight on it is zero), less
+    where they hold only new items; every logit moves by exactly shift x log1p(count), and no other
+    output moves."""
+    from shopper_profiles.model.encoder import WIDE_SCALE
+    from shopper_profiles.model.heads import refit_repeat_weight
+    from shopper_profiles.model.network import ModelSpec, build_model, predict
+
+    rng, n_items, rows = np.random.default_rng(17), 200, 300
+    model = build_model(ModelSpec(n_items=n_items, n_tabular=N_TAB, n_categories=N_CAT, max_len=MAX_LEN, hidden_size=16,
+                                  layers=1, heads=2, dropout=0.0, wide=True))
+    repeats = windows == "items the shopper has had"
+    if repeats:  # a network that learned to give the counts no weight
+        model.item_wide.assign(model.item_wide * np.array([1, 1, 0, 1, 1, 1], np.float32))
+    items = rng.integers(2, n_items, size=(rows, MAX_LEN))
+    items[:, :3] = items[:, 3:4]  # one item four times
+    unseen = np.array([[i for i in rng.permutation(np.arange(2, n_items)) if i not in row][:MAX_LEN] for row in items])
+    validation = {"item_seq": items, "type_seq": np.ones_like(items), "time_seq": np.full_like(items, 3),
+                  "tabular": rng.normal(size=(rows, N_TAB)).astype(np.float32),
+                  "window_items": items if repeats else unseen}
+    inputs = ("item_seq", "type_seq", "time_seq", "tabular")
+    before = predict(model, {k: validation[k] for k in inputs})
+    found = refit_repeat_weight(model, validation)
+    after = predict(model, {k: validation[k] for k in inputs})
+    assert found["kept"] and (found["shift"] > 0 if repeats else found["shift"] < 0), found
+    assert found["validation_recall_at_20_refit"] > found["validation_recall_at_20_trained"]
+    counts = np.zeros((rows, n_items))
+    np.add.at(counts, (np.repeat(np.arange(rows), MAX_LEN), items.reshape(-1)), 1.0)
+    moved = after["next_item_logits"] - before["next_item_logits"]
+    np.testing.assert_allclose(moved, found["shift"] * np.log1p(counts), atol=1e-4)
+    assert float(model.item_wide.numpy()[2]) * WIDE_SCALE == pytest.approx((1.0 if not repeats else 0.0) + found["shift"], abs=1e-5)
+    for name in ("interest_logits", "price", "intent_logit", "churn_logit", "user_embedding"):
+        assert np.array_equal(after[name], before[name]), name
 
 
 def test_the_price_refit_weighs_each_shopper_by_the_label_windows_items() -> None:

@@ -353,6 +353,9 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
                 if "validation_loss_refit" in found:
                     mlflow.log_metrics({f"refit.{head}.validation_loss_trained": found["validation_loss_trained"],
                                         f"refit.{head}.validation_loss_refit": found["validation_loss_refit"]})
+                if "validation_recall_at_20_refit" in found:  # the next items' repeat weight (model/heads.py)
+                    mlflow.log_metrics({f"refit.{head}.{k}": found[k] for k in (
+                        "shift", "validation_recall_at_20_trained", "validation_recall_at_20_refit")})
             mlflow.log_metrics({**{mlflow_name(k): v for k, v in metrics.items()}, "sequences_per_second": rank0["sequences_per_second"],
                                 "input_wait_share": rank0["input_wait_seconds"] / max(rank0["seconds"], 1e-9)})
             figure, axis = plt.subplots(figsize=(5, 3))
