@@ -184,7 +184,9 @@ class ModelConfig(_Strict):
                                       "x items scores (the evaluation ranks that many shoppers at a time)")
     refit_heads: bool = Field(default=True, description="after training, refit the price, intent, churn, age band and "
                               "gender heads exactly on the frozen network (L2 chosen on the validation users; kept "
-                              "only where that head's validation loss falls); skipped under DP-SGD")
+                              "only where that head's validation loss falls) and shift the next items' repeat weight "
+                              "to its best validation recall@20 (kept only where it beats the trained weight); "
+                              "skipped under DP-SGD")
     patience: int = Field(default=3, ge=0, description="epochs without validation improvement before training stops "
                           "and the best epoch is kept (0: no early stopping, the last epoch is kept)")
     shared_dir: str | None = Field(default=None, description="folder every training node reads and writes (input "

@@ -297,7 +297,8 @@ def refit_heads(model: Any, train: dict[str, np.ndarray], validation: dict[str, 
                 outputs: tuple[str, ...] = ()) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """Refit every head of HEADS on ``train``, choose the L2 strength by the ``validation`` loss (the
     price level: its inputs and strength by grouped cross-validation) and keep a refit only where that
-    loss falls. Changes ``model`` in place; returns per head what was tried and
+    loss falls; then the next items' repeat weight (:func:`refit_repeat_weight`, reported as
+    ``next_items``). Changes ``model`` in place; returns per head what was tried and
     kept, and the requested ``outputs`` (of HEADS) on the training rows as the refitted model gives them,
     from the forward pass the fit needs anyway."""
     if not train or not len(train["item_seq"]):
