@@ -213,7 +213,7 @@ class ProfilesConfig(_Strict):
     similar_users: int = Field(ge=1, description="nearest users by embedding kept per user")
     explanation_events: int = Field(ge=1, description="behaviour events kept per explained score")
     explanation_features: int = Field(ge=1, description="tabular features kept per explained score")
-    explanation_steps: int = Field(ge=1, description="integrated-gradients interpolation steps")
+    explanation_steps: int = Field(ge=1, description="integrated-gradients points on the path (Gauss-Legendre nodes)")
     audiences_file: str = Field(description="declarative audience definitions (YAML)")
 
 

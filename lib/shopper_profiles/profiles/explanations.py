@@ -53,8 +53,8 @@ _ROWS = T.StructType([EXPLANATIONS.schema[c] for c in ("user_id", "target", "kin
 def integrated_gradients(model: Any, arrays: dict[str, np.ndarray], steps: int,
                          interest: np.ndarray | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Per target: ``tokens`` (B, L) and ``tabular`` (B, F) attributions, ``score`` f(x) and
-    ``baseline`` f(x0) in logits, and ``category`` (the explained interest). Midpoint Riemann sum
-    over ``steps`` points of the straight path from the baseline to the input."""
+    ``baseline`` f(x0) in logits, and ``category`` (the explained interest). The path integral from
+    the baseline to the input by ``steps``-point Gauss-Legendre quadrature (``path_points``)."""
     import tensorflow as tf
 
     from shopper_profiles.model.inputs import model_inputs
@@ -69,21 +69,29 @@ def integrated_gradients(model: Any, arrays: dict[str, np.ndarray], steps: int,
 
     path_gradients = _path_gradients(model)
     total = {t: [tf.zeros_like(x_emb), tf.zeros_like(x_tab)] for t in TARGETS}
-    for alpha in (np.arange(steps) + 0.5) / steps:
+    for alpha, weight in zip(*path_points(steps), strict=True):
         gradients = path_gradients(inputs, x_emb, x_tab, b_emb, b_tab, category, tf.constant(alpha, tf.float32))
         for target in TARGETS:
-            total[target][0] += gradients[target][0]
-            total[target][1] += gradients[target][1]
+            total[target][0] += float(weight) * gradients[target][0]
+            total[target][1] += float(weight) * gradients[target][1]
     at_input = _explained(out, category)
     at_baseline = _explained(model({**inputs, "tabular": b_tab}, training=False, embeds=b_emb), category)
     real = (arrays["item_seq"] != 0).astype(np.float32)  # padding is no event
     result = {}
     for target in TARGETS:
-        tokens = tf.reduce_sum((x_emb - b_emb) * total[target][0] / steps, axis=-1).numpy() * real
-        result[target] = {"tokens": tokens, "tabular": ((x_tab - b_tab) * total[target][1] / steps).numpy(),
+        tokens = tf.reduce_sum((x_emb - b_emb) * total[target][0], axis=-1).numpy() * real
+        result[target] = {"tokens": tokens, "tabular": ((x_tab - b_tab) * total[target][1]).numpy(),
                           "score": at_input[target].numpy(), "baseline": at_baseline[target].numpy(),
                           "category": category.numpy()}
     return result
+
+
+def path_points(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where on the path (alpha in (0, 1)) the gradients are taken and their weights (summing to 1):
+    Gauss-Legendre nodes, exact for polynomials of degree 2 * steps - 1 along the path, so 8 nodes
+    close the completeness gap better than 16 midpoints (Captum's default rule, for the same reason)."""
+    nodes, weights = np.polynomial.legendre.leggauss(steps)
+    return (nodes + 1.0) / 2.0, weights / 2.0
 
 
 def _explained(out: dict[str, Any], category: Any) -> dict[str, Any]:
@@ -99,7 +107,8 @@ _PATH_GRADIENTS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary
 def _path_gradients(model: Any) -> Any:
     """Per target, the gradients at one point ``alpha`` of the path, as one TensorFlow graph per model:
     measured here 2.6x faster than the same step eager (22 s vs 58 s for 1,000 shoppers x 16 steps);
-    XLA compiling it was no faster on CPU and costs its compile time on every new batch shape."""
+    XLA compiling it saved 24 % per warm call (13.9 s vs 18.2 s) but costs ~9 s of compile per batch
+    shape, which Arrow batches of varying size pay again and again."""
     import tensorflow as tf
 
     if model not in _PATH_GRADIENTS:
@@ -238,4 +247,4 @@ def explain_snapshot(spark: Any, store: Any, config: Any, as_of: date, alias: st
     faithfulness = (deletion_test(load_model_once(config.mlflow_tracking_uri, model.uri), arrays, p.explanation_events,
                                   p.explanation_steps) if arrays else {"users": 0})
     return {"as_of": str(as_of), "model_version": model.version, "rows": rows, "table_version": version_written,
-            "method": f"integrated gradients, {p.explanation_steps} steps", "faithfulness": faithfulness}
+            "method": f"integrated gradients, {p.explanation_steps} Gauss-Legendre nodes", "faithfulness": faithfulness}
