@@ -548,3 +548,16 @@ def test_a_model_trained_on_tables_of_another_layout_is_refused_saying_to_retrai
     width = tabular_width(2)
     with pytest.raises(ValueError, match=rf"reads {width - 2} table values per shopper, but this release builds {width} .* retrain it"):
         registered(tabular_width(2) - 2).check_usable(date(2024, 1, 2), vocabulary)
+
+
+def test_a_title_is_embedded_once_whatever_its_batch_and_untitled_items_keep_their_random_start() -> None:
+    from shopper_profiles.model.network import title_embeddings
+
+    titles = [None, "Lumix Compact camera", "Lumix Compact camera", "lens cap", "Beawise Premium serum set of 3", ""]
+    batched = title_embeddings(titles, 16, seed=3)
+    alone = title_embeddings(titles, 16, seed=3, batch=1)  # no padding at all
+    np.testing.assert_allclose(batched, alone, atol=1e-5)  # padding is masked out of the mean
+    np.testing.assert_array_equal(batched[1], batched[2])
+    blank = title_embeddings([None] * len(titles), 16, seed=3)  # every item's small random start
+    np.testing.assert_array_equal(batched[[0, 5]], blank[[0, 5]])
+    assert not np.isclose(batched[1:5], blank[1:5]).any(axis=1).all()
