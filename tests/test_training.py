@@ -560,4 +560,4 @@ def test_a_title_is_embedded_once_whatever_its_batch_and_untitled_items_keep_the
     np.testing.assert_array_equal(batched[1], batched[2])
     blank = title_embeddings([None] * len(titles), 16, seed=3)  # every item's small random start
     np.testing.assert_array_equal(batched[[0, 5]], blank[[0, 5]])
-    assert not np.isclose(batched[1:5], blank[1:5]).any(axis=1).all()
+    assert not np.isclose(batched[1:5], blank[1:5]).all(axis=1).any()  # no titled item keeps its random start
