@@ -19,7 +19,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = job_parser(__doc__ or "")
     parser.add_argument("--as-of", type=iso_date, required=True, help="profile snapshot D: demand for [D, D + horizon)")
     parser.add_argument("--population", choices=POPULATIONS, default="all_users",
-                        help="whose demand is summed: every profiled shopper or one audience")
+                        help="whose demand is summed: every profiled shopper, or (test_users, for a backtest) the "
+                             "shoppers held out from the model's training by the evaluation's rule")
     job = start_job(parser, argv)
     report = forecast_demand(job.spark, job.store, job.config, job.args.as_of, job.args.population)
     print(json.dumps({"demand": report}, default=str))

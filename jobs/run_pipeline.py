@@ -151,11 +151,11 @@ STEPS: list[tuple[str, Callable[[JobContext, dict[str, Any]], dict[str, Any]], C
                    c=r["faithfulness"]["purchase_intent"]["drop_top_events"],
                    d=r["faithfulness"]["purchase_intent"]["drop_random_events"])),
     ("audiences", uses, lambda r: "sizes {sizes}; similar users {rows:,} rows; demand WAPE profiles {w1} vs last "
-                                  "window {w2} (test users at {d})".format(
+                                  "window {w2} ({n:,} held-out shoppers at {d})".format(
                                       sizes=r["audiences"]["sizes"], rows=r["similar_users"]["rows"],
                                       w1=_fmt(r["demand_backtest"]["wape_profiles"]),
                                       w2=_fmt(r["demand_backtest"]["wape_naive_last_window"]),
-                                      d=r["demand_backtest"]["as_of"])),
+                                      n=r["demand_backtest"]["users"], d=r["demand_backtest"]["as_of"])),
 ]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 from shopper_profiles.config import ConfigError
 from shopper_profiles.profiles.audiences import load_audiences
 from shopper_profiles.profiles.explanations import remove_events
@@ -136,3 +137,52 @@ def test_a_loaded_model_is_cached_per_tracking_store_not_per_uri_alone(tmp_path:
     assert load_model_once(stores["shop_a"], "models:/shopper_profile_model/1") == "shop_a"
     assert load_model_once(stores["shop_b"], "models:/shopper_profile_model/1") == "shop_b"
     assert load_model_once(stores["shop_a"], "models:/shopper_profile_model/1") == "shop_a"
+
+
+def test_the_demand_backtest_holds_out_whom_the_evaluation_holds_out(spark: SparkSession) -> None:
+    """Every shopper outside the validation split when each model behind the profiles trained on
+    labels ending by D (a time holdout); the test split when any one saw the window or records no
+    training snapshot."""
+    from shopper_profiles.model.dataset import split_of
+    from shopper_profiles.profiles.demand import held_out
+
+    profiles = spark.range(400).selectExpr("format_string('u%03d', id) AS user_id")
+    split = {r.user_id: r.split for r in profiles.select("user_id", split_of(F.col("user_id")).alias("split")).collect()}
+    assert set(split.values()) == {"train", "validation", "test"}
+    d = date(2024, 4, 16)
+
+    def kept(trained_on: dict) -> tuple[set[str], str]:
+        frame, rule = held_out(profiles, trained_on, 14, d)
+        return {r.user_id for r in frame.collect()}, rule
+
+    users, rule = kept({"3": date(2024, 4, 2)})  # labels [04-02, 04-16): they end by D
+    assert users == {u for u, s in split.items() if s != "validation"} and rule.startswith("time holdout: model version(s) 3")
+    test_only = {u for u, s in split.items() if s == "test"}
+    for trained_on in ({"3": date(2024, 4, 3)}, {"3": date(2024, 4, 2), "4": date(2024, 4, 16)}, {"3": None}, {}):
+        users, rule = kept(trained_on)
+        assert users == test_only and rule.startswith("user holdout"), trained_on
+
+
+def test_demand_sums_each_shoppers_interest_scores_times_their_models_scale(spark: SparkSession) -> None:
+    """Forecast = sum over shoppers of score x the scale of the model version that scored them (1
+    for a version without one); naive and actual count the shoppers active in each category in the
+    window before D and the window from D."""
+    from shopper_profiles.profiles.demand import category_demand
+
+    d = date(2024, 4, 16)
+    profiles = spark.createDataFrame([
+        ("u1", "1", {"beauty": 0.5, "books": 0.2}), ("u2", "2", {"beauty": 0.4, "books": 0.1}),
+        ("u3", "1", {"beauty": 0.1, "books": 0.3})], "user_id string, model_version string, interest_scores map<string, double>")
+    events = spark.createDataFrame([
+        ("u1", datetime(2024, 4, 16, 9), "beauty > skincare"), ("u1", datetime(2024, 4, 20), "beauty > makeup"),
+        ("u2", datetime(2024, 4, 29, 23), "books > fiction"), ("u3", datetime(2024, 4, 30), "books > fiction"),  # after the window
+        ("u3", datetime(2024, 4, 10), "books > fiction"), ("u9", datetime(2024, 4, 17), "beauty > skincare"),  # u9 not profiled
+    ], "user_id string, ts timestamp, category string").withColumn("event_date", F.to_date("ts"))
+    rows = {r.category: r for r in category_demand(profiles, events, d, 14, "test_users", True, {"1": 0.8}).collect()}
+    assert rows["beauty"].forecast_users == pytest.approx(0.8 * (0.5 + 0.1) + 0.4)
+    assert rows["books"].forecast_users == pytest.approx(0.8 * (0.2 + 0.3) + 0.1)
+    assert (rows["beauty"].actual_users, rows["books"].actual_users) == (1, 1)
+    assert (rows["beauty"].naive_users, rows["books"].naive_users) == (0, 1)
+    assert {r.users for r in rows.values()} == {3}
+    unscaled = {r.category: r.forecast_users for r in category_demand(profiles, events, d, 14, "all", False).collect()}
+    assert unscaled["beauty"] == pytest.approx(1.0)

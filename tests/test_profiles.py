@@ -468,6 +468,25 @@ def test_category_demand_backtest_counts_the_real_next_window(shop: Shop) -> Non
     test_users = {r.user_id for r in shop.store.read(PROFILES).where(at(D1) & (split_of(F.col("user_id")) == "test"))
                   .select("user_id").collect()}
     assert 0 < len(test_users) < len(profiles)
+    # The champion (which scored D1; other tests register more versions) trained on D1's own window,
+    # so only the test split is held out (a user holdout).
+    champion = str(shop.champion().version)
+    assert {p["model_version"] for p in profiles} == {champion}
+    assert report["holdout"].startswith(f"user holdout: model version(s) {champion} ") and report["users"] == len(test_users)
+    # The demand scale: the validation shoppers' next-window categories over the head's expected count,
+    # recomputed here from the registered model and the training set's validation rows.
+    from shopper_profiles.model.inputs import model_inputs
+    from shopper_profiles.model.registry import RegisteredModel, load_model_once
+
+    registered = RegisteredModel.resolve(shop.config, version=champion)
+    scale = registered.spec["demand_scale"]
+    assert registered.training_snapshot == D1
+    validation = [r for r in shop.rows(training_spec(20), F.col("snapshot_date") == D1) if r["split"] == "validation"]
+    arrays = {k: np.array([r[k] for r in validation]) for k in ("item_seq", "type_seq", "time_seq", "tabular")}
+    logits = load_model_once(shop.config.mlflow_tracking_uri, registered.uri)(model_inputs(arrays), training=False)["interest_logits"]
+    labelled = sum(sum(r["next_categories"]) for r in validation)
+    assert scale == pytest.approx(labelled / float(np.sum(1 / (1 + np.exp(-np.asarray(logits, np.float64))))), rel=1e-4)
+    assert report["demand_scale"] == {champion: scale} and scale != 1.0
     events = shop.rows(EVENTS, F.col("category").isNotNull())
 
     def active(start: datetime, end: datetime) -> dict[str, int]:
@@ -481,7 +500,7 @@ def test_category_demand_backtest_counts_the_real_next_window(shop: Shop) -> Non
     naive = active(datetime(2024, 1, 20) - timedelta(days=14), datetime(2024, 1, 20))
     for category, row in rows.items():
         assert row["actual_users"] == actual.get(category, 0) and row["naive_users"] == naive.get(category, 0)
-        expected = sum(p["interest_scores"][category] for p in profiles if p["user_id"] in test_users)
+        expected = scale * sum(p["interest_scores"][category] for p in profiles if p["user_id"] in test_users)
         assert row["forecast_users"] == pytest.approx(expected, rel=1e-5)
     total = sum(actual.values())
     assert report["wape_naive_last_window"] == pytest.approx(

@@ -31,6 +31,13 @@ def label_window_observed(last_event: datetime | None, as_of: date, horizon_days
     return last_event is not None and last_event.date() >= as_of + timedelta(days=horizon_days - 1)
 
 
+def is_time_holdout(training_snapshot: date, horizon_days: int, as_of: date) -> bool:
+    """Whether a model trained on ``training_snapshot`` saw no label of [D, D + horizon): its
+    labels end by D, so every shopper outside the validation split (which chose its epoch and
+    refit) is held out; otherwise only the test split is."""
+    return training_snapshot + timedelta(days=horizon_days) <= as_of
+
+
 def require_observed_labels(store: DeltaStore, config: Config, as_of: date) -> None:
     """Labels come from [D, D + horizon): a window bronze has not fully seen would label every
     shopper churned and no one a buyer, so such a D is refused with the latest usable one."""

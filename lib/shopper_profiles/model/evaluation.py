@@ -49,7 +49,7 @@ from shopper_profiles.features.schemas import behaviour_spec, need_spec
 from shopper_profiles.features.social import neighbours
 from shopper_profiles.ingest.bronze import EVENTS, PLANTED_TRUTH, SOCIAL_EDGES
 from shopper_profiles.model import baselines
-from shopper_profiles.model.build import snapshot_examples
+from shopper_profiles.model.build import is_time_holdout, snapshot_examples
 from shopper_profiles.model.dataset import FIRST_ITEM
 from shopper_profiles.model.inputs import BATCH_COLUMNS
 from shopper_profiles.model.metrics import (
@@ -440,7 +440,7 @@ def evaluate_snapshot(spark: SparkSession, store: DeltaStore, config: Config, as
     vocabulary = registered.usable_vocabulary(store, as_of)
     snapshot = vocabulary.snapshot
     horizon = config.model.horizon_days
-    time_holdout = snapshot + timedelta(days=horizon) <= as_of
+    time_holdout = is_time_holdout(snapshot, horizon, as_of)
     holdout = (f"time holdout: the model's training labels end at {snapshot + timedelta(days=horizon)}, on or before D; "
                "evaluated on every shopper outside the validation split (training saw no label of the test window; "
                "demographics, which never change, on the test split only)" if time_holdout else

@@ -76,6 +76,10 @@ class ModelSpec:
     # ``profiles.price_bands`` quantiles), measured after training: set on the registered spec, None
     # while training and on models saved before it existed (scoring then uses LEGACY_PRICE_CUTS).
     price_cuts: tuple[float, float] | None = None
+    # The validation shoppers' next-window categories over what the interest head expects of them
+    # (sum of labels / sum of probabilities): the factor that brings the head's sums to the shop's
+    # current level for category demand. Set on the registered spec; None before (demand uses 1).
+    demand_scale: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

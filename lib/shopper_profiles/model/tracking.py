@@ -9,6 +9,7 @@ versions keep their version numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -123,6 +124,9 @@ def validation_metrics(weights: str, spec: ModelSpec, data: dict[str, np.ndarray
         metrics.update(ranking_report(ranks, prefix="val_full_"))
     intent_p = tf.sigmoid(out["intent_logit"]).numpy()
     churn_p = tf.sigmoid(out["churn_logit"]).numpy()
+    expected = float(tf.reduce_sum(tf.sigmoid(out["interest_logits"])))
+    if expected > 0:  # category demand sums these probabilities: how far off their total is
+        metrics["val_interest_calibration"] = float(np.sum(data["next_categories"])) / expected
     intent = binary_report(data["purchase_next"], intent_p, prefix="val_intent_")
     churn = binary_report(data["churn_next"], churn_p, prefix="val_churn_")
     metrics.update({k: v for k, v in {**intent, **churn}.items() if not math.isnan(v)})
@@ -329,6 +333,8 @@ def train_and_register(store: DeltaStore, config: Config, as_of: date, num_proc:
         figures = work / "figures"
         figures.mkdir()
         metrics = validation_metrics(weights_path, spec, validation, figures)
+        if "val_interest_calibration" in metrics:
+            spec = dataclasses.replace(spec, demand_scale=metrics["val_interest_calibration"])
 
         use_experiment(config.mlflow_tracking_uri, config.mlflow.experiment)
         lineage = {f"delta_version.{s.name}": store.version(s) for s in (spec_table, VOCAB)}
@@ -404,8 +410,6 @@ def _refit_heads(weights_path: str, spec: ModelSpec, files: list[str], validatio
     driver reads at most about MAX_ROWS training rows (a hash-chosen share of the shoppers). Neither
     under DP-SGD (``private``): a refit, or cuts, from the raw training rows would spend privacy the
     accountant never counted; such a model keeps the fixed legacy cuts."""
-    import dataclasses
-
     from shopper_profiles.model.heads import MAX_ROWS, head_inputs, refit_heads
     from shopper_profiles.model.network import build_model
 
