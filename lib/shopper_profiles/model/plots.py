@@ -63,24 +63,27 @@ def confusion_plot(labels: np.ndarray, predicted: np.ndarray, classes: list[str]
 def scaling_plot(sizes: list[int], ratios: dict[str, list[float | None]], intervals: dict[str, list[tuple[float, float] | None]],
                  path: Path) -> None:
     """Model / best traditional ratio per task against the number of simulated shoppers (log x),
-    with the 95 % bootstrap interval as error bars; 1.0 = parity."""
+    with the 95 % bootstrap interval as error bars; 1.0 = parity. Each task its own colour, the
+    planted phenomena (reported, not targets) dashed, the legend beside the axes, not over them."""
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    figure, axis = plt.subplots(figsize=(9.5, 4.6))
     axis.axhline(1.0, color="grey", linestyle="--", linewidth=1)
-    for task, values in ratios.items():
+    colours = plt.get_cmap("tab20").colors  # pairs (dark, light): the ten dark ones first, then the light
+    for i, (task, values) in enumerate(ratios.items()):
         points = [(s, v, iv) for s, v, iv in zip(sizes, values, intervals[task], strict=True) if v is not None]
         if not points:
             continue
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         low = [y - (p[2][0] if p[2] else y) for y, p in zip(ys, points, strict=True)]
         high = [(p[2][1] if p[2] else y) - y for y, p in zip(ys, points, strict=True)]
-        axis.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=task)
+        axis.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=task, color=colours[(2 * i + i // 10) % 20],
+                      linestyle="--" if task.startswith("planted_") else "-")
     axis.set_xscale("log")
     axis.minorticks_off()
     axis.set_xticks(sizes, [f"{s:,}" for s in sizes])
     axis.set_xlabel("simulated shoppers")
     axis.set_ylabel("profile model / best traditional")
-    axis.legend(fontsize=7)
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
